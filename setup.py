@@ -1,0 +1,32 @@
+"""Install coic-basicsr: CoIC / RDMC deraining as a BasicSR plugin."""
+from setuptools import find_packages, setup
+
+setup(
+    name='coic-basicsr',
+    version='0.1.0',
+    description='CoIC (ICLR 2024) and RDMC deraining for the BasicSR toolbox: mixed-rain data, '
+    'instance-level modulation, contrastive training',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='MIT',
+    python_requires='>=3.9',
+    packages=find_packages(include=['coic_basicsr', 'coic_basicsr.*']),
+    include_package_data=True,
+    package_data={'coic_basicsr': ['data/assets/*', 'options/*.yml']},
+    install_requires=[
+        'basicsr>=1.4.2',
+        'torch>=2.1',
+        'torchvision',
+        'mmengine',
+        'opencv-python',
+        'lmdb',
+        'numpy',
+        'pyyaml',
+        'scikit-image',
+        'scipy',
+        'tensorboard',
+        'tqdm',
+    ],
+    extras_require={'test': ['pytest', 'pytest-timeout'], 'plots': ['matplotlib']},
+    entry_points={'console_scripts': ['basicsr = coic_basicsr.cli:main']},
+)
