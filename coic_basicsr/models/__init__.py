@@ -4,3 +4,5 @@ from os import path as osp
 from coic_basicsr.utils.registration import import_modules_with_suffix
 
 _model_modules = import_modules_with_suffix(__name__, osp.dirname(osp.abspath(__file__)), ('_model.py', ))
+
+from coic_basicsr.models import lr_schedulers  # noqa: E402,F401  (registers schedulers)

@@ -1,0 +1,65 @@
+"""The ``basicsr`` console command: ``basicsr <subcommand> [args]`` (BasicSR itself ships no command)."""
+import importlib
+import os
+import sys
+from typing import Callable, List, Optional
+
+import yaml
+
+#: subcommand -> (module with ``main(argv) -> int``, one-line help)
+SUBCOMMANDS = {
+    'train': ('coic_basicsr.train', 'train a model from an option file (BasicSR flags; torchrun/SLURM aware)'),
+    'test': ('coic_basicsr.test', 'test a model on the test/val sets of an option file (PSNR/SSIM, images)'),
+    'prepare-data': ('coic_basicsr.tools.prepare_data', 'convert official deraining datasets into LMDB pairs'),
+}
+
+#: errors that come from the user's input (options, files, data): reported in one line, no traceback wall
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, yaml.YAMLError)
+
+
+def run_reporting_errors(prog: str, func: Callable, argv: Optional[List[str]]) -> int:
+    """Run ``func(argv)``; a user error becomes one ``prog: error: ...`` line and exit code 2.
+
+    Set ``COIC_TRACEBACK=1`` to get the full traceback instead.
+    """
+    try:
+        func(argv)
+    except USER_ERRORS as err:
+        if os.environ.get('COIC_TRACEBACK'):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f'{prog}: error: {message}', file=sys.stderr, flush=True)
+        _abort_process_group()
+        return 2
+    return 0
+
+
+def _abort_process_group() -> None:
+    """A rank that failed must not leave the others waiting in a collective: tear the group down."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _usage() -> str:
+    lines = ['usage: basicsr <command> [options]', '', 'commands:']
+    lines += [f'  {name:<18}{help_}' for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ['', "Run 'basicsr <command> --help' for a command's options."]
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ('-h', '--help', 'help'):
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in SUBCOMMANDS:
+        print(f"basicsr: error: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[command][0])
+    return module.main(rest) or 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

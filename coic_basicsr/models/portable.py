@@ -1,0 +1,117 @@
+"""Device-, distribution- and crash-safe behaviour shared by every model the pipeline builds.
+
+BasicSR 1.4.2's ``BaseModel`` wraps DDP with ``device_ids=[cuda]``, knows only the Adam optimizer and two schedulers,
+and writes checkpoints in place. :class:`PortableModelMixin` fixes that by ordinary method overriding; the pipeline
+puts it in front of any registered BasicSR model class (stock ``SRModel`` included) via :func:`portable_model_class`.
+"""
+from copy import deepcopy
+from os import path as osp
+from typing import Dict, List, Type
+
+import torch
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from coic_basicsr.registry import SCHEDULER_REGISTRY
+from coic_basicsr.utils.checkpoint import atomic_save, to_plain
+
+
+class PortableModelMixin:
+    """Mixin placed before a BasicSR model class in the MRO.
+
+    YAML keys it adds:
+        find_unused_parameters (bool): Passed to DDP. Default: False.
+        train.optim_* (dict): ``type`` may be any ``torch.optim`` class name (Adam, AdamW, SGD, ...).
+        train.scheduler (dict): ``type`` may also be a name in ``coic_basicsr.registry.SCHEDULER_REGISTRY``.
+    """
+
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        net = net.to(self.device)
+        if self.opt['dist']:
+            device_ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()
+                          ] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(
+                net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    def get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
+        optim_cls = getattr(torch.optim, optim_type, None)
+        if not (isinstance(optim_cls, type) and issubclass(optim_cls, torch.optim.Optimizer)):
+            raise ValueError(f"train.optim_*.type: '{optim_type}' is not a torch.optim optimizer")
+        return optim_cls(params, lr, **kwargs)
+
+    def setup_schedulers(self) -> None:
+        scheduler_opt = dict(self.opt['train']['scheduler'])
+        scheduler_type = scheduler_opt.pop('type')
+        if scheduler_type not in SCHEDULER_REGISTRY:
+            return super().setup_schedulers()
+        scheduler_cls = SCHEDULER_REGISTRY.get(scheduler_type)
+        self.schedulers.extend(scheduler_cls(optimizer, **scheduler_opt) for optimizer in self.optimizers)
+
+    @master_only
+    def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:
+        current_iter = 'latest' if current_iter == -1 else current_iter
+        nets = net if isinstance(net, list) else [net]
+        param_keys = param_key if isinstance(param_key, list) else [param_key]
+        save_dict = {}
+        for net_, key in zip(nets, param_keys):
+            state_dict = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {k[7:] if k.startswith('module.') else k: v.cpu() for k, v in state_dict.items()}
+        atomic_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth'))
+
+    def extra_training_state(self) -> Dict:
+        """Model-specific entries stored in the training state (override; tensors and plain containers only)."""
+        return {}
+
+    def load_extra_training_state(self, state: Dict) -> None:
+        """Restore what :meth:`extra_training_state` saved."""
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'extra': self.extra_training_state(),
+        }
+        atomic_save(to_plain(state), osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state: Dict) -> None:
+        for key, mine in (('optimizers', self.optimizers), ('schedulers', self.schedulers)):
+            if len(resume_state[key]) != len(mine):
+                raise ValueError(f'path.resume_state: the state has {len(resume_state[key])} {key}, '
+                                 f'this model has {len(mine)}')
+        super().resume_training(resume_state)
+        self.load_extra_training_state(resume_state.get('extra', {}))
+        get_root_logger().info(f"Resumed optimizers/schedulers at iter {resume_state['iter']}.")
+
+
+_PORTABLE_CLASSES: Dict[type, type] = {}
+
+
+def portable_model_class(model_cls: Type) -> Type:
+    """``model_cls`` itself if it already has the mixin, else a subclass ``(PortableModelMixin, model_cls)``."""
+    if issubclass(model_cls, PortableModelMixin):
+        return model_cls
+    if model_cls not in _PORTABLE_CLASSES:
+        _PORTABLE_CLASSES[model_cls] = type(model_cls.__name__, (PortableModelMixin, model_cls),
+                                            {'__doc__': model_cls.__doc__, '__module__': model_cls.__module__})
+    return _PORTABLE_CLASSES[model_cls]
+
+
+def build_model(opt: dict):
+    """BasicSR's ``build_model`` with :class:`PortableModelMixin` in front of the registered class."""
+    from basicsr.utils.registry import MODEL_REGISTRY
+    opt = deepcopy(opt)  # model constructors pop keys (e.g. optimizer 'type')
+    model = portable_model_class(MODEL_REGISTRY.get(opt['model_type']))(opt)
+    get_root_logger().info(f'Model [{model.__class__.__name__}] is created.')
+    return model
+
+
+__all__: List[str] = ['PortableModelMixin', 'portable_model_class', 'build_model']

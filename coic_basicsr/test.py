@@ -1,0 +1,52 @@
+"""``basicsr test``: evaluate a model on every dataset of a test option file (BasicSR's test pipeline)."""
+import logging
+import os
+import sys
+from os import path as osp
+from typing import List, Optional
+
+import coic_basicsr  # noqa: F401
+import torch
+from basicsr.data import build_dataloader, build_dataset
+from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_dirs
+from basicsr.utils.options import dict2str
+
+from coic_basicsr.models.portable import build_model
+from coic_basicsr.utils.dist import barrier
+from coic_basicsr.utils.options import parse_options
+from coic_basicsr.utils.validate import check_options
+
+
+def test_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = None) -> None:
+    root_path = root_path or os.getcwd()
+    opt, _ = parse_options(argv, root_path, is_train=False, prog='basicsr test')
+    check_options(opt)
+    torch.backends.cudnn.benchmark = True
+    make_exp_dirs(opt)
+    barrier()
+    log_file = osp.join(opt['path']['log'], f"test_{opt['name']}_{get_time_str()}.log")
+    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
+    logger.info(get_env_info())
+    logger.info(dict2str(opt))
+    test_loaders = []
+    for _, dataset_opt in sorted(opt['datasets'].items()):
+        test_set = build_dataset(dataset_opt)
+        test_loaders.append(build_dataloader(test_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
+                                             sampler=None, seed=opt['manual_seed']))
+        logger.info(f"Number of test images in {dataset_opt['name']}: {len(test_set)}")
+    model = build_model(opt)
+    val_opt = opt.setdefault('val', {})
+    for test_loader in test_loaders:
+        logger.info(f"Testing {test_loader.dataset.opt['name']}...")
+        model.validation(test_loader, current_iter=opt['name'], tb_logger=None, save_img=val_opt.get('save_img', False))
+    barrier()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``basicsr test`` and ``python -m coic_basicsr.test``."""
+    from coic_basicsr.cli import run_reporting_errors
+    return run_reporting_errors('basicsr test', test_pipeline, argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

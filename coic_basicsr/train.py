@@ -1,0 +1,193 @@
+"""``basicsr train``: BasicSR's training loop on CPU or GPU, single process or torchrun/SLURM (gloo or nccl)."""
+import datetime
+import logging
+import math
+import os
+import sys
+import time
+from os import path as osp
+from typing import List, Optional
+
+import coic_basicsr  # noqa: F401  (shim + registration before basicsr's builders are used)
+import torch
+from basicsr.data import build_dataloader, build_dataset
+from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
+from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_root_logger, get_time_str,
+                           init_tb_logger, init_wandb_logger, make_exp_dirs, mkdir_and_rename, set_random_seed)
+from basicsr.utils.options import copy_opt_file, dict2str
+
+from coic_basicsr.data.samplers import ResumableSampler, build_sampler
+from coic_basicsr.models.portable import build_model
+from coic_basicsr.utils.checkpoint import latest_training_state, load_checkpoint
+from coic_basicsr.utils.dist import barrier
+from coic_basicsr.utils.options import parse_options
+from coic_basicsr.utils.validate import check_options
+
+
+def init_tb_loggers(opt: dict):
+    """Tensorboard (and wandb syncing it) on rank 0, as BasicSR does; ``None`` for debug runs."""
+    logger_opt = opt['logger']
+    if (logger_opt.get('wandb') or {}).get('project') and 'debug' not in opt['name']:
+        if not logger_opt.get('use_tb_logger'):
+            raise ValueError('logger.use_tb_logger must be true when logger.wandb.project is set')
+        init_wandb_logger(opt)
+    if logger_opt.get('use_tb_logger') and 'debug' not in opt['name']:
+        return init_tb_logger(log_dir=osp.join(opt['root_path'], 'tb_logger', opt['name']))
+    return None
+
+
+def create_dataloaders(opt: dict, logger: logging.Logger):
+    """Train loader + sampler and one loader per ``val*`` dataset."""
+    train_loader = train_sampler = None
+    val_loaders = []
+    for phase, dataset_opt in opt['datasets'].items():
+        if phase == 'train':
+            train_set = build_dataset(dataset_opt)
+            train_sampler = ResumableSampler(
+                build_sampler(train_set, dataset_opt, opt['world_size'], opt['rank'], opt['manual_seed']))
+            train_loader = build_dataloader(train_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
+                                            sampler=train_sampler, seed=opt['manual_seed'])
+            iters_per_epoch = max(len(train_loader), 1)
+            total_iters = int(opt['train']['total_iter'])
+            total_epochs = math.ceil(total_iters / iters_per_epoch)
+            logger.info(f'Training statistics:\n\tNumber of train images: {len(train_set)}'
+                        f'\n\tSampler: {type(train_sampler.sampler).__name__}, samples per rank per epoch: {len(train_sampler)}'
+                        f'\n\tBatch size per process: {dataset_opt["batch_size_per_gpu"]}'
+                        f'\n\tWorld size: {opt["world_size"]}\n\tIters per epoch: {iters_per_epoch}'
+                        f'\n\tTotal epochs: {total_epochs}; iters: {total_iters}.')
+        elif phase.split('_')[0] in ('val', 'test'):
+            val_set = build_dataset(dataset_opt)
+            val_loaders.append(build_dataloader(val_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
+                                                sampler=None, seed=opt['manual_seed']))
+            logger.info(f'Number of val images/folders in {dataset_opt["name"]}: {len(val_set)}')
+        else:
+            raise ValueError(f"datasets.{phase}: phase must be 'train' or start with 'val'")
+    if train_loader is None:
+        raise ValueError('datasets.train: a training dataset is required')
+    return train_loader, train_sampler, val_loaders, total_epochs, total_iters
+
+
+def load_resume_state(opt: dict) -> Optional[dict]:
+    """The training state to resume from: the latest complete one with ``--auto_resume``, else ``path.resume_state``."""
+    state_path = opt['path'].get('resume_state')
+    if opt['auto_resume']:
+        latest = latest_training_state(opt['path']['training_states'])
+        state_path = latest or state_path
+        opt['path']['resume_state'] = state_path
+    if not state_path:
+        return None
+    state = load_checkpoint(state_path, torch.device(opt['device']))
+    check_resume(opt, state['iter'])
+    return state
+
+
+def create_prefetcher(opt: dict, train_loader):
+    mode = opt['datasets']['train'].get('prefetch_mode')
+    if mode in (None, 'cpu'):
+        return CPUPrefetcher(train_loader)
+    if mode == 'cuda' and opt['num_gpu'] > 0:
+        if opt['datasets']['train'].get('pin_memory') is not True:
+            raise ValueError('datasets.train.pin_memory must be true with prefetch_mode: cuda')
+        return CUDAPrefetcher(train_loader, opt)
+    if mode == 'cuda':
+        return CPUPrefetcher(train_loader)  # no CUDA here: same batches, without the copy stream
+    raise ValueError(f"datasets.train.prefetch_mode: '{mode}' is not one of None, cpu, cuda")
+
+
+def seed_for(opt: dict, current_iter: int, stream: int) -> None:
+    """Re-seed python/numpy/torch from (manual_seed, rank, iteration, stream) so a resumed run draws the same random
+    numbers as an uninterrupted one (data drawn in the main process and the model's own sampling, e.g. CoIC views)."""
+    set_random_seed((opt['manual_seed'] * 1_000_003 + opt['rank'] * 7919 + current_iter * 2 + stream) % 2**31)
+
+
+def validate(model, val_loaders, current_iter: int, tb_logger, opt: dict) -> None:
+    """Validate on every ``val*`` set; the barrier keeps ranks that skip validation from running ahead."""
+    for val_loader in val_loaders:
+        model.validation(val_loader, current_iter, tb_logger, opt['val'].get('save_img', False))
+    barrier()
+
+
+def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = None) -> None:
+    root_path = root_path or os.getcwd()
+    opt, args = parse_options(argv, root_path, is_train=True)
+    opt['root_path'] = root_path
+    check_options(opt)
+    torch.backends.cudnn.benchmark = True
+    resume_state = load_resume_state(opt)
+    if resume_state is None:
+        make_exp_dirs(opt)
+        if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
+            mkdir_and_rename(osp.join(root_path, 'tb_logger', opt['name']))
+    barrier()
+    copy_opt_file(args.opt, opt['path']['experiments_root'])
+    log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
+    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
+    logger.info(get_env_info())
+    logger.info(dict2str(opt))
+    tb_logger = init_tb_loggers(opt)
+    train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_dataloaders(opt, logger)
+    model = build_model(opt)
+    current_iter = 0
+    if resume_state:
+        model.resume_training(resume_state)
+        current_iter = resume_state['iter']
+    msg_logger = MessageLogger(opt, current_iter, tb_logger)
+    prefetcher = create_prefetcher(opt, train_loader)
+    data_timer, iter_timer = AvgTimer(), AvgTimer()
+    start_time = time.time()
+    val_freq = (opt.get('val') or {}).get('val_freq')
+    iters_per_epoch = max(len(train_loader), 1)
+    epoch, consumed = divmod(current_iter, iters_per_epoch)
+    train_sampler.skip_next_epoch(consumed * train_loader.batch_size)
+    if resume_state:
+        logger.info(f'Resuming training from epoch: {epoch}, iter: {current_iter} '
+                    f'({consumed} batches of the epoch already consumed).')
+    logger.info(f'Start training from epoch: {epoch}, iter: {current_iter}')
+    while current_iter < total_iters:
+        train_sampler.set_epoch(epoch)
+        seed_for(opt, current_iter + 1, stream=0)
+        prefetcher.reset()
+        train_data = prefetcher.next()
+        while train_data is not None and current_iter < total_iters:
+            data_timer.record()
+            current_iter += 1
+            model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
+            seed_for(opt, current_iter, stream=1)
+            model.feed_data(train_data)
+            model.optimize_parameters(current_iter)
+            iter_timer.record()
+            if current_iter == 1:
+                msg_logger.reset_start_time()
+            if current_iter % opt['logger']['print_freq'] == 0:
+                log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
+                            'time': iter_timer.get_avg_time(), 'data_time': data_timer.get_avg_time()}
+                log_vars.update(model.get_current_log())
+                msg_logger(log_vars)
+            if current_iter % opt['logger']['save_checkpoint_freq'] == 0:
+                logger.info('Saving models and training states.')
+                model.save(epoch, current_iter)
+            if val_freq and current_iter % val_freq == 0:
+                validate(model, val_loaders, current_iter, tb_logger, opt)
+            data_timer.start()
+            iter_timer.start()
+            seed_for(opt, current_iter + 1, stream=0)
+            train_data = prefetcher.next()
+        epoch += 1
+    logger.info(f'End of training. Time consumed: {datetime.timedelta(seconds=int(time.time() - start_time))}')
+    logger.info('Save the latest model.')
+    model.save(epoch=-1, current_iter=-1)
+    if opt.get('val') is not None and val_loaders:
+        validate(model, val_loaders, current_iter, tb_logger, opt)
+    if tb_logger:
+        tb_logger.close()
+    barrier()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``basicsr train`` and ``python -m coic_basicsr.train``."""
+    from coic_basicsr.cli import run_reporting_errors
+    return run_reporting_errors('basicsr train', train_pipeline, argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

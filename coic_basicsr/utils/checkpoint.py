@@ -1,0 +1,53 @@
+"""Crash-safe checkpoint files and training states that load with ``torch.load(weights_only=True)``."""
+import os
+from collections import Counter
+from os import path as osp
+from typing import Any, Optional
+
+import torch
+
+TMP_SUFFIX = '.tmp'
+
+
+def to_plain(obj: Any) -> Any:
+    """Recursively turn containers into plain dict/list/tuple (e.g. the ``Counter`` in BasicSR's MultiStepRestartLR
+    state), so the file loads without unpickling arbitrary classes."""
+    if isinstance(obj, Counter):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(to_plain(v) for v in obj)
+    return obj
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path + '.tmp'``, fsync, then rename: a crash never leaves a truncated ``path``."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp_path = path + TMP_SUFFIX
+    with open(tmp_path, 'wb') as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
+
+
+def load_checkpoint(path: str, device: Optional[torch.device] = None) -> Any:
+    """Load a model or state file safely (``weights_only=True``), mapped to ``device`` (CPU by default)."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    try:
+        return torch.load(path, map_location=device or 'cpu', weights_only=True)
+    except Exception as err:  # truncated or foreign file: say which one
+        raise ValueError(f"checkpoint '{path}' cannot be loaded safely: {str(err).splitlines()[0]}") from None
+
+
+def latest_training_state(state_dir: str) -> Optional[str]:
+    """Path of the highest-iteration complete ``<iter>.state`` file in ``state_dir`` (temp files ignored)."""
+    if not osp.isdir(state_dir):
+        return None
+    iters = [int(name[:-len('.state')]) for name in os.listdir(state_dir)
+             if name.endswith('.state') and name[:-len('.state')].isdigit()]
+    return osp.join(state_dir, f'{max(iters)}.state') if iters else None

@@ -1,0 +1,132 @@
+"""Option parsing with BasicSR's rules, minus its CUDA assumptions and its ``eval`` of ``--force_yml`` values."""
+import argparse
+import random
+from collections import OrderedDict
+from os import path as osp
+from typing import List, Optional, Tuple
+
+import torch
+import yaml
+from basicsr.utils import set_random_seed
+from basicsr.utils.dist_util import get_dist_info
+from basicsr.utils.options import ordered_yaml
+
+from coic_basicsr.utils.dist import init_dist
+
+
+def build_arg_parser(prog: str) -> argparse.ArgumentParser:
+    """The flags of BasicSR's ``train.py``/``test.py``, plus ``--local-rank`` (newer torch launchers pass that)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument('-opt', '--opt', dest='opt', type=str, required=True, help='Path to option YAML file.')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
+    parser.add_argument('--auto_resume', action='store_true', help='resume from the latest complete training state')
+    parser.add_argument('--debug', action='store_true', help="prefix the name with 'debug_' (frequent logs/saves)")
+    parser.add_argument('--local_rank', '--local-rank', dest='local_rank', type=int, default=0)
+    parser.add_argument('--force_yml', nargs='+', default=None,
+                        help='override option values, e.g. train:ema_decay=0.999 (values parsed as YAML)')
+    return parser
+
+
+def load_option_file(path: str) -> OrderedDict:
+    """Read an option YAML file into an OrderedDict; clear errors for a missing file or bad YAML."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"-opt: option file '{path}' does not exist")
+    with open(path, encoding='utf-8') as f:
+        try:
+            opt = yaml.load(f, Loader=ordered_yaml()[0])
+        except yaml.YAMLError as err:
+            raise ValueError(f"-opt: '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(opt, dict):
+        raise ValueError(f"-opt: '{path}' must contain a mapping of options")
+    return opt
+
+
+def apply_force_yml(opt: dict, entries: List[str]) -> None:
+    """Apply ``a:b:c=value`` overrides to existing keys; values are parsed with ``yaml.safe_load`` (never ``eval``)."""
+    for entry in entries:
+        if '=' not in entry:
+            raise ValueError(f"--force_yml: '{entry}' is not of the form key:subkey=value")
+        keys, value = (part.strip() for part in entry.split('=', 1))
+        *parents, last = keys.split(':')
+        node = opt
+        for depth, key in enumerate(parents):
+            if not isinstance(node.get(key), dict):
+                raise ValueError(f"--force_yml: '{':'.join(parents[:depth + 1])}' is not an option section")
+            node = node[key]
+        if last not in node:
+            raise ValueError(f"--force_yml: option '{keys}' does not exist (overrides cannot create keys)")
+        node[last] = yaml.safe_load(value)
+
+
+def _resolve_num_gpu(opt: dict) -> None:
+    """``num_gpu: auto`` means every visible GPU; without CUDA any ``num_gpu`` means the CPU."""
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    requested = opt.get('num_gpu', 'auto')
+    if requested == 'auto':
+        opt['num_gpu'] = available
+    elif available == 0 and requested:
+        print(f'num_gpu: {requested} requested but CUDA is not available; running on the CPU.', flush=True)
+        opt['num_gpu'] = 0
+    if opt['dist']:  # one device per process
+        opt['num_gpu'] = min(opt['num_gpu'], 1)
+
+
+def _set_paths(opt: dict, root_path: str, is_train: bool) -> None:
+    """BasicSR's path layout: ``experiments/<name>/{models,training_states,visualization}`` or ``results/<name>``."""
+    opt.setdefault('path', OrderedDict())
+    for phase, dataset in opt.get('datasets', {}).items():
+        dataset['phase'] = phase.split('_')[0]
+        if 'scale' in opt:
+            dataset['scale'] = opt['scale']
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            if dataset.get(key) is not None:
+                dataset[key] = osp.expanduser(dataset[key])
+    for key, val in opt['path'].items():
+        if val is not None and ('resume_state' in key or 'pretrain_network' in key):
+            opt['path'][key] = osp.expanduser(val)
+    if is_train:
+        root = osp.join(root_path, 'experiments', opt['name'])
+        opt['path'].update(experiments_root=root, models=osp.join(root, 'models'), log=root,
+                           training_states=osp.join(root, 'training_states'),
+                           visualization=osp.join(root, 'visualization'))
+        if 'debug' in opt['name']:
+            if 'val' in opt:
+                opt['val']['val_freq'] = 8
+            opt['logger']['print_freq'] = 1
+            opt['logger']['save_checkpoint_freq'] = 8
+    else:
+        root = osp.join(root_path, 'results', opt['name'])
+        opt['path'].update(results_root=root, log=root, visualization=osp.join(root, 'visualization'))
+
+
+def parse_options(argv: Optional[List[str]], root_path: str, is_train: bool,
+                  prog: str = 'basicsr train') -> Tuple[dict, argparse.Namespace]:
+    """Parse the command line and option file, initialise distribution and seeds (BasicSR's ``parse_options``)."""
+    args = build_arg_parser(prog).parse_args(argv)
+    opt = load_option_file(args.opt)
+    if 'name' not in opt:
+        raise ValueError(f"-opt: '{args.opt}' has no 'name' option")
+    if args.force_yml:
+        apply_force_yml(opt, args.force_yml)
+    opt['dist'] = args.launcher != 'none'
+    device = torch.device('cpu')
+    if opt['dist']:
+        dist_params = dict(opt.get('dist_params') or {})
+        device = init_dist(args.launcher, backend=dist_params.get('backend'), timeout_s=dist_params.get('timeout'),
+                           port=dist_params.get('port'))
+    else:
+        print('Disable distributed.', flush=True)
+    opt['rank'], opt['world_size'] = get_dist_info()
+    _resolve_num_gpu(opt)
+    if not opt['dist'] and opt['num_gpu'] > 0:
+        device = torch.device('cuda')
+    opt['device'] = str(device)
+    if opt.get('manual_seed') is None:
+        opt['manual_seed'] = random.randint(1, 10000)
+    set_random_seed(opt['manual_seed'] + opt['rank'])
+    opt['auto_resume'] = args.auto_resume
+    opt['is_train'] = is_train
+    if args.debug and not opt['name'].startswith('debug'):
+        opt['name'] = 'debug_' + opt['name']
+    _set_paths(opt, root_path, is_train)
+    return opt, args

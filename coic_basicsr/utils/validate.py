@@ -1,0 +1,57 @@
+"""Checks run before any work starts, so a bad option file fails in one line naming the key."""
+from os import path as osp
+from typing import Iterator, Tuple
+
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
+from coic_basicsr.registry import SAMPLER_REGISTRY, SCHEDULER_REGISTRY
+
+_BASICSR_SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
+
+
+def _typed_sections(opt: dict) -> Iterator[Tuple[str, dict, object]]:
+    """Yield (key path, section, registry) for every option section whose ``type`` names a registered class."""
+    yield 'model_type', {'type': opt.get('model_type', 'SRModel')}, MODEL_REGISTRY
+    for key, section in opt.items():
+        if key.startswith('network_') and isinstance(section, dict):
+            yield key, section, ARCH_REGISTRY
+    for phase, dataset in (opt.get('datasets') or {}).items():
+        yield f'datasets.{phase}', dataset, DATASET_REGISTRY
+        if isinstance(dataset.get('sampler'), dict):
+            yield f'datasets.{phase}.sampler', dataset['sampler'], SAMPLER_REGISTRY
+    for key, section in (opt.get('train') or {}).items():
+        if key.endswith('_opt') and isinstance(section, dict):
+            yield f'train.{key}', section, LOSS_REGISTRY
+
+
+def check_registered_types(opt: dict) -> None:
+    """Every ``type`` must name a registered class (BasicSR would fail late with a bare KeyError)."""
+    for key, section, registry in _typed_sections(opt):
+        name = section.get('type')
+        if name is None:
+            raise ValueError(f'{key}: missing required key "type"')
+        if name not in registry:
+            known = ', '.join(sorted(registry.keys()))
+            raise ValueError(f"{key}: type '{name}' is not registered in the {registry._name} registry "
+                             f'(known: {known})')
+    scheduler = (opt.get('train') or {}).get('scheduler')
+    if scheduler and scheduler.get('type') not in _BASICSR_SCHEDULERS and scheduler.get('type') not in SCHEDULER_REGISTRY:
+        raise ValueError(f"train.scheduler.type: '{scheduler.get('type')}' is not a known scheduler (known: "
+                         f"{', '.join(list(_BASICSR_SCHEDULERS) + sorted(SCHEDULER_REGISTRY.keys()))})")
+
+
+def check_dataset_paths(opt: dict) -> None:
+    """Dataset roots and meta-info files named in the options must exist (disk and lmdb back-ends)."""
+    for phase, dataset in (opt.get('datasets') or {}).items():
+        for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
+            value = dataset.get(key)
+            if isinstance(value, str) and not osp.exists(value):
+                raise FileNotFoundError(f"datasets.{phase}.{key}: '{value}' does not exist")
+
+
+def check_options(opt: dict) -> None:
+    """All pre-flight checks of an option dict."""
+    if 'datasets' not in opt or not opt['datasets']:
+        raise ValueError('datasets: the option file defines no dataset')
+    check_registered_types(opt)
+    check_dataset_paths(opt)
