@@ -9,6 +9,7 @@ from os import path as osp
 from typing import Dict, List, Type
 
 import torch
+from basicsr.models import lr_scheduler
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from torch.nn.parallel import DataParallel, DistributedDataParallel
@@ -43,13 +44,23 @@ class PortableModelMixin:
             raise ValueError(f"train.optim_*.type: '{optim_type}' is not a torch.optim optimizer")
         return optim_cls(params, lr, **kwargs)
 
+    def scheduler_options(self, optimizer_index: int) -> dict:
+        """Scheduler options of the ``optimizer_index``-th optimizer (override for per-optimizer schedules)."""
+        return self.opt['train']['scheduler']
+
     def setup_schedulers(self) -> None:
-        scheduler_opt = dict(self.opt['train']['scheduler'])
-        scheduler_type = scheduler_opt.pop('type')
-        if scheduler_type not in SCHEDULER_REGISTRY:
-            return super().setup_schedulers()
-        scheduler_cls = SCHEDULER_REGISTRY.get(scheduler_type)
-        self.schedulers.extend(scheduler_cls(optimizer, **scheduler_opt) for optimizer in self.optimizers)
+        for index, optimizer in enumerate(self.optimizers):
+            scheduler_opt = dict(self.scheduler_options(index))
+            scheduler_type = scheduler_opt.pop('type')
+            if scheduler_type in SCHEDULER_REGISTRY:
+                scheduler_cls = SCHEDULER_REGISTRY.get(scheduler_type)
+            elif scheduler_type in ('MultiStepLR', 'MultiStepRestartLR'):
+                scheduler_cls = lr_scheduler.MultiStepRestartLR
+            elif scheduler_type == 'CosineAnnealingRestartLR':
+                scheduler_cls = lr_scheduler.CosineAnnealingRestartLR
+            else:
+                raise ValueError(f"train.scheduler.type: '{scheduler_type}' is not a known scheduler")
+            self.schedulers.append(scheduler_cls(optimizer, **scheduler_opt))
 
     @master_only
     def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:

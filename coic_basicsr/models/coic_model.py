@@ -1,0 +1,218 @@
+"""CoICModel: two-stage joint training of a backbone with CoI-M and the rain-/detail-aware contrastive encoder."""
+from collections import OrderedDict
+from copy import deepcopy
+from typing import Dict, Optional
+
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from coic_basicsr.archs.coic_encoder_arch import momentum_update
+from coic_basicsr.archs.modulation import split_modulation_parameters
+from coic_basicsr.data.transforms import global_view
+from coic_basicsr.models.portable import PortableModelMixin
+from coic_basicsr.models.source_validation import validate_per_source, write_result_tables
+from coic_basicsr.models.tiling import tiled_forward
+
+COIC_DEFAULTS = {'stage1_iter': 40000, 'contrastive_weight': 0.2, 'temperature': 1.0, 'num_detail_negatives': 4,
+                 'archive_size': 64, 'momentum': 0.999}
+
+
+@MODEL_REGISTRY.register()
+class CoICModel(PortableModelMixin, SRModel):
+    """Restoration model with CoIC; without ``train.coic`` and ``network_enc`` it is a plain (baseline) model.
+
+    Stage 1 (iterations ``1..stage1_iter``) trains the backbone alone with z=None and the pixel loss. Stage 2 feeds
+    ``z`` from the query encoder on ``lq_global`` to the backbone and adds the contrastive loss; backbone parameters
+    are updated by ``optim_g``, modulation parameters (generators, context embeddings) and the encoder by
+    ``optim_mod``. Testing uses z from the momentum key encoder on the resized input.
+
+    YAML keys:
+        network_g (dict): Any arch with ``forward(x, z=None)`` (CoICRestormer, CoICNet, ...) or a plain arch.
+        network_enc (dict): The representation encoder, e.g. ``{type: CoICEncoder}``. Required with ``train.coic``.
+        path.pretrain_network_enc (str): Encoder checkpoint (``params`` = query, ``params_key`` = key encoder).
+        train.coic.stage1_iter (int): Iterations of stage 1. Default: 40000.
+        train.coic.contrastive_weight (float): Weight of the contrastive loss. Default: 0.2.
+        train.coic.temperature (float): InfoNCE temperature. Default: 1.0.
+        train.coic.num_detail_negatives (int): Detail-aware negatives per sample. Default: 4.
+        train.coic.archive_size (int): Rain layers kept for rain-aware negatives. Default: 64.
+        train.coic.momentum (float): Momentum of the key encoder. Default: 0.999.
+        train.optim_mod (dict): Optimizer of the modulation parameters and encoder. Default: a copy of optim_g.
+        train.scheduler_mod (dict): Scheduler of optim_mod. Default: a copy of train.scheduler.
+        train.grad_clip (float): Max global gradient norm; null disables clipping. Default: null.
+        val.tile (dict): ``{size: int, overlap: int}`` tiled inference for large images. Default: null.
+        val.global_size (int): Size of the encoder's view when a batch has no ``lq_global``. Default: 128.
+        val.report_input (bool): Also score the rainy input per source. Default: true.
+    """
+
+    def __init__(self, opt: dict):
+        coic = (opt.get('train') or {}).get('coic') if opt['is_train'] else None
+        self.coic_opt = None if coic is None else {**COIC_DEFAULTS, **coic}
+        unknown = set(coic or {}) - set(COIC_DEFAULTS)
+        if unknown:
+            raise ValueError(f'train.coic: unknown keys {sorted(unknown)} (known: {sorted(COIC_DEFAULTS)})')
+        if self.coic_opt is not None and 'network_enc' not in opt:
+            raise ValueError('train.coic requires a network_enc section (e.g. {type: CoICEncoder})')
+        if self.coic_opt is not None:
+            opt.setdefault('find_unused_parameters', True)  # generators are idle during stage 1
+        self.current_iter = 0
+        self.net_enc = self.net_enc_key = self.cri_con = None
+        super().__init__(opt)
+        if not self.is_train:
+            self._build_encoders()
+
+    # ---------------------------------------------------------------- construction
+    def _build_encoders(self) -> None:
+        if 'network_enc' not in self.opt:
+            return
+        encoder = build_network(self.opt['network_enc'])
+        key_encoder = deepcopy(encoder)
+        load_path = self.opt['path'].get('pretrain_network_enc')
+        if load_path is not None:
+            self.load_network(encoder, load_path, True, 'params')
+            checkpoint = torch.load(load_path, map_location='cpu', weights_only=True)
+            key_encoder.load_state_dict(checkpoint.get('params_key', checkpoint['params']))
+        for p in key_encoder.parameters():
+            p.requires_grad_(False)
+        self.net_enc_key = key_encoder.to(self.device)
+        if self.is_train:
+            self.net_enc = self.model_to_device(encoder)
+            self.net_enc.train()
+
+    def init_training_settings(self) -> None:
+        self._build_encoders()
+        super().init_training_settings()
+        if self.coic_opt is not None:
+            c = self.coic_opt
+            self.cri_con = build_loss({'type': 'CoICContrastiveLoss', 'loss_weight': c['contrastive_weight'],
+                                       'temperature': c['temperature'],
+                                       'num_detail_negatives': c['num_detail_negatives'],
+                                       'archive_size': c['archive_size']}).to(self.device)
+            if c['stage1_iter'] >= self.opt['train']['total_iter']:
+                get_root_logger().warning('train.coic.stage1_iter >= train.total_iter: CoIC stage 2 never starts.')
+
+    def setup_optimizers(self) -> None:
+        train_opt = self.opt['train']
+        backbone, modulation = split_modulation_parameters(self.get_bare_model(self.net_g))
+        optim_g = dict(train_opt['optim_g'])
+        self.optimizer_g = self.get_optimizer(optim_g.pop('type'), [p for p in backbone if p.requires_grad], **optim_g)
+        self.optimizers = [self.optimizer_g]
+        self.optimizer_mod = None
+        if self.coic_opt is not None:
+            if not modulation:
+                raise ValueError(f"train.coic: network_g ({self.opt['network_g']['type']}) has no modulated layers")
+            optim_mod = dict(train_opt.get('optim_mod') or train_opt['optim_g'])
+            params = modulation + list(self.get_bare_model(self.net_enc).parameters())
+            self.optimizer_mod = self.get_optimizer(optim_mod.pop('type'), params, **optim_mod)
+            self.optimizers.append(self.optimizer_mod)
+
+    def scheduler_options(self, optimizer_index: int) -> dict:
+        train_opt = self.opt['train']
+        return train_opt.get('scheduler_mod') or train_opt['scheduler'] if optimizer_index == 1 else \
+            train_opt['scheduler']
+
+    # ---------------------------------------------------------------- training
+    def feed_data(self, data: dict) -> None:
+        super().feed_data(data)
+        self.lq_global = data['lq_global'].to(self.device) if 'lq_global' in data else None
+        self.gt_global = data['gt_global'].to(self.device) if 'gt_global' in data else None
+
+    def in_stage2(self, current_iter: int) -> bool:
+        return self.coic_opt is not None and current_iter > self.coic_opt['stage1_iter']
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        self.current_iter = current_iter
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss_dict = OrderedDict()
+        if self.in_stage2(current_iter):
+            if self.lq_global is None or self.gt_global is None:
+                raise ValueError('train.coic needs lq_global/gt_global in the training batches '
+                                 '(use MixedRainDataset or SyntheticRainDataset)')
+            z, anchor = self.net_enc(self.lq_global)
+            with torch.no_grad():
+                momentum_update(self.net_enc_key, self.get_bare_model(self.net_enc), self.coic_opt['momentum'])
+                positive, negatives = self.cri_con.build_views(self.lq_global, self.gt_global)
+                batch, count = negatives.shape[:2]
+                keys = self.net_enc_key(torch.cat([positive, negatives.flatten(0, 1)]))[1]
+                key_pos, key_neg = keys[:batch], keys[batch:].unflatten(0, (batch, count))
+            self.output = self.net_g(self.lq, z)
+            l_con, logits = self.cri_con(anchor, key_pos, key_neg)
+            loss_dict['l_con'] = l_con
+            loss_dict['con_top1'] = (logits.argmax(dim=1) == 0).float().mean()
+        else:
+            self.output = self.net_g(self.lq)
+        l_pix = self.cri_pix(self.output, self.gt)
+        loss_dict['l_pix'] = l_pix
+        total = l_pix + loss_dict.get('l_con', 0)
+        total.backward()
+        clip = self.opt['train'].get('grad_clip')
+        if clip:
+            params = [p for group in self.optimizers for g in group.param_groups for p in g['params']]
+            torch.nn.utils.clip_grad_norm_(params, float(clip))
+        self.optimizer_g.step()
+        if self.in_stage2(current_iter):
+            self.optimizer_mod.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    # ---------------------------------------------------------------- testing
+    def representation(self) -> Optional[torch.Tensor]:
+        """z for the current batch from the key encoder, or None when CoIC is off (or still in stage 1)."""
+        if self.net_enc_key is None or (self.is_train and not self.in_stage2(self.current_iter)):
+            return None
+        view = self.lq_global if self.lq_global is not None else \
+            global_view(self.lq, (self.opt.get('val') or {}).get('global_size', 128))
+        self.net_enc_key.eval()
+        z = self.net_enc_key(view)[0]
+        self.net_enc_key.train(self.is_train)
+        return z
+
+    @torch.no_grad()
+    def test(self) -> None:
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        z = self.representation()
+        run = (lambda x: net(x, z)) if self.net_enc_key is not None else net
+        tile = (self.opt.get('val') or {}).get('tile')
+        self.output = tiled_forward(run, self.lq, tile['size'], tile.get('overlap', 32)) if tile else run(self.lq)
+        net.train(was_training)
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
+        name = dataloader.dataset.opt['name']
+        results = validate_per_source(self, dataloader, current_iter, tb_logger, save_img)
+        self.last_validation = getattr(self, 'last_validation', {})
+        self.last_validation[name] = results
+        if self.opt['val'].get('metrics') and 'all' in results:
+            self._initialize_best_metric_results(name)
+            for metric in self.opt['val']['metrics']:
+                self._update_best_metric_result(name, metric, results['all'][metric], current_iter)
+        if not self.is_train:
+            write_result_tables(results, self.opt['path']['results_root'], name)
+
+    # ---------------------------------------------------------------- saving / resuming
+    def save(self, epoch: int, current_iter: int) -> None:
+        if hasattr(self, 'net_g_ema'):
+            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
+        else:
+            self.save_network(self.net_g, 'net_g', current_iter)
+        if self.net_enc is not None:
+            self.save_network([self.net_enc, self.net_enc_key], 'net_enc', current_iter,
+                              param_key=['params', 'params_key'])
+        self.save_training_state(epoch, current_iter)
+
+    def extra_training_state(self) -> Dict:
+        return {'contrastive': self.cri_con.state_dict()} if self.cri_con is not None else {}
+
+    def load_extra_training_state(self, state: Dict) -> None:
+        if self.cri_con is not None and 'contrastive' in state:
+            self.cri_con.load_state_dict(state['contrastive'])
+
+    def resume_training(self, resume_state: Dict) -> None:
+        super().resume_training(resume_state)
+        self.current_iter = resume_state['iter']

@@ -1,0 +1,99 @@
+"""Validation that reports metrics per val set AND per source (Rain200L, Rain200H, ... inside one mixed set)."""
+import csv
+import json
+import time
+from collections import defaultdict
+from os import path as osp
+from typing import Dict
+
+import torch
+from basicsr.metrics import calculate_metric
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+
+
+def _source_name(dataset, data: dict) -> str:
+    names = getattr(dataset, 'source_names', None)
+    if names is None or 'source' not in data:
+        return dataset.opt['name']
+    return names[int(data['source'][0])]
+
+
+def _image_name(data: dict, index: int) -> str:
+    path = data.get('lq_path', [f'{index:06d}'])[0]
+    return osp.splitext(osp.basename(str(path)))[0]
+
+
+@torch.no_grad()
+def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bool) -> Dict:
+    """Run ``model.test()`` on every item; return and log mean metrics overall and per source.
+
+    Besides each metric of ``val.metrics`` it records ``<metric>_input`` (the rainy input scored against the clean
+    image, when ``val.report_input`` is true, the default) so gains over the input are visible per source.
+    """
+    dataset = dataloader.dataset
+    dataset_name = dataset.opt['name']
+    val_opt = model.opt['val']
+    metrics = val_opt.get('metrics') or {}
+    report_input = val_opt.get('report_input', True)
+    sums: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    seconds = 0.0
+    for index, data in enumerate(dataloader):
+        source, image_name = _source_name(dataset, data), _image_name(data, index)
+        model.feed_data(data)
+        start = time.perf_counter()
+        model.test()
+        seconds += time.perf_counter() - start
+        visuals = model.get_current_visuals()
+        restored = tensor2img([visuals['result']])
+        scores = {'count': 1.0}
+        if 'gt' in visuals:
+            clean = tensor2img([visuals['gt']])
+            for name, metric_opt in metrics.items():
+                scores[name] = calculate_metric({'img': restored, 'img2': clean}, metric_opt)
+                if report_input:
+                    rainy = tensor2img([visuals['lq']])
+                    scores[f'{name}_input'] = calculate_metric({'img': rainy, 'img2': clean}, metric_opt)
+        for group in ('all', source):
+            for key, value in scores.items():
+                sums[group][key] += value
+        if save_img:
+            tag = current_iter if model.opt['is_train'] else (val_opt.get('suffix') or model.opt['name'])
+            folder = model.opt['path']['visualization']
+            sub = image_name if model.opt['is_train'] else osp.join(dataset_name, source)
+            imwrite(restored, osp.join(folder, sub, f'{image_name}_{tag}.png'))
+    results = {group: {k: (v if k == 'count' else v / values['count']) for k, v in values.items()}
+               for group, values in sums.items()}
+    if 'all' in results:
+        results['all']['seconds_per_image'] = seconds / results['all']['count']
+    _log(dataset_name, results, metrics, current_iter, tb_logger)
+    return results
+
+
+def _log(dataset_name: str, results: Dict, metrics: dict, current_iter, tb_logger) -> None:
+    lines = [f'Validation {dataset_name}']
+    for group, values in results.items():
+        scores = '  '.join(f'{k}: {v:.4f}' for k, v in values.items() if k not in ('count', 'seconds_per_image'))
+        lines.append(f'\t # [{group}] ({int(values["count"])} images) {scores}')
+    get_root_logger().info('\n'.join(lines))
+    if tb_logger and isinstance(current_iter, int):
+        for group, values in results.items():
+            for metric in metrics:
+                if metric in values:
+                    tag = f'metrics/{dataset_name}/{metric}' if group == 'all' else \
+                        f'metrics/{dataset_name}/{group}/{metric}'
+                    tb_logger.add_scalar(tag, values[metric], current_iter)
+
+
+def write_result_tables(results: Dict, folder: str, dataset_name: str) -> None:
+    """Save one validation's per-source table as Markdown, CSV and JSON (``<folder>/<dataset>_metrics.*``)."""
+    columns = sorted({k for values in results.values() for k in values})
+    rows = [[group] + [values.get(c, '') for c in columns] for group, values in results.items()]
+    base = osp.join(folder, f'{dataset_name}_metrics')
+    with open(base + '.json', 'w') as f:
+        json.dump(results, f, indent=2)
+    with open(base + '.csv', 'w', newline='') as f:
+        csv.writer(f).writerows([['source'] + columns] + rows)
+    fmt = lambda v: f'{v:.4f}' if isinstance(v, float) else str(v)  # noqa: E731
+    with open(base + '.md', 'w') as f:
+        f.write('| source | ' + ' | '.join(columns) + ' |\n|' + '---|' * (len(columns) + 1) + '\n')
+        f.writelines('| ' + ' | '.join(fmt(v) for v in row) + ' |\n' for row in rows)

@@ -1,0 +1,96 @@
+"""CoICModel: stage switch, separate optimizers, resume equality, baseline mode, per-source validation."""
+import json
+
+import torch
+from basicsr.data import build_dataset
+from torch.utils.data import DataLoader
+
+from coic_basicsr.archs.modulation import split_modulation_parameters
+from coic_basicsr.models.portable import build_model
+from helpers.coic import in_memory, tiny_coic_options
+from helpers.run import basicsr
+from helpers.stock import write_options
+
+
+def _snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def _changed(before, params):
+    return any(not torch.equal(b, p.detach()) for b, p in zip(before, params))
+
+
+def test_stage_switch_updates_generators_and_encoder_only_after_stage1(tmp_path):
+    opt = in_memory(tiny_coic_options(total_iter=4, stage1_iter=2), tmp_path)
+    model = build_model(opt)
+    backbone, modulation = split_modulation_parameters(model.net_g)
+    encoder = list(model.net_enc.parameters())
+    key_encoder = list(model.net_enc_key.parameters())
+    assert len(model.optimizers) == 2 and len(model.schedulers) == 2
+    dataset = build_dataset(opt['datasets']['train'])
+    batches = iter(DataLoader(dataset, batch_size=2, shuffle=True))
+    for current_iter in range(1, 5):
+        before = [_snapshot(group) for group in (backbone, modulation, encoder, key_encoder)]
+        model.feed_data(next(batches))
+        model.optimize_parameters(current_iter)
+        moved = [_changed(b, group) for b, group in zip(before, (backbone, modulation, encoder, key_encoder))]
+        if current_iter <= 2:
+            assert moved == [True, False, False, False], current_iter
+            assert 'l_con' not in model.get_current_log()
+        else:
+            assert moved == [True, True, True, True], current_iter
+            log = model.get_current_log()
+            assert log['l_con'] > 0 and 0 <= log['con_top1'] <= 1
+
+
+def test_baseline_without_coic_is_an_ordinary_model(tmp_path):
+    opt = in_memory(tiny_coic_options(coic=False), tmp_path)
+    model = build_model(opt)
+    assert model.net_enc_key is None and len(model.optimizers) == 1
+    dataset = build_dataset(opt['datasets']['train'])
+    model.feed_data(next(iter(DataLoader(dataset, batch_size=2))))
+    model.optimize_parameters(1)
+    assert set(model.get_current_log()) == {'l_pix'}
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+    opt = tiny_coic_options(name='full', total_iter=6, stage1_iter=2)
+    opt['logger']['save_checkpoint_freq'] = 3
+    assert basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'full.yml'))], cwd=str(tmp_path)).returncode == 0
+    opt['name'] = 'cut'
+    cut_path = write_options(opt, str(tmp_path / 'cut.yml'))
+    assert basicsr(['train', '-opt', cut_path], cwd=str(tmp_path)).returncode == 0
+    exp = tmp_path / 'experiments' / 'cut'
+    for name in ('training_states/6.state', 'models/net_g_6.pth', 'models/net_enc_6.pth', 'models/net_g_latest.pth',
+                 'models/net_enc_latest.pth'):
+        (exp / name).unlink()
+    result = basicsr(['train', '-opt', cut_path, '--auto_resume'], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'iter: 3 ' in result.stderr
+    state = torch.load(exp / 'training_states' / '6.state', weights_only=True)
+    assert state['extra']['contrastive']['rain_archive'].shape[0] > 0  # the rain archive travels with the state
+    for file_name in ('net_g_6.pth', 'net_enc_6.pth'):
+        resumed = torch.load(exp / 'models' / file_name, weights_only=True)
+        full = torch.load(tmp_path / 'experiments' / 'full' / 'models' / file_name, weights_only=True)
+        for key, tensors in full.items():
+            for name, tensor in tensors.items():
+                assert torch.allclose(resumed[key][name], tensor, atol=1e-6), (file_name, key, name)
+
+
+def test_validation_and_test_report_every_source(tmp_path):
+    opt = tiny_coic_options(name='val_run', total_iter=3, stage1_iter=1)
+    result = basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'train.yml'))], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for source in ('light', 'heavy', 'mist'):
+        assert f'[{source}] (1 images)' in result.stderr
+    models = tmp_path / 'experiments' / 'val_run' / 'models'
+    test_opt = {k: v for k, v in opt.items() if k not in ('train', 'logger')}
+    test_opt.update(name='val_run_test', datasets={'test_1': dict(opt['datasets']['val'], name='synthetic_test')})
+    test_opt['path'] = {'pretrain_network_g': str(models / 'net_g_latest.pth'), 'param_key_g': 'params_ema',
+                        'pretrain_network_enc': str(models / 'net_enc_latest.pth')}
+    result = basicsr(['test', '-opt', write_options(test_opt, str(tmp_path / 'test.yml'))], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = json.loads((tmp_path / 'results' / 'val_run_test' / 'synthetic_test_metrics.json').read_text())
+    assert set(table) == {'all', 'light', 'heavy', 'mist'} and table['all']['count'] == 3
+    assert all('psnr' in row and 'psnr_input' in row for row in table.values())
+    assert (tmp_path / 'results' / 'val_run_test' / 'synthetic_test_metrics.md').is_file()
