@@ -17,6 +17,7 @@ from coic_basicsr.models.portable import PortableModelMixin
 from coic_basicsr.models.source_validation import validate_per_source, write_result_tables
 from coic_basicsr.models.tiling import tiled_forward
 
+_LOG_NAMES = {'pixel': 'pix', 'perceptual': 'percep'}  # BasicSR's log names for its two loss sections
 COIC_DEFAULTS = {'stage1_iter': 40000, 'contrastive_weight': 0.2, 'temperature': 1.0, 'num_detail_negatives': 4,
                  'archive_size': 64, 'momentum': 0.999}
 
@@ -40,6 +41,9 @@ class CoICModel(PortableModelMixin, SRModel):
         train.coic.num_detail_negatives (int): Detail-aware negatives per sample. Default: 4.
         train.coic.archive_size (int): Rain layers kept for rain-aware negatives. Default: 64.
         train.coic.momentum (float): Momentum of the key encoder. Default: 0.999.
+        train.<name>_opt (dict): Every loss section (pixel_opt, ssim_opt, ...) is built and summed, logged as
+            ``l_<name>``. An arch may return a list of stage outputs (final last); a loss whose class sets
+            ``takes_all_stages = True`` gets the list, others the final output; ``takes_input = True`` adds ``lq``.
         train.optim_mod (dict): Optimizer of the modulation parameters and encoder. Default: a copy of optim_g.
         train.scheduler_mod (dict): Scheduler of optim_mod. Default: a copy of train.scheduler.
         train.grad_clip (float): Max global gradient norm; null disables clipping. Default: null.
@@ -84,7 +88,16 @@ class CoICModel(PortableModelMixin, SRModel):
 
     def init_training_settings(self) -> None:
         self._build_encoders()
+        train_opt = self.opt['train']
+        loss_keys = [k for k, v in train_opt.items() if k.endswith('_opt') and isinstance(v, dict)]
+        if not loss_keys:
+            raise ValueError('train: define at least one loss section (e.g. pixel_opt: {type: L1Loss})')
+        self.losses = {_LOG_NAMES.get(k[:-len('_opt')], k[:-len('_opt')]): build_loss(train_opt[k]).to(self.device) for k in loss_keys}
+        # SRModel builds pixel/perceptual losses itself; ours are in self.losses
+        self.opt['train'] = {k: v for k, v in train_opt.items() if k not in loss_keys}
+        self.opt['train']['pixel_opt'] = train_opt[loss_keys[0]]
         super().init_training_settings()
+        self.opt['train'] = train_opt
         if self.coic_opt is not None:
             c = self.coic_opt
             self.cri_con = build_loss({'type': 'CoICContrastiveLoss', 'loss_weight': c['contrastive_weight'],
@@ -139,15 +152,21 @@ class CoICModel(PortableModelMixin, SRModel):
                 batch, count = negatives.shape[:2]
                 keys = self.net_enc_key(torch.cat([positive, negatives.flatten(0, 1)]))[1]
                 key_pos, key_neg = keys[:batch], keys[batch:].unflatten(0, (batch, count))
-            self.output = self.net_g(self.lq, z)
+            outputs = self.net_g(self.lq, z)
             l_con, logits = self.cri_con(anchor, key_pos, key_neg)
             loss_dict['l_con'] = l_con
             loss_dict['con_top1'] = (logits.argmax(dim=1) == 0).float().mean()
         else:
-            self.output = self.net_g(self.lq)
-        l_pix = self.cri_pix(self.output, self.gt)
-        loss_dict['l_pix'] = l_pix
-        total = l_pix + loss_dict.get('l_con', 0)
+            outputs = self.net_g(self.lq)
+        stages = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        self.output = stages[-1]
+        total = loss_dict.get('l_con', 0)
+        for name, loss in self.losses.items():
+            args = (stages if getattr(loss, 'takes_all_stages', False) else self.output, self.gt)
+            value = loss(*args, self.lq) if getattr(loss, 'takes_input', False) else loss(*args)
+            value = sum(v for v in value if v is not None) if isinstance(value, tuple) else value
+            loss_dict[f'l_{name}'] = value
+            total = total + value
         total.backward()
         clip = self.opt['train'].get('grad_clip')
         if clip:
@@ -178,7 +197,10 @@ class CoICModel(PortableModelMixin, SRModel):
         was_training = net.training
         net.eval()
         z = self.representation()
-        run = (lambda x: net(x, z)) if self.net_enc_key is not None else net
+        def run(x):
+            out = net(x, z) if self.net_enc_key is not None else net(x)
+            return out[-1] if isinstance(out, (list, tuple)) else out
+
         tile = (self.opt.get('val') or {}).get('tile')
         self.output = tiled_forward(run, self.lq, tile['size'], tile.get('overlap', 32)) if tile else run(self.lq)
         net.train(was_training)
