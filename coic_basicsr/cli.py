@@ -6,15 +6,18 @@ from typing import Callable, List, Optional
 
 import yaml
 
+from coic_basicsr.utils.errors import NonFiniteTrainingError
+
 #: subcommand -> (module with ``main(argv) -> int``, one-line help)
 SUBCOMMANDS = {
     'train': ('coic_basicsr.train', 'train a model from an option file (BasicSR flags; torchrun/SLURM aware)'),
     'test': ('coic_basicsr.test', 'test a model on the test/val sets of an option file (PSNR/SSIM, images)'),
     'prepare-data': ('coic_basicsr.tools.prepare_data', 'convert official deraining datasets into LMDB pairs'),
+    'convert-official': ('coic_basicsr.tools.convert', "convert the CoIC authors' checkpoints into BasicSR files"),
 }
 
 #: errors that come from the user's input (options, files, data): reported in one line, no traceback wall
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, yaml.YAMLError)
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, yaml.YAMLError, NonFiniteTrainingError)
 
 
 def run_reporting_errors(prog: str, func: Callable, argv: Optional[List[str]]) -> int:

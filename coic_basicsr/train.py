@@ -20,7 +20,9 @@ from coic_basicsr.data.samplers import ResumableSampler, build_sampler
 from coic_basicsr.models.portable import build_model
 from coic_basicsr.utils.checkpoint import latest_training_state, load_checkpoint
 from coic_basicsr.utils.dist import barrier
+from coic_basicsr.utils.errors import NonFiniteTrainingError
 from coic_basicsr.utils.options import parse_options
+from coic_basicsr.utils.signals import GracefulStop
 from coic_basicsr.utils.validate import check_options
 
 
@@ -134,6 +136,7 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
     prefetcher = create_prefetcher(opt, train_loader)
     data_timer, iter_timer = AvgTimer(), AvgTimer()
+    stop = GracefulStop()
     start_time = time.time()
     val_freq = (opt.get('val') or {}).get('val_freq')
     iters_per_epoch = max(len(train_loader), 1)
@@ -154,7 +157,12 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
             model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
             seed_for(opt, current_iter, stream=1)
             model.feed_data(train_data)
-            model.optimize_parameters(current_iter)
+            try:
+                model.optimize_parameters(current_iter)
+            except NonFiniteTrainingError:
+                logger.error(f'Non-finite training at iter {current_iter}: saving the last good state.')
+                model.save(epoch, current_iter - 1)
+                raise
             iter_timer.record()
             if current_iter == 1:
                 msg_logger.reset_start_time()
@@ -168,6 +176,12 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
                 model.save(epoch, current_iter)
             if val_freq and current_iter % val_freq == 0:
                 validate(model, val_loaders, current_iter, tb_logger, opt)
+            signum = stop.requested(torch.device(opt['device']))
+            if signum:
+                logger.warning(f'Signal {signum} received: saving models and training state at iter {current_iter}.')
+                model.save(epoch, current_iter)
+                barrier()
+                raise SystemExit(128 + signum)
             data_timer.start()
             iter_timer.start()
             seed_for(opt, current_iter + 1, stream=0)

@@ -16,6 +16,7 @@ from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.portable import PortableModelMixin
 from coic_basicsr.models.source_validation import validate_per_source, write_result_tables
 from coic_basicsr.models.tiling import tiled_forward
+from coic_basicsr.utils.checkpoint import load_checkpoint
 
 _LOG_NAMES = {'pixel': 'pix', 'perceptual': 'percep'}  # BasicSR's log names for its two loss sections
 COIC_DEFAULTS = {'stage1_iter': 40000, 'contrastive_weight': 0.2, 'temperature': 1.0, 'num_detail_negatives': 4,
@@ -47,6 +48,7 @@ class CoICModel(PortableModelMixin, SRModel):
         train.optim_mod (dict): Optimizer of the modulation parameters and encoder. Default: a copy of optim_g.
         train.scheduler_mod (dict): Scheduler of optim_mod. Default: a copy of train.scheduler.
         train.grad_clip (float): Max global gradient norm; null disables clipping. Default: null.
+        train.max_nonfinite_steps (int): Consecutive non-finite steps (skipped) before aborting. Default: 10.
         val.tile (dict): ``{size: int, overlap: int}`` tiled inference for large images. Default: null.
         val.global_size (int): Size of the encoder's view when a batch has no ``lq_global``. Default: 128.
         val.report_input (bool): Also score the rainy input per source. Default: true.
@@ -77,7 +79,7 @@ class CoICModel(PortableModelMixin, SRModel):
         load_path = self.opt['path'].get('pretrain_network_enc')
         if load_path is not None:
             self.load_network(encoder, load_path, True, 'params')
-            checkpoint = torch.load(load_path, map_location='cpu', weights_only=True)
+            checkpoint = load_checkpoint(load_path)
             key_encoder.load_state_dict(checkpoint.get('params_key', checkpoint['params']))
         for p in key_encoder.parameters():
             p.requires_grad_(False)
@@ -104,8 +106,9 @@ class CoICModel(PortableModelMixin, SRModel):
                                        'temperature': c['temperature'],
                                        'num_detail_negatives': c['num_detail_negatives'],
                                        'archive_size': c['archive_size']}).to(self.device)
-            if c['stage1_iter'] >= self.opt['train']['total_iter']:
-                get_root_logger().warning('train.coic.stage1_iter >= train.total_iter: CoIC stage 2 never starts.')
+            if c['stage1_iter'] > self.opt['train']['total_iter']:
+                raise ValueError(f"train.coic.stage1_iter ({c['stage1_iter']}) is larger than train.total_iter "
+                                 f"({self.opt['train']['total_iter']}): stage 2 would never start")
 
     def setup_optimizers(self) -> None:
         train_opt = self.opt['train']
@@ -168,14 +171,12 @@ class CoICModel(PortableModelMixin, SRModel):
             loss_dict[f'l_{name}'] = value
             total = total + value
         total.backward()
-        clip = self.opt['train'].get('grad_clip')
-        if clip:
-            params = [p for group in self.optimizers for g in group.param_groups for p in g['params']]
-            torch.nn.utils.clip_grad_norm_(params, float(clip))
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if not self._gradients_finite():
+            return
         self.optimizer_g.step()
         if self.in_stage2(current_iter):
             self.optimizer_mod.step()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 

@@ -15,7 +15,8 @@ from basicsr.utils.dist_util import master_only
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from coic_basicsr.registry import SCHEDULER_REGISTRY
-from coic_basicsr.utils.checkpoint import atomic_save, to_plain
+from coic_basicsr.utils.checkpoint import atomic_save, load_checkpoint, to_plain
+from coic_basicsr.utils.errors import NonFiniteTrainingError
 
 
 class PortableModelMixin:
@@ -25,6 +26,8 @@ class PortableModelMixin:
         find_unused_parameters (bool): Passed to DDP. Default: False.
         train.optim_* (dict): ``type`` may be any ``torch.optim`` class name (Adam, AdamW, SGD, ...).
         train.scheduler (dict): ``type`` may also be a name in ``coic_basicsr.registry.SCHEDULER_REGISTRY``.
+        train.grad_clip (float): Max global gradient norm (models calling ``_gradients_finite``). Default: null.
+        train.max_nonfinite_steps (int): Consecutive skipped non-finite steps before aborting. Default: 10.
     """
 
     def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
@@ -72,6 +75,50 @@ class PortableModelMixin:
             state_dict = self.get_bare_model(net_).state_dict()
             save_dict[key] = {k[7:] if k.startswith('module.') else k: v.cpu() for k, v in state_dict.items()}
         atomic_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth'))
+
+    def load_network(self, net, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
+        """BasicSR's ``load_network`` reading the file with ``weights_only=True`` and one-line errors."""
+        checkpoint = load_checkpoint(load_path)
+        if param_key is not None:
+            if param_key not in checkpoint and 'params' in checkpoint:
+                get_root_logger().info(f"Loading: '{param_key}' is not in {load_path}, using 'params'.")
+                param_key = 'params'
+            if param_key not in checkpoint:
+                raise ValueError(f"checkpoint '{load_path}' has no '{param_key}' entry (has: {sorted(checkpoint)})")
+            checkpoint = checkpoint[param_key]
+        state_dict = {k[7:] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
+        bare = self.get_bare_model(net)
+        get_root_logger().info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: '
+                               f'[{param_key}].')
+        self._print_different_keys_loading(bare, state_dict, strict)
+        try:
+            bare.load_state_dict(state_dict, strict=strict)
+        except RuntimeError as err:
+            first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+            raise ValueError(f"checkpoint '{load_path}' does not fit {bare.__class__.__name__}: {first}") from None
+
+    def _gradients_finite(self) -> bool:
+        """Clip (``train.grad_clip``) and check the global gradient norm; skip non-finite steps, abort after
+        ``train.max_nonfinite_steps`` consecutive ones. DDP has already averaged the gradients, so every rank
+        takes the same decision."""
+        clip = self.opt['train'].get('grad_clip')
+        params = [p for opt_ in self.optimizers for group in opt_.param_groups for p in group['params']]
+        norm = torch.nn.utils.clip_grad_norm_(params, float(clip) if clip else float('inf'))
+        if torch.isfinite(norm):
+            self.consecutive_nonfinite = 0
+            return True
+        self.nonfinite_steps = getattr(self, 'nonfinite_steps', 0) + 1
+        self.consecutive_nonfinite = getattr(self, 'consecutive_nonfinite', 0) + 1
+        self.log_dict['nonfinite_steps'] = float(self.nonfinite_steps)
+        get_root_logger().warning(f'Non-finite loss/gradient at iter {getattr(self, 'current_iter', '?')}: step skipped '
+                                  f'({self.consecutive_nonfinite} in a row, {self.nonfinite_steps} in total).')
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        limit = int(self.opt['train'].get('max_nonfinite_steps', 10))
+        if self.consecutive_nonfinite >= limit:
+            raise NonFiniteTrainingError(f'{self.consecutive_nonfinite} consecutive non-finite steps '
+                                         f'(train.max_nonfinite_steps: {limit}); last good state saved')
+        return False
 
     def extra_training_state(self) -> Dict:
         """Model-specific entries stored in the training state (override; tensors and plain containers only)."""

@@ -49,9 +49,43 @@ def check_dataset_paths(opt: dict) -> None:
                 raise FileNotFoundError(f"datasets.{phase}.{key}: '{value}' does not exist")
 
 
+_COIC_RULES = {  # key: (type, predicate, what is expected)
+    'stage1_iter': (int, lambda v: v >= 0, 'an integer >= 0'),
+    'contrastive_weight': ((int, float), lambda v: v >= 0, 'a number >= 0'),
+    'temperature': ((int, float), lambda v: v > 0, 'a number > 0'),
+    'num_detail_negatives': (int, lambda v: v >= 0, 'an integer >= 0'),
+    'archive_size': (int, lambda v: v >= 1, 'an integer >= 1'),
+    'momentum': ((int, float), lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
+}
+
+
+def check_coic_section(opt: dict) -> None:
+    """``train.coic``: known keys, right types, possible values, and an encoder to train."""
+    train = opt.get('train') or {}
+    coic = train.get('coic')
+    if coic is None:
+        return
+    if not isinstance(coic, dict):
+        raise ValueError('train.coic: expected a mapping of CoIC options')
+    for key, value in coic.items():
+        if key not in _COIC_RULES:
+            raise ValueError(f'train.coic.{key}: unknown key (known: {", ".join(_COIC_RULES)})')
+        expected_type, valid, expected = _COIC_RULES[key]
+        if isinstance(value, bool) or not isinstance(value, expected_type) or not valid(value):
+            raise ValueError(f'train.coic.{key}: expected {expected}, got {value!r}')
+    total = train.get('total_iter')
+    if isinstance(total, (int, float)) and coic.get('stage1_iter', 40000) > total:
+        raise ValueError(f"train.coic.stage1_iter ({coic.get('stage1_iter', 40000)}) is larger than "
+                         f'train.total_iter ({int(total)}): stage 2 would never start')
+    if 'network_enc' not in opt:
+        raise ValueError('train.coic: requires a network_enc section (e.g. {type: CoICEncoder})')
+
+
 def check_options(opt: dict) -> None:
     """All pre-flight checks of an option dict."""
     if 'datasets' not in opt or not opt['datasets']:
         raise ValueError('datasets: the option file defines no dataset')
     check_registered_types(opt)
     check_dataset_paths(opt)
+    if opt.get('is_train', True):
+        check_coic_section(opt)
