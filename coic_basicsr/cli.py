@@ -13,6 +13,8 @@ SUBCOMMANDS = {
     'train': ('coic_basicsr.train', 'train a model from an option file (BasicSR flags; torchrun/SLURM aware)'),
     'test': ('coic_basicsr.test', 'test a model on the test/val sets of an option file (PSNR/SSIM, images)'),
     'prepare-data': ('coic_basicsr.tools.prepare_data', 'convert official deraining datasets into LMDB pairs'),
+    'derain': ('coic_basicsr.tools.derain', 'derain an image or a folder with a trained model (tiled, CPU or GPU)'),
+    'analyze': ('coic_basicsr.tools.analyze', 'plots of the learned representations, dataset relations, kernel scales'),
     'convert-official': ('coic_basicsr.tools.convert', "convert the CoIC authors' checkpoints into BasicSR files"),
 }
 

@@ -1,0 +1,242 @@
+"""Source bookkeeping shared by the rain datasets: option checks, pair listing, lazy per-source readers."""
+import os
+from os import path as osp
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from basicsr.utils import FileClient, get_root_logger, imfrombytes, scandir
+from torch.utils import data
+
+from coic_basicsr.data.transforms import build_pair_item
+
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+class BadPairError(ValueError):
+    """An item that cannot be read (missing at read time, corrupt bytes); ``skip_bad`` may skip these."""
+
+
+def checked_sources(opt: Mapping[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    """Validate ``opt['sources']`` (non-empty list of mappings with unique string names).
+
+    Returns:
+        ``(where, source_opt)`` per source, ``where`` being e.g. ``"datasets.train.sources[1] (name 'rain200h')"``.
+    """
+    prefix = f"datasets.{opt.get('phase', 'train')}"
+    sources = opt.get('sources')
+    if not isinstance(sources, (list, tuple)) or not sources:
+        raise ValueError(f'{prefix}.sources: expected a non-empty list of sources, got {sources!r}')
+    seen: Dict[str, int] = {}
+    out = []
+    for i, src in enumerate(sources):
+        if not isinstance(src, Mapping) or not isinstance(src.get('name'), str) or not src['name']:
+            raise ValueError(f'{prefix}.sources[{i}]: every source needs a non-empty string "name"')
+        name = src['name']
+        if name in seen:
+            raise ValueError(f"{prefix}.sources[{i}] (name '{name}'): duplicate source name "
+                             f'(also sources[{seen[name]}])')
+        seen[name] = i
+        out.append((f"{prefix}.sources[{i}] (name '{name}')", dict(src)))
+    return out
+
+
+def _strip_ext(name: str) -> str:
+    base, ext = osp.splitext(name)
+    return base if ext.lower() in IMG_EXTENSIONS else name
+
+
+def _lmdb_keys(root: str, where: str, which: str) -> List[str]:
+    meta = osp.join(root, 'meta_info.txt')
+    if not osp.isfile(meta):
+        raise FileNotFoundError(f"{where}: dataroot_{which} '{root}' has no meta_info.txt (not a BasicSR lmdb)")
+    with open(meta) as f:
+        return [_strip_ext(line.split()[0]) for line in f if line.strip()]
+
+
+def _read_meta_info(meta_file: str, tmpl: str, where: str) -> List[Tuple[int, str, str]]:
+    """Lines ``lq_rel gt_rel`` or BasicSR-style ``gt_rel (h,w,c) [compress]`` -> ``(line_no, lq_rel, gt_rel)``."""
+    if not osp.isfile(meta_file):
+        raise FileNotFoundError(f"{where}: meta_info_file '{meta_file}' does not exist")
+    rows = []
+    with open(meta_file) as f:
+        for no, line in enumerate(f, 1):
+            tokens = line.split()
+            if not tokens or tokens[0].startswith('#'):
+                continue
+            if len(tokens) >= 2 and not tokens[1].startswith('('):
+                rows.append((no, tokens[0], tokens[1]))
+            else:
+                folder, base = osp.split(tokens[0])
+                stem, ext = osp.splitext(base)
+                rows.append((no, osp.join(folder, tmpl.format(stem) + ext), tokens[0]))
+    return rows
+
+
+def list_source_pairs(src: Mapping[str, Any], where: str) -> Tuple[str, List[str], List[str]]:
+    """List one source's pairs.
+
+    Returns:
+        ``(backend, lq_paths, gt_paths)``: full file paths for ``disk``, lmdb keys for ``lmdb``.
+
+    Raises:
+        FileNotFoundError: Missing root, meta-info file, or a listed file/key that is absent.
+        ValueError: Unknown backend, unpaired files, or an empty source.
+    """
+    backend = (src.get('io_backend') or {'type': 'disk'}).get('type', 'disk')
+    if backend not in ('disk', 'lmdb'):
+        raise ValueError(f"{where}: io_backend.type must be 'disk' or 'lmdb', got '{backend}'")
+    roots = {}
+    for which in ('lq', 'gt'):
+        root = src.get(f'dataroot_{which}')
+        if not root or not osp.isdir(root):
+            raise FileNotFoundError(f"{where}: dataroot_{which} '{root}' does not exist")
+        roots[which] = root
+    tmpl = src.get('filename_tmpl', '{}')
+    meta_file = src.get('meta_info_file')
+
+    if backend == 'lmdb':
+        lq_keys, gt_keys = (set(_lmdb_keys(roots[w], where, w)) for w in ('lq', 'gt'))
+        if meta_file:
+            pairs = [(no, _strip_ext(lq), _strip_ext(gt)) for no, lq, gt in _read_meta_info(meta_file, tmpl, where)]
+            for no, lq, gt in pairs:
+                for which, key, keys in (('lq', lq, lq_keys), ('gt', gt, gt_keys)):
+                    if key not in keys:
+                        raise FileNotFoundError(f"{where}: key '{key}' ({meta_file}:{no}) is not in the {which} "
+                                                f"lmdb '{roots[which]}'")
+            lq_paths, gt_paths = [p[1] for p in pairs], [p[2] for p in pairs]
+        else:
+            for key in sorted(lq_keys ^ gt_keys):
+                side = 'gt' if key in lq_keys else 'lq'
+                raise FileNotFoundError(f"{where}: key '{key}' has no match in the {side} lmdb '{roots[side]}'")
+            lq_paths = gt_paths = sorted(lq_keys)
+    elif meta_file:
+        lq_paths, gt_paths = [], []
+        for no, lq, gt in _read_meta_info(meta_file, tmpl, where):
+            for which, rel in (('lq', lq), ('gt', gt)):
+                if not osp.isfile(osp.join(roots[which], rel)):
+                    raise FileNotFoundError(f"{where}: key '{rel}' ({meta_file}:{no}): {which} file "
+                                            f"'{osp.join(roots[which], rel)}' does not exist")
+            lq_paths.append(osp.join(roots['lq'], lq))
+            gt_paths.append(osp.join(roots['gt'], gt))
+    else:
+        gt_rel = sorted(p for p in scandir(roots['gt'], recursive=True) if p.lower().endswith(IMG_EXTENSIONS))
+        lq_rel = set(p for p in scandir(roots['lq'], recursive=True) if p.lower().endswith(IMG_EXTENSIONS))
+        lq_paths, gt_paths = [], []
+        for rel in gt_rel:
+            folder, base = osp.split(rel)
+            stem, ext = osp.splitext(base)
+            lq_name = osp.join(folder, tmpl.format(stem) + ext)
+            if lq_name not in lq_rel:
+                raise FileNotFoundError(f"{where}: key '{rel}': no lq file '{osp.join(roots['lq'], lq_name)}'")
+            lq_rel.discard(lq_name)
+            lq_paths.append(osp.join(roots['lq'], lq_name))
+            gt_paths.append(osp.join(roots['gt'], rel))
+        if lq_rel:
+            raise FileNotFoundError(f"{where}: key '{sorted(lq_rel)[0]}': lq file has no gt in '{roots['gt']}'")
+    if not lq_paths:
+        raise ValueError(f'{where}: no image pairs found')
+    return backend, lq_paths, gt_paths
+
+
+class PairReader:
+    """Reads one source's (lq, gt) pairs with a BasicSR :class:`FileClient` created lazily in each process."""
+
+    def __init__(self, backend: str, lq_root: str, gt_root: str, where: str) -> None:
+        self.backend, self.lq_root, self.gt_root, self.where = backend, lq_root, gt_root, where
+        self._client: Optional[FileClient] = None
+        self._pid = -1
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state['_client'] = None  # lmdb environments must not cross a fork/pickle
+        return state
+
+    def _read(self, path: str, which: str) -> np.ndarray:
+        if self._client is None or self._pid != os.getpid():
+            if self._client is not None and self.backend == 'lmdb':
+                # forked after the parent read: py-lmdb refuses to reopen a path this process "has" open, and an
+                # inherited environment must not be used, so close the child's copies first
+                for env in self._client.client._client.values():
+                    env.close()
+            self._pid = os.getpid()
+            if self.backend == 'lmdb':
+                self._client = FileClient('lmdb', db_paths=[self.lq_root, self.gt_root], client_keys=['lq', 'gt'])
+            else:
+                self._client = FileClient('disk')
+        try:
+            buf = self._client.get(path, which)
+        except OSError as err:
+            raise BadPairError(f"{self.where}: key '{path}': cannot read {which} image ({err.strerror})") from err
+        if buf is None:
+            root = self.lq_root if which == 'lq' else self.gt_root
+            raise BadPairError(f"{self.where}: key '{path}' is missing from the {which} lmdb '{root}'")
+        img = imfrombytes(buf) if len(buf) else None  # float32=True would crash on undecodable bytes
+        if img is None:
+            raise BadPairError(f"{self.where}: key '{path}': {which} image is corrupt or not an image")
+        return img.astype(np.float32) / 255.
+
+    def read(self, lq_path: str, gt_path: str) -> Tuple[np.ndarray, np.ndarray]:
+        """Return BGR float32 ``(H, W, 3)`` arrays in [0, 1]."""
+        return self._read(lq_path, 'lq'), self._read(gt_path, 'gt')
+
+
+class RainSourcesDataset(data.Dataset):
+    """Base of the rain datasets: common item options, per-source bookkeeping and item assembly.
+
+    Common YAML keys:
+        name (str): Dataset name (used in logs). Default: class name.
+        phase (str): 'train' crops/augments; 'val'/'test' return full images. Set by BasicSR. Default: 'train'.
+        gt_size (int): Training crop size. Required for phase 'train' (subclasses may default it).
+        global_size (int): Side of the global views fed to the representation encoder. Default: 128.
+        use_hflip (bool): Random horizontal flips (train). Default: True.
+        use_rot (bool): Random vertical flips / 90-degree rotations (train). Default: True.
+        val_size (int | None): Centre-crop val/test images to at most this size. Default: None.
+    """
+
+    def __init__(self, opt: Dict[str, Any], default_gt_size: Optional[int] = None) -> None:
+        super().__init__()
+        self.opt = opt
+        opt.setdefault('name', type(self).__name__)
+        self.phase = opt.get('phase', 'train')
+        self.train = self.phase == 'train'
+        self.gt_size = opt.get('gt_size', default_gt_size)
+        if self.train and not isinstance(self.gt_size, int):
+            raise ValueError(f'datasets.{self.phase}.gt_size: an integer crop size is required, got {self.gt_size!r}')
+        self.global_size = int(opt.get('global_size', 128))
+        self.use_hflip = bool(opt.get('use_hflip', True))
+        self.use_rot = bool(opt.get('use_rot', True))
+        self.val_size = opt.get('val_size')
+        self.source_names: List[str] = []
+        self.source_indices: List[List[int]] = []
+        self.source_is_real: List[bool] = []
+
+    def _set_sources(self, names: Sequence[str], counts: Sequence[int], is_real: Sequence[bool]) -> None:
+        start = 0
+        for name, count, real in zip(names, counts, is_real):
+            self.source_names.append(name)
+            self.source_indices.append(list(range(start, start + count)))
+            self.source_is_real.append(bool(real))
+            start += count
+        self._starts = np.cumsum([0] + list(counts))
+        summary = ', '.join(f'{n}: {c}{" (real)" if r else ""}' for n, c, r in zip(names, counts, is_real))
+        get_root_logger().info(f"Dataset [{type(self).__name__}] - {self.opt['name']} ({self.phase}): "
+                               f'{start} pairs from {len(names)} sources ({summary})')
+
+    def locate(self, index: int) -> Tuple[int, int]:
+        """Map a dataset index to ``(source, position within the source)``."""
+        if not 0 <= index < int(self._starts[-1]):
+            raise IndexError(f"{self.opt['name']}: index {index} out of range (len {int(self._starts[-1])})")
+        source = int(np.searchsorted(self._starts, index, side='right')) - 1
+        return source, index - int(self._starts[source])
+
+    def make_item(self, img_lq: np.ndarray, img_gt: np.ndarray, source: int, lq_path: str, gt_path: str,
+                  where: str) -> Dict[str, Any]:
+        """Assemble an item from a BGR float32 pair (crop/augment/global views per phase)."""
+        item = build_pair_item(img_lq, img_gt, train=self.train, gt_size=self.gt_size, global_size=self.global_size,
+                               use_hflip=self.use_hflip, use_rot=self.use_rot, val_size=self.val_size, where=where)
+        item.update(source=source, lq_path=lq_path, gt_path=gt_path)
+        return item
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
