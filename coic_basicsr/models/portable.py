@@ -110,7 +110,7 @@ class PortableModelMixin:
         self.nonfinite_steps = getattr(self, 'nonfinite_steps', 0) + 1
         self.consecutive_nonfinite = getattr(self, 'consecutive_nonfinite', 0) + 1
         self.log_dict['nonfinite_steps'] = float(self.nonfinite_steps)
-        get_root_logger().warning(f'Non-finite loss/gradient at iter {getattr(self, 'current_iter', '?')}: step skipped '
+        get_root_logger().warning(f'Non-finite loss/gradient at iter {getattr(self, "current_iter", "?")}: step skipped '
                                   f'({self.consecutive_nonfinite} in a row, {self.nonfinite_steps} in total).')
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
