@@ -1,0 +1,93 @@
+"""Non-finite steps, SIGTERM mid-run, a failing rank: nothing lost, nothing hangs."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from os import path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from basicsr.data import build_dataset
+from torch.utils.data import DataLoader
+
+from coic_basicsr.models.portable import build_model
+from coic_basicsr.utils.errors import NonFiniteTrainingError
+from helpers.coic import in_memory, tiny_coic_options
+from helpers.run import BIN, basicsr, torchrun
+from helpers.stock import write_options
+
+
+def test_non_finite_steps_are_skipped_then_abort(tmp_path):
+    opt = in_memory(tiny_coic_options(total_iter=10, stage1_iter=5), tmp_path)
+    opt['train']['max_nonfinite_steps'] = 3
+    model = build_model(opt)
+    batch = next(iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2)))
+    before = [p.detach().clone() for p in model.net_g.parameters()]
+    batch['lq'][0, 0, 0, 0] = float('nan')
+    for current_iter in (1, 2):
+        model.feed_data(batch)
+        model.optimize_parameters(current_iter)
+        assert model.get_current_log()['nonfinite_steps'] == current_iter
+    assert all(torch.equal(b, p) for b, p in zip(before, model.net_g.parameters()))  # no update with NaN
+    model.feed_data(batch)
+    with pytest.raises(NonFiniteTrainingError, match='max_nonfinite_steps'):
+        model.optimize_parameters(3)
+
+
+def test_sigterm_saves_state_and_auto_resume_finishes(tmp_path):
+    opt = tiny_coic_options(name='sig', total_iter=400, stage1_iter=2)
+    opt['logger'].update(save_checkpoint_freq=1000, print_freq=1)
+    opt['val']['val_freq'] = 1000
+    opt_path = write_options(opt, str(tmp_path / 'sig.yml'))
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    proc = subprocess.Popen([osp.join(BIN, 'basicsr'), 'train', '-opt', opt_path], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if 'iter:       3,' in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    states = os.listdir(tmp_path / 'experiments' / 'sig' / 'training_states')
+    assert len(states) == 1 and int(states[0].split('.')[0]) >= 3
+    saved_iter = int(states[0].split('.')[0])
+    result = basicsr(['train', '-opt', opt_path, '--auto_resume', '--force_yml', f'train:total_iter={saved_iter + 2}'],
+                     cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f'iter: {saved_iter} ' in result.stderr
+    assert (tmp_path / 'experiments' / 'sig' / 'models' / 'net_g_latest.pth').is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_a_failing_rank_ends_the_whole_job_quickly(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder in ('gt', 'lq'):
+        os.makedirs(tmp_path / folder)
+    for i in range(8):
+        img = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / 'gt' / f'{i}.png'), img)
+        cv2.imwrite(str(tmp_path / 'lq' / f'{i}.png'), img)
+    for i in range(8):
+        if i != 0:
+            (tmp_path / 'lq' / f'{i}.png').write_bytes(b'not an image')  # every rank soon meets a corrupt file
+    opt = tiny_coic_options(name='fail', total_iter=50, stage1_iter=2)
+    opt['datasets']['train'] = {'name': 'train', 'type': 'MixedRainDataset', 'gt_size': 16, 'global_size': 16,
+                                'sources': [{'name': 'src', 'dataroot_gt': str(tmp_path / 'gt'),
+                                             'dataroot_lq': str(tmp_path / 'lq')}],
+                                'num_worker_per_gpu': 0, 'batch_size_per_gpu': 1}
+    opt_path = write_options(opt, str(tmp_path / 'fail.yml'))
+    start = time.time()
+    result = torchrun(2, ['-m', 'coic_basicsr.train', '-opt', opt_path, '--launcher', 'pytorch'], cwd=str(tmp_path),
+                      port=_free_port(), timeout=240)
+    assert result.returncode != 0
+    assert time.time() - start < 180
+    assert "basicsr train: error: datasets.train.sources[0] (name 'src')" in result.stderr
