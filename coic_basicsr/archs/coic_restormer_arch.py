@@ -1,0 +1,263 @@
+"""CoIC-Restormer: Restormer (Zamir et al., CVPR 2022) with CoIC instance-level modulation.
+
+Module names and shapes follow the official Restormer, so an official ``params`` checkpoint loads with
+``strict=True`` (the modulation parameters keep their values through the pre-hooks of ``modulation.py``).
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from coic_basicsr.archs.modulation import ContextEmbedding, ModulatedConv2d, ModulationContext
+from basicsr.utils.registry import ARCH_REGISTRY
+
+_LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
+_SIZE_MULTIPLE = 8  # three 2x down-samplings
+
+
+def _conv3x3(in_ch: int, out_ch: int, groups: int, bias: bool, context: Optional[ModulationContext],
+             context_dim: int) -> nn.Conv2d:
+    """3x3 'same' conv: modulated (CoI-M) when a context is given, plain otherwise."""
+    if context is None:
+        return nn.Conv2d(in_ch, out_ch, 3, 1, 1, groups=groups, bias=bias)
+    return ModulatedConv2d(in_ch, out_ch, 3, 1, 1, groups=groups, bias=bias, context=context, context_dim=context_dim)
+
+
+class _LayerNormBody(nn.Module):
+    """Layer norm over channels; holds ``weight`` (and ``bias`` unless bias-free) like the official one."""
+
+    def __init__(self, dim: int, with_bias: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if with_bias else None
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (..., C)
+        var = x.var(-1, keepdim=True, unbiased=False)
+        if self.bias is None:  # bias-free variant scales without centring
+            return x / torch.sqrt(var + 1e-5) * self.weight
+        return (x - x.mean(-1, keepdim=True)) / torch.sqrt(var + 1e-5) * self.weight + self.bias
+
+
+class ChannelLayerNorm(nn.Module):
+    """Per-pixel layer norm of a (B, C, H, W) map over C (state-dict keys ``body.weight`` / ``body.bias``)."""
+
+    def __init__(self, dim: int, layer_norm_type: str) -> None:
+        super().__init__()
+        self.body = _LayerNormBody(dim, layer_norm_type == 'WithBias')
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class GatedDconvFFN(nn.Module):
+    """GDFN: 1x1 expansion, (modulated) 3x3 depthwise conv, GELU gating, 1x1 projection."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool, context: Optional[ModulationContext],
+                 context_dim: int) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
+        self.dwconv = _conv3x3(hidden * 2, hidden * 2, hidden * 2, bias, context, context_dim)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(gate) * value)
+
+
+class MDTAttention(nn.Module):
+    """MDTA: channel-wise ("transposed") multi-head attention with a learnable per-head temperature.
+
+    ``forward(x, kv_input)`` takes Q from ``x`` and K, V from ``kv_input``. The 1x1 ``qkv`` conv and the depthwise
+    ``qkv_dwconv`` are then applied as slices of the same parameters (Q rows on ``x``, K/V rows on ``kv_input``), so
+    the cost equals the single-input path and the official keys are kept.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, 1, 1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def _split_qkv(self, x: Tensor, kv_input: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        dim = x.shape[1]
+        dw = self.qkv_dwconv
+        parts = []
+        for inp, rows in ((x, slice(0, dim)), (kv_input, slice(dim, 3 * dim))):
+            pw_bias = None if self.qkv.bias is None else self.qkv.bias[rows]
+            dw_bias = None if dw.bias is None else dw.bias[rows]
+            y = F.conv2d(inp, self.qkv.weight[rows], pw_bias)
+            parts.append(F.conv2d(y, dw.weight[rows], dw_bias, dw.stride, dw.padding, dw.dilation, y.shape[1]))
+        k, v = parts[1].chunk(2, dim=1)
+        return parts[0], k, v
+
+    def forward(self, x: Tensor, kv_input: Optional[Tensor] = None) -> Tensor:
+        b, c, h, w = x.shape
+        if kv_input is None:
+            q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        else:
+            q, k, v = self._split_qkv(x, kv_input)
+        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
+        return self.project_out((attn @ v).reshape(b, c, h, w))
+
+
+class CoICTransformerBlock(nn.Module):
+    """Restormer block; with a context, K/V come from ``norm1(x + context_embed(z))``.
+
+    Following the CoIC code's transformer variants, the instance context is added to the block input and then
+    layer-normalised (here with the block's own ``norm1``, keeping the official keys). Without z the block is
+    exactly Restormer's ``x + attn(norm1(x))``, ``x + ffn(norm2(x))``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layer_norm_type: str,
+                 context: Optional[ModulationContext], context_dim: int) -> None:
+        super().__init__()
+        self.norm1 = ChannelLayerNorm(dim, layer_norm_type)
+        self.attn = MDTAttention(dim, num_heads, bias)
+        self.norm2 = ChannelLayerNorm(dim, layer_norm_type)
+        self.ffn = GatedDconvFFN(dim, ffn_expansion_factor, bias, context, context_dim)
+        self.context_embed = None if context is None else ContextEmbedding(dim, context=context,
+                                                                           context_dim=context_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        kv_input = None
+        if self.context_embed is not None:
+            with_context = self.context_embed(x)
+            if with_context is not x:  # ContextEmbedding returns x itself when z is None
+                kv_input = self.norm1(with_context)
+        x = x + self.attn(self.norm1(x), kv_input)
+        return x + self.ffn(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """Overlapped 3x3 patch embedding (key ``proj``); bias-free as in the official arch."""
+
+    def __init__(self, in_ch: int, dim: int, context: Optional[ModulationContext], context_dim: int) -> None:
+        super().__init__()
+        self.proj = _conv3x3(in_ch, dim, 1, False, context, context_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class Resample(nn.Module):
+    """``body = [3x3 conv, PixelUnshuffle(2)]`` (down, n -> 2n) or ``[3x3 conv, PixelShuffle(2)]`` (up, n -> n/2)."""
+
+    def __init__(self, n_feat: int, down: bool, context: Optional[ModulationContext], context_dim: int) -> None:
+        super().__init__()
+        out_ch = n_feat // 2 if down else n_feat * 2
+        shuffle = nn.PixelUnshuffle(2) if down else nn.PixelShuffle(2)
+        self.body = nn.Sequential(_conv3x3(n_feat, out_ch, 1, False, context, context_dim), shuffle)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+@ARCH_REGISTRY.register()
+class CoICRestormer(nn.Module):
+    """Restormer with CoIC modulation: CoI-M on the 3x3 convs and a context-conditioned K/V in every block.
+
+    CoI-M (``ModulatedConv2d``) replaces the patch embedding, the FFN depthwise convs and the down/up-sampling convs;
+    ``qkv_dwconv`` (sliced, see ``MDTAttention``) and ``output`` stay plain. ``forward(x, z=None)`` with ``z=None``
+    is exactly the official Restormer. Inputs whose height/width is not a multiple of 8 are reflect-padded on the
+    bottom/right (replicate when the image is too small to reflect) and the output is cropped back.
+
+    YAML keys (``network_g``):
+        inp_channels (int): input image channels. Default: 3.
+        out_channels (int): output image channels. Default: 3.
+        dim (int): channels of level 1 (level k has dim * 2**(k-1)). Default: 48.
+        num_blocks (list[int]): transformer blocks per level 1..4. Default: [4, 6, 6, 8].
+        num_refinement_blocks (int): blocks of the refinement stage. Default: 4.
+        heads (list[int]): attention heads per level 1..4. Default: [1, 2, 4, 8].
+        ffn_expansion_factor (float): GDFN hidden expansion. Default: 2.66.
+        bias (bool): bias in the 1x1/attention/FFN convs. Default: False.
+        LayerNorm_type (str): 'WithBias' or 'BiasFree'. Default: 'WithBias'.
+        dual_pixel_task (bool): dual-pixel defocus variant (skip_conv, no global residual). Default: False.
+        context_dim (int): dimension of the instance context z. Default: 128.
+        modulate (bool): build the CoIC additions; False gives the plain Restormer (z must then be None).
+            Default: True.
+    """
+
+    def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
+                 num_blocks: Sequence[int] = (4, 6, 6, 8), num_refinement_blocks: int = 4,
+                 heads: Sequence[int] = (1, 2, 4, 8), ffn_expansion_factor: float = 2.66, bias: bool = False,
+                 LayerNorm_type: str = 'WithBias', dual_pixel_task: bool = False, context_dim: int = 128,
+                 modulate: bool = True) -> None:  # noqa: N803 (official option name)
+        super().__init__()
+        if len(num_blocks) != 4 or len(heads) != 4:
+            raise ValueError(f'network_g: num_blocks and heads need 4 entries, got {list(num_blocks)}, {list(heads)}')
+        if LayerNorm_type not in _LAYER_NORM_TYPES:
+            raise ValueError(f"network_g.LayerNorm_type must be one of {_LAYER_NORM_TYPES}, got '{LayerNorm_type}'")
+        for level, n_heads in enumerate(heads):
+            if (dim * 2**level) % n_heads:
+                raise ValueError(f'network_g.heads[{level}]={n_heads} does not divide {dim * 2**level} channels')
+        self.context_dim = context_dim
+        self.modulate = modulate
+        self.dual_pixel_task = dual_pixel_task
+        self.context = ModulationContext()
+        ctx = self.context if modulate else None
+
+        def stage(level: int, n: int, channels: Optional[int] = None) -> nn.Sequential:
+            ch = channels or dim * 2**level
+            return nn.Sequential(*[
+                CoICTransformerBlock(ch, heads[level], ffn_expansion_factor, bias, LayerNorm_type, ctx, context_dim)
+                for _ in range(n)
+            ])
+
+        self.patch_embed = PatchEmbed(inp_channels, dim, ctx, context_dim)
+        self.encoder_level1 = stage(0, num_blocks[0])
+        self.down1_2 = Resample(dim, True, ctx, context_dim)
+        self.encoder_level2 = stage(1, num_blocks[1])
+        self.down2_3 = Resample(dim * 2, True, ctx, context_dim)
+        self.encoder_level3 = stage(2, num_blocks[2])
+        self.down3_4 = Resample(dim * 4, True, ctx, context_dim)
+        self.latent = stage(3, num_blocks[3])
+        self.up4_3 = Resample(dim * 8, False, ctx, context_dim)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
+        self.decoder_level3 = stage(2, num_blocks[2])
+        self.up3_2 = Resample(dim * 4, False, ctx, context_dim)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, 1, bias=bias)
+        self.decoder_level2 = stage(1, num_blocks[1])
+        self.up2_1 = Resample(dim * 2, False, ctx, context_dim)
+        # level 1 decoder and refinement run on 2*dim channels with heads[0] (no channel reduction)
+        self.decoder_level1 = stage(0, num_blocks[0], dim * 2)
+        self.refinement = stage(0, num_refinement_blocks, dim * 2)
+        if dual_pixel_task:
+            self.skip_conv = nn.Conv2d(dim, dim * 2, 1, bias=bias)
+        self.output = nn.Conv2d(dim * 2, out_channels, 3, 1, 1, bias=bias)
+
+    def forward(self, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
+        """Restore ``x`` (B, inp_channels, H, W), conditioned on the context ``z`` (B, context_dim) if given."""
+        if z is not None:
+            if not self.modulate:
+                raise ValueError('CoICRestormer built with modulate=False cannot take a context z')
+            if z.dim() != 2 or z.shape[0] not in (1, x.shape[0]) or z.shape[1] != self.context_dim:
+                raise ValueError(f'CoICRestormer: z must have shape ({x.shape[0]} or 1, {self.context_dim}), '
+                                 f'got {tuple(z.shape)}')
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % _SIZE_MULTIPLE, -w % _SIZE_MULTIPLE
+        if pad_h or pad_w:
+            mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        with self.context.use(z):
+            out = self._forward_padded(x)
+        return out[..., :h, :w]
+
+    def _forward_padded(self, inp_img: Tensor) -> Tensor:
+        emb1 = self.patch_embed(inp_img)
+        enc1 = self.encoder_level1(emb1)
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        enc3 = self.encoder_level3(self.down2_3(enc2))
+        latent = self.latent(self.down3_4(enc3))
+        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
+        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
+        dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1)))
+        if self.dual_pixel_task:
+            return self.output(dec1 + self.skip_conv(emb1))
+        return self.output(dec1) + inp_img

@@ -1,0 +1,292 @@
+"""Context-based instance-specific modulation (CoI-M): the one implementation every CoIC arch reuses.
+
+A modulated conv rescales its kernel per sample: an MLP (:class:`KernelScaleGenerator`) maps the instance code
+``z`` concatenated with the global average of the layer input to ``a = [a_out | a_in | a_k]`` and the kernel used
+for that sample is ``W * s`` with ``s[o, i, :] = k*k * softmax(sigmoid(a_out[o] + a_in[i]) * a_k)``.
+
+Design choice: the last Linear of every generator (and of every :class:`ContextEmbedding`) is zero-initialised, so
+``s == 1`` (embedding ``== 0``) exactly at construction: switching modulation on in a trained backbone starts from
+the plain network's function. Without a code (``z`` None and an empty context) every layer calls its parent forward.
+
+The code reaches the layers through a shared :class:`ModulationContext` (thread-local, so DataParallel replicas
+each see their own chunk). Recomputation by activation checkpointing happens outside ``context.use`` and would
+see no code: do not combine it with modulated layers.
+"""
+import fnmatch
+import math
+import threading
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.nn.modules.utils import _pair
+
+from basicsr.utils import get_root_logger  # safe: importing coic_basicsr (our parent) installed the shim first
+
+
+class ModulationContext:
+    """Holder of the current instance code ``z`` (per thread); shared by all modulated layers of one network."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self) -> Optional[Tensor]:
+        """Return the code set by the innermost active :meth:`use` of this thread, or None."""
+        return getattr(self._local, 'z', None)
+
+    @contextmanager
+    def use(self, z: Optional[Tensor]) -> Iterator[None]:
+        """Set ``z`` for the duration of the block and restore the previous value afterwards."""
+        previous = self.get()
+        self._local.z = z
+        try:
+            yield
+        finally:
+            self._local.z = previous
+
+    def __deepcopy__(self, memo: dict) -> 'ModulationContext':
+        fresh = type(self)()
+        memo[id(self)] = fresh  # every copied layer then shares this one new context
+        return fresh
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._local = threading.local()
+
+
+class KernelScaleGenerator(nn.Sequential):
+    """MLP ``[z | GAP(x)] -> [a_out | a_in | a_k]``; its last Linear is zero-initialised (scale 1 at start)."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int) -> None:
+        super().__init__(
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 16), nn.ReLU(inplace=True),
+            nn.Linear(16, out_features))
+        nn.init.zeros_(self[-1].weight)
+        nn.init.zeros_(self[-1].bias)
+
+
+def _resolve_z(layer: nn.Module, x: Tensor, z: Optional[Tensor]) -> Optional[Tensor]:
+    """Explicit ``z`` wins over the context; check its shape and broadcast a single code over the batch."""
+    if z is None and layer.context is not None:
+        z = layer.context.get()
+    if z is None:
+        return None
+    if z.dim() != 2 or z.shape[1] != layer.context_dim:
+        raise ValueError(f'{type(layer).__name__}: z must have shape (B, {layer.context_dim}), got {tuple(z.shape)}')
+    if z.shape[0] != x.shape[0]:
+        if z.shape[0] != 1:
+            raise ValueError(f'{type(layer).__name__}: z has batch {z.shape[0]} but the input has {x.shape[0]}')
+        z = z.expand(x.shape[0], -1)
+    return z
+
+
+def _kernel_scale(a_rows: Tensor, a_cols: Tensor, a_k: Tensor, kernel_size: Tuple[int, int]) -> Tensor:
+    """(B, R, C, kh, kw) scales whose mean over the kernel window is 1 (computed in float32)."""
+    gate = torch.sigmoid(a_rows.float()[:, :, None] + a_cols.float()[:, None, :])
+    logits = gate[..., None] * a_k.float()[:, None, None, :]
+    e = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
+    # e / mean(e) == k*k * softmax, and is exactly 1 when all logits are equal (zero-initialised generator).
+    return (e / e.mean(dim=-1, keepdim=True)).view(*gate.shape, *kernel_size)
+
+
+_last_filled_load: List[object] = [None]
+
+
+def _keep_modulation_if_missing(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                                missing_keys: List[str], *args) -> None:
+    """Load pre-hook: a plain checkpoint lacks all modulation keys; insert current values so strict loading works."""
+    own = {f'{prefix}{key}': value for key, value in module.state_dict().items() if key not in ('weight', 'bias')}
+    if any(key in state_dict for key in own):
+        return
+    state_dict.update({key: value.detach() for key, value in own.items()})
+    if _last_filled_load[0] is not missing_keys:  # one log line per load_state_dict call (same list object)
+        _last_filled_load[0] = missing_keys
+        get_root_logger().info(f'Checkpoint lacks the modulation parameters of {prefix[:-1] or "the network"} '
+                               '(and maybe others): keeping their current values.')
+
+
+class _ModulatedMixin:
+    """Shared setup of the modulated conv classes (weight layout rows x cols = weight dims 0 x 1)."""
+
+    def _setup(self, context: Optional[ModulationContext], context_dim: int, hidden: int) -> None:
+        if context is not None and not isinstance(context, ModulationContext):
+            raise TypeError(f'{type(self).__name__}: context must be a ModulationContext, got {type(context)}')
+        self.context = context
+        self.context_dim = int(context_dim)
+        rows, cols = self.weight.shape[:2]
+        kk = self.kernel_size[0] * self.kernel_size[1]
+        self.generator = KernelScaleGenerator(self.context_dim + self.in_channels, hidden, rows + cols + kk).to(
+            device=self.weight.device, dtype=self.weight.dtype)
+        self._register_load_state_dict_pre_hook(_keep_modulation_if_missing, with_module=True)
+
+    def _split(self, x: Tensor, z: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Generator output split as (a_out, a_in, a_k)."""
+        a = self.generator(torch.cat([z.to(x.dtype), x.mean(dim=(2, 3))], dim=1))
+        n_out = self.out_channels // (self.groups if self.transposed else 1)
+        n_in = self.in_channels // (1 if self.transposed else self.groups)
+        return a[:, :n_out], a[:, n_out:n_out + n_in], a[:, n_out + n_in:]
+
+    def _scaled_weight(self, x: Tensor, z: Tensor) -> Tensor:
+        """Per-sample kernels folded for a grouped conv: (B * weight.shape[0], *weight.shape[1:])."""
+        scale = self.kernel_scale(x, z).to(self.weight.dtype)
+        return (self.weight.unsqueeze(0) * scale).flatten(0, 1)
+
+    @classmethod
+    def _from(cls, conv: nn.Module, base: type, context: ModulationContext, context_dim: int, **extra) -> nn.Module:
+        if not isinstance(conv, base):
+            raise TypeError(f'{cls.__name__}.from_conv expects an {base.__name__}, got {type(conv).__name__}')
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, **extra,
+                  context=context, context_dim=context_dim, device=conv.weight.device, dtype=conv.weight.dtype)
+        new.weight = conv.weight  # shared Parameters: optimiser state and EMA keep working
+        new.bias = conv.bias
+        new.train(conv.training)
+        return new
+
+
+class ModulatedConv2d(_ModulatedMixin, nn.Conv2d):
+    """nn.Conv2d whose kernel is rescaled per sample from the instance code ``z`` (plain conv without a code)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = 'zeros', *,
+                 context: Optional[ModulationContext] = None, context_dim: int = 128, device=None, dtype=None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device=device, dtype=dtype)
+        self._setup(context, context_dim, out_channels if groups == 1 else max(out_channels // 16, 1))
+
+    def kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
+        """Per-sample scale of the kernel, shape (B, C_out, C_in // groups, kh, kw)."""
+        a_out, a_in, a_k = self._split(x, z)
+        return _kernel_scale(a_out, a_in, a_k, self.kernel_size)
+
+    def forward(self, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
+        z = _resolve_z(self, x, z)
+        if z is None:
+            return super().forward(x)
+        b, weight = x.shape[0], self._scaled_weight(x, z)
+        padding = self.padding
+        if self.padding_mode != 'zeros':
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = _pair(0)
+        bias = None if self.bias is None else self.bias.repeat(b)
+        out = F.conv2d(x.reshape(1, -1, *x.shape[-2:]), weight, bias, self.stride, padding, self.dilation,
+                       b * self.groups)
+        return out.view(b, self.out_channels, *out.shape[-2:])
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, context: ModulationContext, context_dim: int = 128) -> 'ModulatedConv2d':
+        """Modulated twin of ``conv`` that SHARES its weight and bias Parameters."""
+        return cls._from(conv, nn.Conv2d, context, context_dim, dilation=conv.dilation, groups=conv.groups,
+                         bias=conv.bias is not None, padding_mode=conv.padding_mode)
+
+
+class ModulatedConvTranspose2d(_ModulatedMixin, nn.ConvTranspose2d):
+    """nn.ConvTranspose2d counterpart of :class:`ModulatedConv2d` (weight layout (C_in, C_out / groups, kh, kw))."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
+                 groups: int = 1, bias: bool = True, dilation=1, padding_mode: str = 'zeros', *,
+                 context: Optional[ModulationContext] = None, context_dim: int = 128, device=None, dtype=None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
+                         dilation, padding_mode, device=device, dtype=dtype)
+        self._setup(context, context_dim, out_channels if groups == 1 else max(out_channels // 16, 1))
+
+    def kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
+        """Per-sample scale in the weight layout, shape (B, C_in, C_out // groups, kh, kw)."""
+        a_out, a_in, a_k = self._split(x, z)
+        return _kernel_scale(a_in, a_out, a_k, self.kernel_size)
+
+    def forward(self, x: Tensor, z: Optional[Tensor] = None, output_size: Optional[List[int]] = None) -> Tensor:
+        if z is not None and not isinstance(z, Tensor):  # nn.ConvTranspose2d's positional output_size
+            z, output_size = None, z
+        z = _resolve_z(self, x, z)
+        if z is None:
+            return super().forward(x, output_size)
+        b = x.shape[0]
+        output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 2,
+                                              self.dilation)
+        bias = None if self.bias is None else self.bias.repeat(b)
+        out = F.conv_transpose2d(x.reshape(1, -1, *x.shape[-2:]), self._scaled_weight(x, z), bias, self.stride,
+                                 self.padding, output_padding, b * self.groups, self.dilation)
+        return out.view(b, self.out_channels, *out.shape[-2:])
+
+    @classmethod
+    def from_conv(cls, conv: nn.ConvTranspose2d, context: ModulationContext,
+                  context_dim: int = 128) -> 'ModulatedConvTranspose2d':
+        """Modulated twin of ``conv`` that SHARES its weight and bias Parameters."""
+        return cls._from(conv, nn.ConvTranspose2d, context, context_dim, output_padding=conv.output_padding,
+                         groups=conv.groups, bias=conv.bias is not None, dilation=conv.dilation,
+                         padding_mode=conv.padding_mode)
+
+
+class ContextEmbedding(nn.Module):
+    """x -> x + Linear(SiLU(z)) broadcast over H,W (K/V context of transformer blocks); returns x itself (same object)
+    when z is None. The Linear is zero-initialised (identity at construction)."""
+
+    def __init__(self, channels: int, *, context: ModulationContext, context_dim: int = 128) -> None:
+        super().__init__()
+        if not isinstance(context, ModulationContext):
+            raise TypeError(f'ContextEmbedding: context must be a ModulationContext, got {type(context)}')
+        self.context = context
+        self.context_dim = int(context_dim)
+        self.proj = nn.Linear(self.context_dim, channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self._register_load_state_dict_pre_hook(_keep_modulation_if_missing, with_module=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = _resolve_z(self, x, None)
+        if z is None:
+            return x
+        if x.dim() != 4:
+            raise ValueError(f'ContextEmbedding expects (B, C, H, W) features, got shape {tuple(x.shape)}')
+        return x + self.proj(F.silu(z.to(x.dtype)))[:, :, None, None]
+
+
+_REPLACEMENTS = {nn.Conv2d: ModulatedConv2d, nn.ConvTranspose2d: ModulatedConvTranspose2d}
+
+
+def _as_patterns(patterns: Union[None, str, Sequence[str]]) -> Optional[List[str]]:
+    return None if patterns is None else [patterns] if isinstance(patterns, str) else list(patterns)
+
+
+def modulate_convs(module: nn.Module, context: ModulationContext, context_dim: int = 128,
+                   include: Optional[Sequence[str]] = None, exclude: Optional[Sequence[str]] = None) -> List[str]:
+    """Replace in place every nn.Conv2d / nn.ConvTranspose2d with kernel > 1 whose qualified name matches `include`
+    (fnmatch patterns; None = all) and not `exclude` by its modulated version (weights shared); returns the names.
+
+    Only exact nn.Conv2d / nn.ConvTranspose2d instances are replaced (subclasses may have their own forward); the
+    root module itself is never replaced.
+    """
+    if not isinstance(context, ModulationContext):
+        raise TypeError(f'modulate_convs: context must be a ModulationContext, got {type(context)}')
+    include, exclude = _as_patterns(include), _as_patterns(exclude) or []
+    replacements, names = {}, []
+    for name, conv in module.named_modules():
+        if not name or type(conv) not in _REPLACEMENTS or math.prod(conv.kernel_size) <= 1:
+            continue
+        if include is not None and not any(fnmatch.fnmatchcase(name, p) for p in include):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in exclude):
+            continue
+        replacements[id(conv)] = _REPLACEMENTS[type(conv)].from_conv(conv, context, context_dim)
+        names.append(name)
+    for parent in list(module.modules()):
+        for child_name, child in list(parent._modules.items()):
+            if child is not None and id(child) in replacements:
+                setattr(parent, child_name, replacements[id(child)])
+    return names
+
+
+def split_modulation_parameters(net: nn.Module) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
+    """(backbone params, modulation params): modulation = params inside KernelScaleGenerator / ContextEmbedding."""
+    modulation_ids = {
+        id(p)
+        for m in net.modules() if isinstance(m, (KernelScaleGenerator, ContextEmbedding)) for p in m.parameters()
+    }
+    backbone, modulation = [], []
+    for p in net.parameters():
+        (modulation if id(p) in modulation_ids else backbone).append(p)
+    return backbone, modulation
