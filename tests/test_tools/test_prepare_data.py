@@ -1,0 +1,278 @@
+"""Tests of ``basicsr prepare-data`` on miniature replicas of the six official dataset layouts."""
+import multiprocessing
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import Dict, Tuple
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from coic_basicsr.tools import prepare_data
+from coic_basicsr.tools.official_layouts import DATASETS
+from coic_basicsr.tools.prepare_data import DEFAULT_META_DIR, ResumableLmdbMaker, main, prepare
+
+from basicsr.data.data_util import paired_paths_from_lmdb  # noqa: E402  (after coic_basicsr: torchvision shim)
+from basicsr.utils import FileClient, imfrombytes  # noqa: E402
+
+H, W = 16, 24
+Expected = Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]]  # split -> key -> (lq, gt) as cv2 decodes them
+
+
+def _rainy(rng: np.random.Generator, width: int = W) -> np.ndarray:
+    return rng.integers(170, 256, (H, width, 3), dtype=np.uint8)  # bright, so the sides can be told apart
+
+
+def _clean(rng: np.random.Generator, width: int = W) -> np.ndarray:
+    return rng.integers(0, 86, (H, width, 3), dtype=np.uint8)
+
+
+def _write(path: Path, img: np.ndarray) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), img)
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)  # JPEG: compare with what cv2 decodes
+
+
+def make_rain200(root: Path, rng: np.random.Generator, n_train: int = 3) -> Expected:
+    exp: Expected = {'train': {}, 'test': {}}
+    for split, count, rain_dir in (('train', n_train, 'rain'), ('test', 2, 'rain/X2')):
+        for i in range(1, count + 1):
+            lq = _write(root / split / rain_dir / f'norain-{i}x2.png', _rainy(rng))
+            exp[split][f'norain-{i}'] = (lq, _write(root / split / 'norain' / f'norain-{i}.png', _clean(rng)))
+    return exp
+
+
+def make_rain800(root: Path, rng: np.random.Generator) -> Expected:
+    exp: Expected = {'train': {}, 'test': {}}
+    for split, folder, count in (('train', 'training', 3), ('test', 'test_syn', 2)):
+        for n in range(1, count + 1):
+            odd = split == 'test' and n == 2  # odd width: the middle column belongs to neither half
+            img = _write(root / folder / f'{n}.jpg',
+                         np.hstack([_clean(rng), _rainy(rng, W + 1)]) if odd else np.hstack([_clean(rng), _rainy(rng)]))
+            exp[split][str(n)] = (img[:, W + 1:] if odd else img[:, W:], img[:, :W])  # right rainy, left clean
+    return exp
+
+
+def make_did(root: Path, rng: np.random.Generator) -> Expected:
+    exp: Expected = {'train': {}, 'test': {}}
+    base = root / 'DID-MDN-datasets'
+    for tag, folder in (('heavy', 'Rain_Heavy'), ('medium', 'Rain_Medium'), ('light', 'Rain_Light')):
+        for n in (0, 1):
+            img = _write(base / 'DID-MDN-training' / folder / 'train2018new' / f'{n}.jpg',
+                         np.hstack([_rainy(rng), _clean(rng)]))
+            exp['train'][f'{tag}-{n}'] = (img[:, :W], img[:, W:])  # left rainy, right clean
+    for n in (1, 2):
+        img = _write(base / 'DID-MDN-test' / f'{n}.jpg', np.hstack([_rainy(rng), _clean(rng)]))
+        exp['test'][str(n)] = (img[:, :W], img[:, W:])
+    return exp
+
+
+def make_ddn(root: Path, rng: np.random.Generator) -> Expected:
+    exp: Expected = {'train': {}, 'test': {}}
+    for split, folder, scenes in (('train', 'training', (1, 2)), ('test', 'testing', (901, ))):
+        for i in scenes:
+            gt = _write(root / 'rainy_image_dataset' / folder / 'ground_truth' / f'{i}.jpg', _clean(rng))
+            for j in range(1, 15):
+                lq = _write(root / 'rainy_image_dataset' / folder / 'rainy_image' / f'{i}_{j}.jpg', _rainy(rng))
+                exp[split][f'{i}_{j}'] = (lq, gt)
+    return exp
+
+
+def make_spa(root: Path, rng: np.random.Generator) -> Expected:
+    exp: Expected = {'train': {}, 'test': {}}
+    for video, frames, spots in (('000', ('1', '2'), ((1, 1), (2, 1))), ('001', ('7', ), ((1, 2), ))):
+        for x, y in spots:
+            gt = _write(root / 'real_world_gt' / video / f'{video}_{x}_{y}.png', _clean(rng))
+            for f in frames:
+                key = f'{video}-{f}_{x}_{y}'
+                lq = _write(root / 'real_world' / video / f'{video}-{f}' / f'{key}.png', _rainy(rng))
+                exp['train'][key] = (lq, gt)
+    for n in ('000', '001'):
+        lq = _write(root / 'real_test_1000' / 'rain' / f'{n}.png', _rainy(rng))
+        exp['test'][n] = (lq, _write(root / 'real_test_1000' / 'gt' / f'{n}gt.png', _clean(rng)))
+    return exp
+
+
+MAKERS = {'rain200l': ('Rain200L', make_rain200), 'rain200h': ('Rain200H', make_rain200),
+          'rain800': ('Rain800', make_rain800), 'did': ('DID-Data', make_did), 'ddn': ('DDN-Data', make_ddn),
+          'spa': ('SPA-Data', make_spa)}
+
+
+def read_back(out: Path, name: str, split: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Pairs as BasicSR's lmdb pairing and FileClient deliver them."""
+    lq_db, gt_db = str(out / f'{name}_{split}_lq.lmdb'), str(out / f'{name}_{split}_gt.lmdb')
+    client = FileClient('lmdb', db_paths=[lq_db, gt_db], client_keys=['lq', 'gt'])
+    pairs = {}
+    for item in paired_paths_from_lmdb([lq_db, gt_db], ['lq', 'gt']):
+        pairs[item['lq_path']] = (imfrombytes(client.get(item['lq_path'], 'lq')),
+                                  imfrombytes(client.get(item['gt_path'], 'gt')))
+    return pairs
+
+
+def assert_same(got: Dict[str, Tuple[np.ndarray, np.ndarray]], exp: Dict[str, Tuple[np.ndarray, np.ndarray]]):
+    assert sorted(got) == sorted(exp)
+    for key, (lq, gt) in exp.items():
+        assert np.array_equal(got[key][0], lq), key
+        assert np.array_equal(got[key][1], gt), key
+        assert got[key][0].mean() > got[key][1].mean() + 50, f'{key}: rainy and clean swapped'
+
+
+def test_all_official_layouts_convert_pixel_exact(tmp_path):
+    rng = np.random.default_rng(0)
+    expected = {name: make(tmp_path / 'data' / folder, rng) for name, (folder, make) in MAKERS.items()}
+    out = tmp_path / 'lmdb'
+    assert main(['--dataset', 'all', '--root', str(tmp_path / 'data'), '--out', str(out), '--no-count-check']) == 0
+    with open(DEFAULT_META_DIR / 'datasets.yml') as fin:
+        meta = yaml.safe_load(fin)['datasets']
+    assert set(meta) == set(DATASETS)
+    for name, exp in expected.items():
+        for split in ('train', 'test'):
+            assert_same(read_back(out, name, split), exp[split])
+            lines = (out / f'{name}_{split}_pairs.txt').read_text().splitlines()
+            assert sorted(lines) == sorted(f'{k} {k}' for k in exp[split])
+            shipped = meta[name]['splits'][split].get('pair_list')
+            if shipped:  # the shipped list uses the same key scheme as the converter
+                assert set(lines) <= set((DEFAULT_META_DIR / shipped).read_text().splitlines()), (name, split)
+            assert not (out / f'{name}_{split}_lq.lmdb.partial').exists()
+
+
+def test_ddn_fourteen_rainy_images_share_one_clean_image(tmp_path):
+    exp = make_ddn(tmp_path / 'DDN', np.random.default_rng(1))
+    assert main(['--dataset', 'DDN-Data', '--split', 'train', '--root', str(tmp_path / 'DDN'),
+                 '--out', str(tmp_path / 'out'), '--no-count-check']) == 0
+    got = read_back(tmp_path / 'out', 'ddn', 'train')
+    assert sorted(got) == sorted(f'{i}_{j}' for i in (1, 2) for j in range(1, 15))
+    gt_2 = cv2.imread(str(tmp_path / 'DDN' / 'rainy_image_dataset' / 'training' / 'ground_truth' / '2.jpg'))
+    for j in range(1, 15):
+        assert np.array_equal(got[f'2_{j}'][1], gt_2)
+        assert np.array_equal(got[f'2_{j}'][0], exp['train'][f'2_{j}'][0])
+    assert not np.array_equal(got['1_1'][1], gt_2)
+
+
+def _crash_after(root: Path, out: Path, n_puts: int) -> None:
+    """Child process: start a build and die hard (no cleanup, buffers unflushed) at LMDB put number n+1."""
+    real, calls = ResumableLmdbMaker.put, []
+
+    def put(self, img_byte, key, img_shape):
+        calls.append(key)
+        if len(calls) > n_puts:
+            os._exit(17)
+        real(self, img_byte, key, img_shape)
+
+    ResumableLmdbMaker.put = put
+    prepare('rain200h', 'train', root, out, count_check=False, workers=1, commit_every=2)
+
+
+def test_killed_build_resumes_and_finished_build_is_kept(tmp_path, capsys):
+    exp = make_rain200(tmp_path / 'R', np.random.default_rng(2), n_train=6)['train']
+    out, args = tmp_path / 'out', ['--dataset', 'rain200h', '--split', 'train', '--root', str(tmp_path / 'R'),
+                                   '--out', str(tmp_path / 'out'), '--no-count-check', '--workers', '1']
+    child = multiprocessing.get_context('fork').Process(target=_crash_after, args=(tmp_path / 'R', out, 6))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 17
+    assert (out / 'rain200h_train_lq.lmdb.partial').is_dir() and not (out / 'rain200h_train_lq.lmdb').exists()
+    assert not (out / 'rain200h_train_pairs.txt').exists()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert 'wrote 4 of 6 pairs' in capsys.readouterr().out  # pairs 1-2 committed; pair 3 was put, not committed
+    assert_same(read_back(out, 'rain200h', 'train'), exp)
+    meta = (out / 'rain200h_train_gt.lmdb' / 'meta_info.txt').read_text().splitlines()
+    assert len(meta) == len(set(meta)) == 6
+    assert main(args) == 0
+    assert 'complete, 6 pairs' in capsys.readouterr().out
+    assert main(args + ['--overwrite']) == 0
+    assert 'wrote 6 of 6 pairs' in capsys.readouterr().out
+    assert_same(read_back(out, 'rain200h', 'train'), exp)
+
+
+def test_unreadable_image_stops_with_its_path_and_rerun_finishes(tmp_path, capsys):
+    root = tmp_path / 'R'
+    exp = make_rain200(root, np.random.default_rng(3), n_train=6)['train']
+    bad = root / 'train' / 'rain' / 'norain-4x2.png'
+    good = bad.read_bytes()
+    bad.write_bytes(b'not an image')
+    args = ['--dataset', 'rain200h', '--split', 'train', '--root', str(root), '--out', str(tmp_path / 'out'),
+            '--no-count-check', '--workers', '1', '--commit-every', '2']
+    assert main(args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith('basicsr prepare-data: error: ') and f"'{bad}'" in last
+    bad.write_bytes(good)
+    assert main(args) == 0
+    assert 'wrote 3 of 6 pairs' in capsys.readouterr().out
+    assert_same(read_back(tmp_path / 'out', 'rain200h', 'train'), exp)
+
+
+def test_reconcile_drops_keys_and_lines_that_do_not_match(tmp_path):
+    path = str(tmp_path / 'x.lmdb.partial')
+    maker = ResumableLmdbMaker(path, map_size=1 << 24, batch=100)
+    for key in ('a', 'b', 'c'):
+        maker.put(b'bytes-' + key.encode(), key, (1, 1, 3))
+    maker.close()
+    meta = Path(path) / 'meta_info.txt'
+    lines = meta.read_text().splitlines(keepends=True)  # simulate a kill: line of 'c' lost, line of 'd' uncommitted
+    meta.write_text(lines[0] + lines[1] + 'd.png (1,1,3) 1\n' + 'e.png (1,')
+    maker = ResumableLmdbMaker(path, map_size=1 << 24, batch=100)
+    assert maker.done == {'a', 'b'}
+    with maker.env.begin() as txn:
+        assert txn.get(b'c') is None and txn.get(b'a') == b'bytes-a'
+    maker.close()
+    assert meta.read_text() == lines[0] + lines[1]
+
+
+def test_count_check_and_pair_list_check(tmp_path, capsys):
+    make_rain200(tmp_path / 'R', np.random.default_rng(4))
+    args = ['--dataset', 'rain200h', '--split', 'train', '--root', str(tmp_path / 'R'), '--out', str(tmp_path / 'o')]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert 'found 3 pairs' in err and '1800' in err and '--no-count-check' in err
+    assert not (tmp_path / 'o').exists()
+    meta = tmp_path / 'meta'
+    meta.mkdir()
+    (meta / 'datasets.yml').write_text(yaml.safe_dump(
+        {'datasets': {'rain200h': {'splits': {'train': {'pairs': 3, 'pair_list': 'l.txt'}}}}}))
+    (meta / 'l.txt').write_text('norain-1 norain-1\nnorain-2 norain-2\nnorain-9 norain-9\n')
+    assert main(args + ['--meta-dir', str(meta)]) == 1
+    assert "missing [('norain-9', 'norain-9')]" in capsys.readouterr().err
+    (meta / 'l.txt').write_text('norain-1 norain-1\nnorain-2 norain-2\nnorain-3 norain-3\n')
+    assert main(args + ['--meta-dir', str(meta)]) == 0
+
+
+def test_bad_root_and_missing_files_name_the_path(tmp_path, capsys):
+    missing = tmp_path / 'nowhere'
+    assert main(['--dataset', 'spa', '--root', str(missing), '--out', str(tmp_path / 'o')]) == 1
+    assert f"--root '{missing}' does not exist" in capsys.readouterr().err
+    (tmp_path / 'empty').mkdir()
+    assert main(['--dataset', 'rain200h', '--root', str(tmp_path / 'empty'), '--out', str(tmp_path / 'o')]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / 'empty') in err and 'Rain200H train' in err and len(err.strip().splitlines()) == 1
+    make_ddn(tmp_path / 'D', np.random.default_rng(5))
+    gt = tmp_path / 'D' / 'rainy_image_dataset' / 'training' / 'ground_truth' / '2.jpg'
+    gt.unlink()
+    assert main(['--dataset', 'ddn', '--root', str(tmp_path / 'D'), '--out', str(tmp_path / 'o'),
+                 '--no-count-check']) == 1
+    assert f"ground truth '{gt}'" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings('ignore:.*found in sys.modules:RuntimeWarning')
+def test_module_entry_point_and_unknown_dataset(monkeypatch, capsys):
+    monkeypatch.setattr(sys, 'argv', ['prepare_data', '--dataset', 'rain9000', '--root', '.', '--out', '.'])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module('coic_basicsr.tools.prepare_data', run_name='__main__')
+    assert exit_info.value.code == 1
+    assert "unknown dataset 'rain9000'" in capsys.readouterr().err
+
+
+def test_shipped_pair_lists_match_datasets_yml():
+    with open(DEFAULT_META_DIR / 'datasets.yml') as fin:
+        meta = yaml.safe_load(fin)['datasets']
+    for name, entry in meta.items():
+        assert (DEFAULT_META_DIR / entry['card']).is_file()
+        for split, info in entry['splits'].items():
+            if info.get('pair_list'):
+                lines = (DEFAULT_META_DIR / info['pair_list']).read_text().splitlines()
+                assert len(lines) == len(set(lines)) == info['pairs'], (name, split)
+                assert all(a == b for a, b in (line.split() for line in lines))
