@@ -10,9 +10,9 @@ setup(
     long_description_content_type='text/markdown',
     license='MIT',
     python_requires='>=3.9',
-    packages=find_packages(include=['coic_basicsr', 'coic_basicsr.*']),
-    include_package_data=True,
-    package_data={'coic_basicsr': ['data/assets/*', 'options/*.yml']},
+    packages=find_packages(include=['coic_basicsr', 'coic_basicsr.*']) + ['coic_basicsr.datasets_meta'],
+    package_dir={'coic_basicsr.datasets_meta': 'datasets_meta'},  # dataset cards/pair lists ship with wheels
+    package_data={'coic_basicsr': ['data/assets/*'], 'coic_basicsr.datasets_meta': ['*.md', '*.txt', '*.yml']},
     install_requires=[
         'basicsr>=1.4.2',
         'torch>=2.1',

@@ -93,9 +93,12 @@ class PortableModelMixin:
         self._print_different_keys_loading(bare, state_dict, strict)
         try:
             bare.load_state_dict(state_dict, strict=strict)
-        except RuntimeError as err:
-            first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-            raise ValueError(f"checkpoint '{load_path}' does not fit {bare.__class__.__name__}: {first}") from None
+        except RuntimeError:
+            own = set(bare.state_dict())
+            missing, unexpected = sorted(own - set(state_dict)), sorted(set(state_dict) - own)
+            detail = (f'{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected keys '
+                      f'(e.g. {unexpected[:2]})' if missing or unexpected else 'tensor shapes differ')
+            raise ValueError(f"checkpoint '{load_path}' does not fit {bare.__class__.__name__}: {detail}") from None
 
     def _gradients_finite(self) -> bool:
         """Clip (``train.grad_clip``) and check the global gradient norm; skip non-finite steps, abort after

@@ -28,7 +28,10 @@ from tqdm import tqdm
 from coic_basicsr.tools.official_layouts import (DATASETS, SPLITS, Pair, canonical_name, list_pairs, read_image,
                                                  take_half)
 
-DEFAULT_META_DIR = Path(__file__).resolve().parents[2] / 'datasets_meta'
+# a source checkout keeps the cards at the top level; an installed wheel ships them inside the package
+DEFAULT_META_DIR = next((d for d in (Path(__file__).resolve().parents[2] / 'datasets_meta',
+                                     Path(__file__).resolve().parents[1] / 'datasets_meta') if d.is_dir()),
+                        Path(__file__).resolve().parents[2] / 'datasets_meta')
 Encoded = Tuple[bytes, Tuple[int, int, int]]
 
 

@@ -1,0 +1,144 @@
+"""Every bad input gets one clear line naming the option key or the file (table in docs/reliability.md)."""
+import os
+from os import path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from coic_basicsr.train import main as train_main
+from helpers.coic import tiny_coic_options
+from helpers.stock import write_options
+
+DOC = osp.join(osp.dirname(__file__), '..', '..', 'docs', 'reliability.md')
+
+
+def _pairs(root, names=('a', 'b'), size=24, lq_size=None):
+    rng = np.random.default_rng(0)
+    for folder in ('gt', 'lq'):
+        os.makedirs(osp.join(root, folder), exist_ok=True)
+    for name in names:
+        gt = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        cv2.imwrite(osp.join(root, 'gt', f'{name}.png'), gt)
+        cv2.imwrite(osp.join(root, 'lq', f'{name}.png'), cv2.resize(gt, (lq_size or size,) * 2))
+    return {'name': 'src', 'dataroot_gt': osp.join(root, 'gt'), 'dataroot_lq': osp.join(root, 'lq')}
+
+
+def _mixed(opt, tmp, **source_changes):
+    source = _pairs(str(tmp / 'data'), lq_size=source_changes.pop('lq_size', None))
+    source.update(source_changes)
+    opt['datasets']['train'] = {'name': 'train', 'type': 'MixedRainDataset', 'gt_size': 16, 'global_size': 16,
+                                'sources': [source], 'batch_size_per_gpu': 1, 'num_worker_per_gpu': 0}
+    return opt
+
+
+def _set(path, value):
+    def mutate(opt, tmp):
+        node = opt
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value(tmp) if callable(value) else value
+        return opt
+    return mutate
+
+
+def _corrupt(opt, tmp):
+    opt = _mixed(opt, tmp)
+    (tmp / 'data' / 'lq' / 'a.png').write_bytes(b'garbage')
+    (tmp / 'data' / 'lq' / 'b.png').write_bytes(b'garbage')
+    return opt
+
+
+def _missing_pair(opt, tmp):
+    opt = _mixed(opt, tmp)
+    meta = tmp / 'meta.txt'
+    meta.write_text('a.png a.png\nzz.png zz.png\n')
+    opt['datasets']['train']['sources'][0]['meta_info_file'] = str(meta)
+    return opt
+
+
+def _duplicate_source(opt, tmp):
+    opt = _mixed(opt, tmp)
+    opt['datasets']['train']['sources'].append(dict(opt['datasets']['train']['sources'][0]))
+    return opt
+
+
+def _bad_state(opt, tmp):
+    (tmp / 'bad.state').write_bytes(b'truncated')
+    opt['path']['resume_state'] = str(tmp / 'bad.state')
+    return opt
+
+
+def _mismatched_checkpoint(opt, tmp):
+    torch.save({'params': {'weird.weight': torch.zeros(1)}}, tmp / 'net.pth')
+    opt['path']['pretrain_network_g'] = str(tmp / 'net.pth')
+    return opt
+
+
+# id -> (mutation of the tiny CoIC options, text the one-line error must contain)
+CASES = {
+    'unknown-network-type': (_set(['network_g', 'type'], 'NoSuchArch'), "network_g: type 'NoSuchArch'"),
+    'unknown-model-type': (_set(['model_type'], 'NoSuchModel'), "model_type: type 'NoSuchModel'"),
+    'unknown-dataset-type': (_set(['datasets', 'train', 'type'], 'NoSuchSet'), "datasets.train: type 'NoSuchSet'"),
+    'unknown-loss-type': (_set(['train', 'pixel_opt', 'type'], 'NoSuchLoss'), "train.pixel_opt: type 'NoSuchLoss'"),
+    'unknown-sampler-type': (_set(['datasets', 'train', 'sampler', 'type'], 'NoSampler'),
+                             "datasets.train.sampler: type 'NoSampler'"),
+    'unknown-scheduler-type': (_set(['train', 'scheduler', 'type'], 'NoSched'), "train.scheduler.type: 'NoSched'"),
+    'unknown-optimizer': (_set(['train', 'optim_g', 'type'], 'NoOptim'), "'NoOptim' is not a torch.optim optimizer"),
+    'missing-dataroot': (_set(['datasets', 'train', 'dataroot_gt'], '/no/such/root'),
+                         "datasets.train.dataroot_gt: '/no/such/root' does not exist"),
+    'coic-unknown-key': (_set(['train', 'coic', 'stage_one'], 3), 'train.coic.stage_one: unknown key'),
+    'coic-stage1-after-end': (_set(['train', 'coic', 'stage1_iter'], 99), 'train.coic.stage1_iter (99) is larger'),
+    'coic-negative-negatives': (_set(['train', 'coic', 'num_detail_negatives'], -1),
+                                'train.coic.num_detail_negatives: expected an integer >= 0'),
+    'coic-bad-momentum': (_set(['train', 'coic', 'momentum'], 1.5), 'train.coic.momentum: expected a number in [0, 1]'),
+    'coic-without-encoder': (lambda opt, tmp: (opt.pop('network_enc'), opt)[1], 'train.coic: requires a network_enc'),
+    'no-loss': (lambda opt, tmp: (opt['train'].pop('pixel_opt'), opt)[1], 'train: define at least one loss'),
+    'unknown-rain-preset': (_set(['datasets', 'train', 'sources', 0, 'preset'], 'drizzle'),
+                            "unknown rain preset 'drizzle'"),
+    'crop-larger-than-background': (_set(['datasets', 'train', 'gt_size'], 64), 'datasets.train.gt_size: 64'),
+    'missing-source-root': (lambda opt, tmp: _mixed(opt, tmp, dataroot_gt=str(tmp / 'nowhere')),
+                            "sources[0] (name 'src')"),
+    'duplicate-source-names': (_duplicate_source, "'src'"),
+    'meta-info-pair-missing': (_missing_pair, 'zz.png'),
+    'lq-gt-size-mismatch': (lambda opt, tmp: _mixed(opt, tmp, lq_size=20), "name 'src'"),
+    'corrupt-image': (_corrupt, "name 'src'"),
+    'pretrained-weights-missing': (_set(['path', 'pretrain_network_g'], lambda tmp: str(tmp / 'none.pth')),
+                                   'none.pth'),
+    'pretrained-weights-do-not-fit': (_mismatched_checkpoint, 'does not fit CoICRestormer'),
+    'corrupt-resume-state': (_bad_state, 'bad.state'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_bad_input_gives_one_clear_line(case, tmp_path, monkeypatch, capsys):
+    mutate, expected = CASES[case]
+    opt = mutate(tiny_coic_options(name=f'bad_{case}'), tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
+    code = train_main(['-opt', write_options(opt, str(tmp_path / 'opt.yml'))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err and err[-1].startswith('basicsr train: error: ') and expected in err[-1], err[-1:]
+
+
+@pytest.mark.parametrize('argv, expected', [
+    (['-opt', 'missing.yml'], "option file 'missing.yml' does not exist"),
+    (['-opt', 'opt.yml', '--force_yml', 'train:nokey=1'], "option 'train:nokey' does not exist"),
+    (['-opt', 'opt.yml', '--force_yml', 'train'], "'train' is not of the form key:subkey=value"),
+    (['-opt', 'broken.yml'], 'is not valid YAML'),
+])
+def test_bad_command_lines(argv, expected, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_options(tiny_coic_options(), str(tmp_path / 'opt.yml'))
+    (tmp_path / 'broken.yml').write_text('name: [unclosed\n')
+    assert train_main(argv) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_every_case_is_documented():
+    with open(DOC) as f:
+        doc = f.read()
+    for case in CASES:
+        assert f'`{case}`' in doc, case
