@@ -41,6 +41,15 @@ class PortableModelMixin:
             net = DataParallel(net)
         return net
 
+    @torch.no_grad()
+    def model_ema(self, decay: float = 0.999) -> None:
+        """BasicSR's parameter EMA, plus buffers copied from the trained net (BatchNorm running statistics would
+        otherwise stay at their initial values in the EMA copy used for validation and saving)."""
+        super().model_ema(decay)
+        ema_buffers = dict(self.net_g_ema.named_buffers())
+        for name, buffer in self.get_bare_model(self.net_g).named_buffers():
+            ema_buffers[name].copy_(buffer)
+
     def get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
         optim_cls = getattr(torch.optim, optim_type, None)
         if not (isinstance(optim_cls, type) and issubclass(optim_cls, torch.optim.Optimizer)):

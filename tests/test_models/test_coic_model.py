@@ -94,3 +94,16 @@ def test_validation_and_test_report_every_source(tmp_path):
     assert set(table) == {'all', 'light', 'heavy', 'mist'} and table['all']['count'] == 3
     assert all('psnr' in row and 'psnr_input' in row for row in table.values())
     assert (tmp_path / 'results' / 'val_run_test' / 'synthetic_test_metrics.md').is_file()
+
+
+def test_ema_copy_follows_batchnorm_statistics(tmp_path):
+    opt = in_memory(tiny_coic_options(coic=False), tmp_path)
+    opt['network_g'] = {'type': 'CoICNet', 'context_dim': 16,
+                        'backbone': {'type': 'RDMCNet', 'iterations': 1, 'widths': [4, 4, 4, 4, 4]}}
+    model = build_model(opt)
+    model.feed_data(next(iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2))))
+    model.optimize_parameters(1)
+    trained = dict(model.net_g.named_buffers())
+    ema = dict(model.net_g_ema.named_buffers())
+    assert any('running_mean' in name for name in trained)
+    assert all(torch.equal(ema[name], buffer) for name, buffer in trained.items())

@@ -1,0 +1,189 @@
+"""Contrastive prior of RDMC: pull the restored image towards the clean one and away from the rainy input."""
+from os import path as osp
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
+from coic_basicsr.utils.checkpoint import load_checkpoint
+from basicsr.archs.vgg_arch import NAMES
+from basicsr.utils.registry import LOSS_REGISTRY
+
+# DRNet reads VGG19 after features[0, 2, 4, 8, 12]; its in-place ReLUs turn the two conv outputs into ReLU outputs.
+DRNET_LAYERS = ('relu1_1', 'relu1_2', 'pool1', 'relu2_2', 'relu3_2')
+DRNET_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+_VGG19_WIDTHS = (64, 128, 256, 512, 512)  # conv channels of blocks 1..5
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class VGG19Features(nn.Module):
+    """VGG19 ``features`` truncated after the deepest requested layer (torchvision indices and key names)."""
+
+    def __init__(self, layers: Sequence[str], weights_path: str, use_input_norm: bool) -> None:
+        super().__init__()
+        names = NAMES['vgg19']
+        unknown = [name for name in layers if name not in names]
+        if unknown:
+            raise ValueError(f'RDMCContrastivePriorLoss: layers {unknown} are not VGG19 layers (known: {names})')
+        self.indices = [names.index(name) for name in layers]
+        modules, channels = [], 3
+        for name in names[:max(self.indices) + 1]:
+            if name.startswith('conv'):
+                width = _VGG19_WIDTHS[int(name[4]) - 1]
+                modules.append(nn.Conv2d(channels, width, 3, 1, 1))
+                channels = width
+            else:  # not in place: an earlier conv output may have been recorded
+                modules.append(nn.ReLU() if name.startswith('relu') else nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*modules)
+        self._load(weights_path)
+        self.use_input_norm = use_input_norm
+        self.register_buffer('mean', torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _load(self, path: str) -> None:
+        state = load_checkpoint(path)
+        state = {k[len('features.'):] if k.startswith('features.') else k: v for k, v in state.items()}
+        own = self.features.state_dict()
+        for key, value in own.items():
+            if key not in state:
+                raise ValueError(f"RDMCContrastivePriorLoss: vgg_weights '{path}' lacks 'features.{key}' "
+                                 '(expected a torchvision VGG19 state dict such as vgg19-dcbb9e9d.pth)')
+            if state[key].shape != value.shape:
+                raise ValueError(f"RDMCContrastivePriorLoss: vgg_weights '{path}': 'features.{key}' has shape "
+                                 f'{tuple(state[key].shape)}, VGG19 needs {tuple(value.shape)}')
+        self.features.load_state_dict({key: state[key] for key in own})
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        if x.shape[1] != 3:
+            raise ValueError(f'RDMCContrastivePriorLoss: VGG19 features need 3-channel images, got {x.shape[1]}')
+        if self.use_input_norm:
+            x = (x - self.mean) / self.std
+        feats, wanted = [], set(self.indices)
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in wanted:
+                feats.append(x)
+        return feats
+
+
+class EncoderFeatures(nn.Module):
+    """Feature stages of a trained :class:`CoICEncoder` (after ``conv_first`` and after every block).
+
+    The encoder's shape (in_channels, base_channels, num_blocks, context_dim) is read from the checkpoint.
+    """
+
+    def __init__(self, weights_path: str, param_key: str) -> None:
+        super().__init__()
+        checkpoint = load_checkpoint(weights_path)
+        state = checkpoint.get(param_key) if isinstance(checkpoint, dict) else None
+        if not isinstance(state, dict):
+            raise ValueError(f"RDMCContrastivePriorLoss: encoder_weights '{weights_path}' has no '{param_key}' "
+                             '(expected a net_enc_*.pth saved by CoICModel)')
+        try:
+            first = state['conv_first.weight']
+            self.encoder = CoICEncoder(in_channels=first.shape[1], context_dim=state['mlp.2.weight'].shape[0],
+                                       base_channels=first.shape[0],
+                                       num_blocks=len({k.split('.')[1] for k in state if k.startswith('blocks.')}))
+            self.encoder.load_state_dict(state)
+        except (KeyError, RuntimeError) as err:
+            reason = str(err).strip().splitlines()[0]
+            raise ValueError(f"RDMCContrastivePriorLoss: encoder_weights '{weights_path}' ['{param_key}'] is not a "
+                             f'CoICEncoder state dict ({reason})') from None
+        self.num_stages = 1 + len(self.encoder.blocks)
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        x = self.encoder.conv_first(x)
+        feats = [x]
+        for block in self.encoder.blocks:
+            x = block(x)
+            feats.append(x)
+        return feats
+
+
+@LOSS_REGISTRY.register()
+class RDMCContrastivePriorLoss(nn.Module):
+    """``loss_weight * D(gt, pred) / (D(lq, pred) + eps)``: anchor = restored, positive = clean, negative = rainy.
+
+    ``D(a, b) = sum_l w_l * mean|phi_l(a) - phi_l(b)|`` over the stages of a frozen feature extractor: VGG19 from a
+    local torchvision weights file (``vgg_weights``; nothing is downloaded) or a trained CoIC encoder checkpoint
+    (``encoder_weights``). Exactly one of the two must be given. Gradients reach ``pred`` only; the extractor stays
+    in eval mode with ``requires_grad=False``. Called by CoICModel as ``loss(pred, gt, lq)`` (``takes_input``).
+
+    YAML keys (``train.prior_opt``):
+        loss_weight (float): Weight of the ratio. Default: 0.1.
+        vgg_weights (str | None): torchvision VGG19 state dict (e.g. vgg19-dcbb9e9d.pth); only the ``features``
+            entries up to the deepest layer in ``layers`` are needed. Default: None.
+        encoder_weights (str | None): A ``net_enc_*.pth`` written by CoICModel (a CoICEncoder state dict under
+            ``encoder_param_key``); used instead of VGG19. Default: None.
+        encoder_param_key (str): Key of the encoder weights in that file ('params' = query, 'params_key' = momentum
+            encoder). Default: 'params'.
+        layers (list[str]): VGG19 layer names (BasicSR naming: conv1_1, relu1_1, pool1, ...); VGG only.
+            Default: [relu1_1, relu1_2, pool1, relu2_2, relu3_2] (what DRNet computes).
+        layer_weights (list[float] | None): Weight per feature stage; None gives DRNet's [1/32, 1/16, 1/8, 1/4, 1]
+            (its last n entries for an encoder with n < 5 stages). Default: None.
+        use_input_norm (bool): Normalise images with the ImageNet mean/std before VGG19 (DRNet does not).
+            Default: False.
+        eps (float): Added to the negative distance so the ratio stays finite when pred equals lq. Default: 1e-6.
+    """
+
+    takes_input = True
+
+    def __init__(self, loss_weight: float = 0.1, vgg_weights: Optional[str] = None,
+                 encoder_weights: Optional[str] = None, encoder_param_key: str = 'params',
+                 layers: Sequence[str] = DRNET_LAYERS, layer_weights: Optional[Sequence[float]] = None,
+                 use_input_norm: bool = False, eps: float = 1e-6) -> None:
+        super().__init__()
+        if (vgg_weights is None) == (encoder_weights is None):
+            raise ValueError('RDMCContrastivePriorLoss: give exactly one of vgg_weights (VGG19 .pth) and '
+                             f'encoder_weights (net_enc_*.pth), got vgg_weights={vgg_weights!r}, '
+                             f'encoder_weights={encoder_weights!r}')
+        for key, path in (('vgg_weights', vgg_weights), ('encoder_weights', encoder_weights)):
+            if path is not None and not osp.isfile(path):
+                raise FileNotFoundError(f"RDMCContrastivePriorLoss: {key} '{path}' does not exist (weights are never "
+                                        'downloaded at run time; put the file there or fix the path)')
+        if eps <= 0:
+            raise ValueError(f'RDMCContrastivePriorLoss: eps must be > 0, got {eps}')
+        if vgg_weights is not None:
+            self.extractor = VGG19Features(list(layers), vgg_weights, bool(use_input_norm))
+            num_stages = len(self.extractor.indices)
+        else:
+            self.extractor = EncoderFeatures(encoder_weights, encoder_param_key)
+            num_stages = self.extractor.num_stages
+        if layer_weights is None:
+            if num_stages > len(DRNET_LAYER_WEIGHTS):
+                raise ValueError(f'RDMCContrastivePriorLoss: layer_weights is required for {num_stages} feature '
+                                 f'stages (the default has {len(DRNET_LAYER_WEIGHTS)})')
+            layer_weights = DRNET_LAYER_WEIGHTS[len(DRNET_LAYER_WEIGHTS) - num_stages:]
+        if len(layer_weights) != num_stages:
+            raise ValueError(f'RDMCContrastivePriorLoss: layer_weights has {len(layer_weights)} entries but the '
+                             f'feature extractor gives {num_stages} stages')
+        self.layer_weights = [float(w) for w in layer_weights]
+        self.loss_weight = float(loss_weight)
+        self.eps = float(eps)
+        for p in self.extractor.parameters():
+            p.requires_grad_(False)
+        self.extractor.eval()
+
+    def train(self, mode: bool = True) -> 'RDMCContrastivePriorLoss':
+        super().train(mode)
+        self.extractor.eval()  # frozen: BatchNorm statistics of an encoder must not move
+        return self
+
+    def distance(self, feats_a: List[Tensor], feats_b: List[Tensor]) -> Tensor:
+        """Weighted L1 distance between two lists of feature stages (float32)."""
+        return sum(w * F.l1_loss(a.float(), b.float()) for w, a, b in zip(self.layer_weights, feats_a, feats_b))
+
+    def forward(self, pred: Tensor, target: Tensor, lq: Tensor) -> Tensor:
+        """Scalar loss for the restored ``pred``, clean ``target`` and rainy ``lq`` (B, C, H, W)."""
+        if not pred.shape == target.shape == lq.shape:
+            raise ValueError('RDMCContrastivePriorLoss: pred, gt and lq must have the same shape, got '
+                             f'{tuple(pred.shape)}, {tuple(target.shape)}, {tuple(lq.shape)}')
+        b = pred.shape[0]
+        with torch.no_grad():
+            refs = self.extractor(torch.cat([target, lq]).detach())
+        feats = self.extractor(pred)
+        positive = self.distance(feats, [r[:b] for r in refs])
+        negative = self.distance(feats, [r[b:] for r in refs])
+        return self.loss_weight * positive / (negative + self.eps)

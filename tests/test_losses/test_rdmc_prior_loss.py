@@ -1,0 +1,138 @@
+"""RDMCContrastivePriorLoss: ratio direction, formula, frozen extractors (VGG19 file / CoIC encoder), errors."""
+import math
+
+import pytest
+import torch
+from basicsr.losses import build_loss
+from torch.nn import functional as F
+
+from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
+from coic_basicsr.losses.rdmc_prior_loss import DRNET_LAYER_WEIGHTS
+
+# torchvision VGG19 conv indices up to conv3_2 (the deepest default layer, relu3_2, is index 13)
+_VGG_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: a single intra-op thread avoids oversubscribing a busy shared CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _write_vgg(path, last_conv: int = 12) -> dict:
+    """A random-weight VGG19 ``features`` state dict (torchvision key names) up to ``last_conv``."""
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for index, (c_in, c_out) in _VGG_CONVS.items():
+        if index <= last_conv:
+            scale = math.sqrt(2 / (9 * c_in))
+            state[f'features.{index}.weight'] = scale * torch.randn(c_out, c_in, 3, 3, generator=gen)
+            state[f'features.{index}.bias'] = 0.01 * torch.randn(c_out, generator=gen)
+    torch.save(state, path)
+    return state
+
+
+def _write_encoder(path) -> None:
+    torch.manual_seed(0)
+    encoder = CoICEncoder(context_dim=8, base_channels=4)
+    torch.save({'params': encoder.state_dict(), 'params_key': encoder.state_dict()}, path)
+
+
+def _images():
+    """A smooth clean image, its rainy version and outputs near each of them."""
+    torch.manual_seed(2)
+    gt = F.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode='bilinear', align_corners=False)
+    streaks = (torch.rand(2, 1, 1, 32) > 0.7).float() * torch.rand(2, 1, 32, 1)
+    lq = (gt + 0.6 * streaks).clamp(0, 1)
+    return gt, lq, gt + 0.1 * (lq - gt), gt + 0.9 * (lq - gt)
+
+
+@pytest.fixture(params=['vgg', 'encoder'])
+def prior(request, tmp_path):
+    if request.param == 'vgg':
+        _write_vgg(tmp_path / 'vgg19.pth')
+        return {'type': 'RDMCContrastivePriorLoss', 'vgg_weights': str(tmp_path / 'vgg19.pth')}
+    _write_encoder(tmp_path / 'net_enc_10.pth')
+    return {'type': 'RDMCContrastivePriorLoss', 'encoder_weights': str(tmp_path / 'net_enc_10.pth')}
+
+
+def test_ratio_is_below_one_near_clean_and_above_one_near_rainy(prior):
+    loss = build_loss(dict(prior, loss_weight=1.0))
+    gt, lq, near_clean, near_rainy = _images()
+    assert loss.takes_input
+    assert loss(near_clean, gt, lq) < 1 < loss(near_rainy, gt, lq)
+    half = build_loss(dict(prior, loss_weight=0.5))
+    assert torch.allclose(half(near_clean, gt, lq), 0.5 * loss(near_clean, gt, lq))
+
+
+def test_gradient_reaches_the_output_only_and_the_extractor_stays_frozen(prior):
+    loss = build_loss(prior).train()
+    assert not loss.extractor.training and not any(p.requires_grad for p in loss.extractor.parameters())
+    gt, lq, _, near_rainy = _images()
+    pred = near_rainy.clone().requires_grad_(True)
+    buffers = {k: v.clone() for k, v in loss.extractor.state_dict().items()}
+    loss(pred, gt, lq).backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.extractor.parameters())
+    assert all(torch.equal(v, loss.extractor.state_dict()[k]) for k, v in buffers.items())  # no BN update
+
+
+def test_denominator_is_safe(prior):
+    loss = build_loss(dict(prior, loss_weight=1.0))
+    gt, lq, _, _ = _images()
+    assert loss(gt, gt, gt) == 0
+    at_input = loss(lq, gt, lq)
+    assert torch.isfinite(at_input) and at_input > 1
+
+
+def test_vgg_distance_matches_the_formula_on_recorded_layers(tmp_path):
+    state = _write_vgg(tmp_path / 'vgg19.pth', last_conv=2)
+    weights = [0.25, 2.0]
+    loss = build_loss({'type': 'RDMCContrastivePriorLoss', 'vgg_weights': str(tmp_path / 'vgg19.pth'),
+                       'layers': ['conv1_1', 'relu1_1'], 'layer_weights': weights, 'loss_weight': 1.0, 'eps': 1e-3})
+    gt, lq, near_clean, _ = _images()
+
+    def conv(x):
+        return F.conv2d(x, state['features.0.weight'], state['features.0.bias'], padding=1)
+
+    def dist(a, b):
+        pre, post = (conv(a) - conv(b)).abs().mean(), (conv(a).relu() - conv(b).relu()).abs().mean()
+        return weights[0] * pre + weights[1] * post
+
+    expected = dist(gt, near_clean) / (dist(lq, near_clean) + 1e-3)
+    assert torch.allclose(loss(near_clean, gt, lq), expected, rtol=1e-5)
+
+
+def test_encoder_stages_and_default_weights(tmp_path):
+    _write_encoder(tmp_path / 'enc.pth')
+    loss = build_loss({'type': 'RDMCContrastivePriorLoss', 'encoder_weights': str(tmp_path / 'enc.pth'),
+                       'encoder_param_key': 'params_key'})
+    assert loss.extractor.num_stages == 4 and loss.layer_weights == list(DRNET_LAYER_WEIGHTS[1:])
+    feats = loss.extractor(torch.rand(1, 3, 32, 32))
+    assert [f.shape[1] for f in feats] == [4, 8, 16, 32]
+
+
+def test_bad_options_fail_with_clear_messages(tmp_path):
+    base = {'type': 'RDMCContrastivePriorLoss'}
+    with pytest.raises(FileNotFoundError, match="vgg_weights '.*missing.pth' does not exist"):
+        build_loss(dict(base, vgg_weights=str(tmp_path / 'missing.pth')))
+    with pytest.raises(ValueError, match='exactly one of vgg_weights'):
+        build_loss(base)
+    _write_vgg(tmp_path / 'short.pth', last_conv=5)
+    with pytest.raises(ValueError, match=r"short.pth' lacks 'features.7.weight'"):
+        build_loss(dict(base, vgg_weights=str(tmp_path / 'short.pth')))
+    with pytest.raises(ValueError, match='encoder_weights'):
+        build_loss(dict(base, vgg_weights=str(tmp_path / 'short.pth'), encoder_weights=str(tmp_path / 'short.pth')))
+    with pytest.raises(ValueError, match="are not VGG19 layers"):
+        build_loss(dict(base, vgg_weights=str(tmp_path / 'short.pth'), layers=['relu9_9']))
+    with pytest.raises(ValueError, match='layer_weights has 2 entries'):
+        build_loss(dict(base, vgg_weights=str(tmp_path / 'short.pth'), layers=['relu1_1'], layer_weights=[1, 1]))
+    torch.save({'net': {}}, tmp_path / 'net_enc_1.pth')
+    with pytest.raises(ValueError, match="net_enc_1.pth' has no 'params'"):
+        build_loss(dict(base, encoder_weights=str(tmp_path / 'net_enc_1.pth')))
+    torch.save({'params': {'conv_first.weight': torch.zeros(4, 3, 3, 3)}}, tmp_path / 'net_enc_2.pth')
+    with pytest.raises(ValueError, match='not a CoICEncoder state dict'):
+        build_loss(dict(base, encoder_weights=str(tmp_path / 'net_enc_2.pth')))
