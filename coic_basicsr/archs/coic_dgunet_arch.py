@@ -1,0 +1,107 @@
+"""CoIC-DGUNet: the deep generalized unfolding network (Mou et al., CVPR 2022) with CoIC modulation.
+
+DGUNet unfolds ``depth + 2`` proximal gradient stages: each stage takes a learned gradient step (``phi`` / ``phi^T``
+residual blocks) and a proximal U-Net step; the intermediate stages share one :class:`BasicBlock`. Module names
+follow the official DGUNet (and the CoIC code's variant of it) so their checkpoints convert by renaming only.
+"""
+from typing import List, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from coic_basicsr.archs.coic_brn_arch import check_context
+from coic_basicsr.archs.dgunet_blocks import CAB, SAM, BasicBlock, Decoder, Encoder, ResBlock, conv
+from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
+from basicsr.utils.registry import ARCH_REGISTRY
+
+_SIZE_MULTIPLE = 8  # three 2x down-samplings in each U-Net
+
+
+@ARCH_REGISTRY.register()
+class CoICDGUNet(nn.Module):
+    """DGUNet with CoI-M on every conv / transposed conv with a kernel larger than 1x1; ``z=None`` is exactly the
+    plain DGUNet. ``forward`` returns the ``depth + 2`` stage images (final last) for the multi-stage losses.
+
+    Inputs whose height/width is not a multiple of 8 are reflect-padded on the bottom/right and every output is cropped
+    back; both sides must be at least 9 pixels (the U-Nets' instance norms need 2x2 maps at 1/8 resolution).
+
+    YAML keys (``network_g``):
+        in_channels (int): image channels. Default: 3.
+        n_feat (int): channels of the first U-Net level. Default: 40.
+        scale_unetfeats (int): channels added per U-Net level. Default: 20.
+        scale_orsnetfeats (int): extra channels of the last stage's fusion conv (``concat67``). Default: 16.
+        num_cab (int): accepted for the official signature; DGUNet's forward uses one CAB per stage
+            (its ORSNet with ``num_cab`` CABs was dropped from MPRNet), so this value changes nothing. Default: 8.
+        kernel_size (int): kernel of the feature convs. Default: 3.
+        reduction (int): channel-attention reduction. Default: 4.
+        bias (bool): bias of the feature convs. Default: False.
+        depth (int): intermediate stages (weight-shared BasicBlock); depth + 2 outputs. Default: 5.
+        context_dim (int): dimension of the instance context z. Default: 128.
+        modulate (bool): make the convs CoI-M modulated; False gives the plain DGUNet. Default: True.
+    """
+
+    def __init__(self, in_channels: int = 3, n_feat: int = 40, scale_unetfeats: int = 20, scale_orsnetfeats: int = 16,
+                 num_cab: int = 8, kernel_size: int = 3, reduction: int = 4, bias: bool = False, depth: int = 5,
+                 context_dim: int = 128, modulate: bool = True) -> None:
+        super().__init__()
+        for key, value in (('in_channels', in_channels), ('n_feat', n_feat), ('kernel_size', kernel_size),
+                           ('reduction', reduction), ('context_dim', context_dim)):
+            if int(value) < 1:
+                raise ValueError(f'network_g.{key} must be >= 1 for CoICDGUNet, got {value}')
+        for key, value in (('scale_unetfeats', scale_unetfeats), ('scale_orsnetfeats', scale_orsnetfeats),
+                           ('depth', depth)):
+            if int(value) < 0:
+                raise ValueError(f'network_g.{key} must be >= 0 for CoICDGUNet, got {value}')
+        if n_feat // reduction < 1:
+            raise ValueError(f'network_g.reduction ({reduction}) must not exceed n_feat ({n_feat})')
+        self.depth, self.num_cab = int(depth), int(num_cab)
+        self.context_dim, self.modulate = int(context_dim), bool(modulate)
+        act = nn.PReLU()  # shared by the first and last stage's CABs, as in the official code
+        self.basic = BasicBlock(n_feat, scale_unetfeats, kernel_size, reduction, bias, in_channels)
+        self.shallow_feat1 = nn.Sequential(conv(in_channels, n_feat, kernel_size, bias),
+                                           CAB(n_feat, kernel_size, reduction, bias, act))
+        self.shallow_feat7 = nn.Sequential(conv(in_channels, n_feat, kernel_size, bias),
+                                           CAB(n_feat, kernel_size, reduction, bias, act))
+        self.stage1_encoder = Encoder(n_feat, scale_unetfeats, csff=False)
+        self.stage1_decoder = Decoder(n_feat, scale_unetfeats)
+        self.sam12 = SAM(n_feat, 1, bias, in_channels)
+        self.phi_0, self.phit_0 = ResBlock(in_channels, 3), ResBlock(in_channels, 3)
+        self.phi_6, self.phit_6 = ResBlock(in_channels, 3), ResBlock(in_channels, 3)
+        self.r0 = nn.Parameter(torch.tensor([0.5]))
+        self.r6 = nn.Parameter(torch.tensor([0.5]))
+        self.concat67 = conv(n_feat * 2, n_feat + scale_orsnetfeats, kernel_size, bias)
+        self.tail = conv(n_feat + scale_orsnetfeats, in_channels, kernel_size, bias)
+        self.context = ModulationContext()
+        if self.modulate:
+            modulate_convs(self, self.context, self.context_dim)
+
+    def forward(self, x: Tensor, z: Optional[Tensor] = None) -> List[Tensor]:
+        """Derain ``x`` (B, C, H, W); returns the ``depth + 2`` stage outputs (final last), each (B, C, H, W)."""
+        check_context(self, x, z)
+        h, w = x.shape[-2:]
+        if min(h, w) <= _SIZE_MULTIPLE:
+            raise ValueError(f'CoICDGUNet needs inputs larger than {_SIZE_MULTIPLE}x{_SIZE_MULTIPLE} pixels, '
+                             f'got {h}x{w}')
+        pad_h, pad_w = -h % _SIZE_MULTIPLE, -w % _SIZE_MULTIPLE
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode='reflect')
+        with self.context.use(z):
+            stages = self._unfold(x)
+        return [s[..., :h, :w] for s in stages]
+
+    def _unfold(self, img: Tensor) -> List[Tensor]:
+        stages = []
+        x1_img = img - self.r0 * self.phit_0(self.phi_0(img) - img)
+        feats, bottom = self.stage1_encoder(self.shallow_feat1(x1_img))
+        decoded = self.stage1_decoder(bottom, feats)
+        sam_feats, stage_img = self.sam12(decoded[-1], x1_img)
+        stages.append(stage_img)
+        for _ in range(self.depth):
+            sam_feats, stage_img, feats, decoded = self.basic(img, stage_img, feats, decoded, sam_feats)
+            stages.append(stage_img)
+        x7_img = stage_img - self.r6 * self.phit_6(self.phi_6(stage_img) - img)
+        fused = self.concat67(torch.cat([self.shallow_feat7(x7_img), sam_feats], 1))
+        stages.append(self.tail(fused) + img)
+        return stages
+
