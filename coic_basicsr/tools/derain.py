@@ -1,0 +1,108 @@
+"""Derain an image or a folder (recursively) with a trained model; outputs mirror the input names.
+
+``basicsr derain -opt <option file | experiments/name> [--checkpoint net_g.pth] INPUT OUTPUT``
+
+The representation z comes from the key encoder on the whole image (as in testing) and is shared by every tile of
+a large image (``--tile``: overlapping windows, averaged where they overlap). A folder is scanned recursively; each
+result is written (atomically) as soon as it is ready, to ``OUTPUT/<same relative path>``. Files without an image
+extension are ignored and listed; unreadable images are reported and skipped (exit status 1 at the end).
+"""
+import argparse
+import sys
+import time
+from os import path as osp
+from typing import List, Optional, Tuple
+
+import torch
+from tqdm import tqdm
+
+from coic_basicsr.data.rain_sources import IMG_EXTENSIONS
+from coic_basicsr.tools.inference import add_model_arguments, list_images, model_from_args, read_image, write_image
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='basicsr derain', description=__doc__.split('\n\n')[0])
+    add_model_arguments(parser)
+    parser.add_argument('input', help='rainy image, or a folder of rainy images (scanned recursively)')
+    parser.add_argument('output', help='output image (for an image input with an image extension) or folder')
+    parser.add_argument('--ext', help='output format, e.g. png (default: the input\'s format)')
+    parser.add_argument('--skip-existing', action='store_true', help='keep outputs that already exist (resume)')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    return parser
+
+
+def _output_name(rel: str, ext: Optional[str]) -> str:
+    return rel if not ext else f"{osp.splitext(rel)[0]}.{ext.lstrip('.')}"
+
+
+def plan(input_path: str, output: str, ext: Optional[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """``([(input file, output file), ...], ignored non-image files)``; raises for a missing/empty input."""
+    if ext and not f".{ext.lstrip('.').lower()}".endswith(IMG_EXTENSIONS):
+        raise ValueError(f"--ext: '{ext}' is not an image format ({', '.join(IMG_EXTENSIONS)})")
+    if osp.isfile(input_path):
+        if not input_path.lower().endswith(IMG_EXTENSIONS):
+            raise ValueError(f"INPUT: '{input_path}' is not an image file ({', '.join(IMG_EXTENSIONS)})")
+        if output.lower().endswith(IMG_EXTENSIONS):
+            return [(input_path, output)], []
+        return [(input_path, osp.join(output, _output_name(osp.basename(input_path), ext)))], []
+    if not osp.isdir(input_path):
+        raise FileNotFoundError(f"INPUT: '{input_path}' does not exist")
+    images, others = list_images(input_path, exclude=output)
+    if not images:
+        raise ValueError(f"INPUT: no images ({', '.join(IMG_EXTENSIONS)}) in folder '{input_path}'")
+    jobs = [(osp.join(input_path, rel), osp.join(output, _output_name(rel, ext))) for rel in images]
+    seen = {}
+    for src, dst in jobs:
+        if dst in seen:
+            raise ValueError(f"--ext: '{src}' and '{seen[dst]}' would both be written to '{dst}'")
+        seen[dst] = src
+    return jobs, others
+
+
+def derain(argv: Optional[List[str]] = None) -> int:
+    """Run ``basicsr derain``; returns 0, or 1 when some images could not be read (the others are written)."""
+    args = build_parser().parse_args(argv)
+    jobs, ignored = plan(args.input, args.output, args.ext)
+    if ignored:
+        shown = ', '.join(ignored[:5]) + (' ...' if len(ignored) > 5 else '')
+        print(f'basicsr derain: ignoring {len(ignored)} non-image file(s): {shown}', file=sys.stderr, flush=True)
+    if args.skip_existing:
+        jobs = [(src, dst) for src, dst in jobs if not osp.isfile(dst)]
+    model = model_from_args(args)
+    failed: List[str] = []
+    seconds, done = 0.0, 0
+    for src, dst in tqdm(jobs, desc='derain', unit='img', disable=args.quiet or None):
+        lq = read_image(src)
+        if lq is None:
+            failed.append(src)
+            tqdm.write(f"basicsr derain: skipping '{src}': empty, corrupt or not an image", file=sys.stderr)
+            continue
+        start = time.perf_counter()
+        try:
+            out = model.restore(lq)
+        except torch.cuda.OutOfMemoryError:
+            failed.append(src)
+            tqdm.write(f"basicsr derain: skipping '{src}' ({lq.shape[-2]}x{lq.shape[-1]}): out of GPU memory, "
+                       'use --tile', file=sys.stderr)
+            torch.cuda.empty_cache()
+            continue
+        seconds += time.perf_counter() - start
+        write_image(out, dst)
+        done += 1
+    per_image = f' ({seconds / done:.3f} s/image on {model.device})' if done else ''
+    print(f'basicsr derain: wrote {done} image(s) to {args.output}{per_image}', flush=True)
+    if failed:
+        print(f'basicsr derain: {len(failed)} image(s) failed: {", ".join(failed)}', file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``basicsr derain`` and ``python -m coic_basicsr.tools.derain``."""
+    from coic_basicsr.cli import run_reporting_errors
+    result = {'code': 0}
+    code = run_reporting_errors('basicsr derain', lambda a: result.update(code=derain(a)), argv)
+    return code or result['code']
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Tests of ``basicsr derain``: mirrored folder tree, outputs equal to the checkpointed nets, tiling, bad inputs."""
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers.coic import tiny_coic_options
+from helpers.run import basicsr
+from torch import nn
+
+from coic_basicsr.archs.modulation import ContextEmbedding, KernelScaleGenerator
+from coic_basicsr.data.transforms import global_view
+from coic_basicsr.tools.derain import main
+from coic_basicsr.tools.inference import load_model, read_image
+
+from basicsr.archs import build_network  # noqa: E402  (after coic_basicsr: torchvision shim)
+from basicsr.utils import tensor2img  # noqa: E402
+from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
+
+
+class CoICToolsPointwiseTestNet(nn.Module):
+    """Test-only arch: 1x1 convs plus a z-dependent bias, so tiling cannot change its output; returns two stages."""
+
+    def __init__(self, context_dim: int = 16) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 3, 1)
+        self.proj = nn.Linear(context_dim, 8)
+
+    def forward(self, x, z=None):
+        h = self.conv1(x)
+        if z is not None:
+            h = h + self.proj(z)[:, :, None, None]
+        return [x, self.conv2(torch.tanh(h)) + x]
+
+
+if 'CoICToolsPointwiseTestNet' not in ARCH_REGISTRY:
+    ARCH_REGISTRY.register(CoICToolsPointwiseTestNet)
+
+
+def make_experiment(root: Path, network_g: dict = None):
+    """experiments/tiny with its .yml and models/net_{g,enc}_latest.pth (params != params_ema, query != key)."""
+    opt = tiny_coic_options('tiny')
+    del opt['train']
+    opt['network_g'] = network_g or opt['network_g']
+    models = root / 'experiments' / 'tiny' / 'models'
+    models.mkdir(parents=True)
+    (models.parent / 'tiny.yml').write_text(yaml.safe_dump(opt))
+    torch.manual_seed(0)
+    nets = [build_network(dict(opt[k])).eval() for k in ('network_g', 'network_g', 'network_enc', 'network_enc')]
+    for net in nets[:2]:  # make the (zero-initialised) modulation active
+        for m in net.modules():
+            if isinstance(m, (KernelScaleGenerator, ContextEmbedding)):
+                nn.init.normal_(m[-1].weight if isinstance(m, KernelScaleGenerator) else m.proj.weight, std=0.3)
+    raw, ema, query, key = nets
+    torch.save({'params': raw.state_dict(), 'params_ema': ema.state_dict()}, models / 'net_g_latest.pth')
+    torch.save({'params': query.state_dict(), 'params_key': key.state_dict()}, models / 'net_enc_latest.pth')
+    return models.parent, ema, key, raw
+
+
+def write_img(path: Path, h: int, w: int, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+@torch.no_grad()
+def expected(net, encoder, path: Path) -> np.ndarray:
+    """BGR uint8 restoration computed here, without the tool's loader."""
+    x = torch.from_numpy(cv2.imread(str(path))[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    out = net(x, encoder(global_view(x, 32))[0])
+    return tensor2img(out[-1] if isinstance(out, list) else out)
+
+
+def files(root: Path):
+    return sorted(str(p.relative_to(root)) for p in root.rglob('*') if p.is_file())
+
+
+def test_folder_mirrors_tree_and_matches_the_nets(tmp_path, capsys):
+    exp, ema, key, raw = make_experiment(tmp_path)
+    inp, out = tmp_path / 'in', tmp_path / 'out'
+    write_img(inp / 'a.png', 40, 48, 0)
+    write_img(inp / 'sub' / 'b.png', 24, 32, 1)
+    write_img(inp / 'sub' / 'deeper' / 'c.jpg', 32, 32, 2)
+    (inp / 'notes.txt').write_text('not an image')
+    assert main(['-opt', str(exp), str(inp), str(out), '--quiet']) == 0
+    assert 'notes.txt' in capsys.readouterr().err
+    assert files(out) == ['a.png', 'sub/b.png', 'sub/deeper/c.jpg']
+    for rel in ('a.png', 'sub/b.png'):
+        got, want = cv2.imread(str(out / rel)), expected(ema, key, inp / rel)
+        assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+    assert np.abs(cv2.imread(str(out / 'a.png')).astype(int) - expected(raw, key, inp / 'a.png')).max() > 10  # ema
+    jpg = cv2.imread(str(out / 'sub/deeper/c.jpg')).astype(float)  # compare with the expected result as JPEG too
+    want = cv2.imdecode(cv2.imencode('.jpg', expected(ema, key, inp / 'sub/deeper/c.jpg'))[1], cv2.IMREAD_COLOR)
+    assert jpg.shape == (32, 32, 3) and np.abs(jpg - want).mean() < 1
+
+    os.remove(out / 'sub/b.png')
+    stamp = os.stat(out / 'a.png').st_mtime_ns
+    assert main(['-opt', str(exp), str(inp), str(out), '--quiet', '--skip-existing', '--ext', 'png']) == 0
+    assert files(out) == ['a.png', 'sub/b.png', 'sub/deeper/c.jpg', 'sub/deeper/c.png']
+    assert os.stat(out / 'a.png').st_mtime_ns == stamp
+
+
+def test_tiled_matches_untiled_where_the_model_allows(tmp_path):
+    exp, *_ = make_experiment(tmp_path, {'type': 'CoICToolsPointwiseTestNet', 'context_dim': 16})
+    write_img(tmp_path / 'in' / 'big.png', 40, 56, 3)
+    model = load_model(str(exp))
+    x = read_image(str(tmp_path / 'in' / 'big.png'))
+    calls = []
+    model.net_g.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-2:]))
+    untiled = model.restore(x, tile=0)
+    tiled = model.restore(x, tile=16, overlap=4)
+    assert len(calls) == 1 + 3 * 5 and max(max(c) for c in calls[1:]) == 16
+    assert torch.allclose(tiled, untiled, atol=1e-6)  # z of the whole image is shared by every tile
+    assert (model.restore(x, z=torch.zeros(1, 16), tile=0) - untiled).abs().max() > 1e-3
+    for tile, name in (('16', 'tiled'), ('0', 'plain')):
+        assert main(['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / name), '--tile', tile, '--overlap', '4',
+                     '--quiet']) == 0
+    assert np.array_equal(cv2.imread(str(tmp_path / 'tiled/big.png')), cv2.imread(str(tmp_path / 'plain/big.png')))
+
+
+def test_restormer_tiles_odd_sizes_and_single_files(tmp_path):
+    exp, ema, key, raw = make_experiment(tmp_path)
+    write_img(tmp_path / 'odd.png', 45, 37, 4)
+    assert main(['-opt', str(exp), str(tmp_path / 'odd.png'), str(tmp_path / 'r.png'), '--tile', '24', '--overlap',
+                 '8', '--quiet']) == 0
+    tiled, plain = cv2.imread(str(tmp_path / 'r.png')), expected(ema, key, tmp_path / 'odd.png')
+    assert tiled.shape == (45, 37, 3) and np.abs(tiled.astype(int) - plain).mean() < 40
+    opt = yaml.safe_load((exp / 'tiny.yml').read_text())
+    opt['path']['param_key_g'] = 'params'  # BasicSR's choice of weights is honoured
+    (tmp_path / 'plain_key.yml').write_text(yaml.safe_dump(opt))
+    assert main(['-opt', str(tmp_path / 'plain_key.yml'), '--checkpoint', str(exp / 'models/net_g_latest.pth'),
+                 str(tmp_path / 'odd.png'), str(tmp_path / 'folder'), '--quiet']) == 0
+    want = expected(raw, key, tmp_path / 'odd.png')
+    assert np.abs(cv2.imread(str(tmp_path / 'folder/odd.png')).astype(int) - want).max() <= 1
+
+
+@pytest.mark.parametrize('case, message', [
+    ('garbage_checkpoint', 'cannot be loaded safely'),
+    ('wrong_keys', "none of the keys ['params_ema', 'params']"),
+    ('other_architecture', 'does not fit network_g (CoICRestormer)'),
+    ('no_encoder', '--encoder-checkpoint'),
+    ('empty_folder', 'no images'),
+    ('only_text', 'no images'),
+    ('missing_input', 'does not exist'),
+])
+def test_bad_input_is_one_clear_error(tmp_path, capsys, case, message):
+    exp, *_ = make_experiment(tmp_path)
+    inp = tmp_path / 'in'
+    inp.mkdir()
+    args = ['-opt', str(exp), str(inp), str(tmp_path / 'out'), '--quiet']
+    ckpt = tmp_path / 'bad.pth'
+    if case == 'garbage_checkpoint':
+        ckpt.write_bytes(b'not a checkpoint')
+    elif case == 'wrong_keys':
+        torch.save({'weights': {}}, ckpt)
+    elif case == 'other_architecture':
+        opt = dict(tiny_coic_options()['network_g'], dim=16)
+        torch.save({'params': build_network(opt).state_dict()}, ckpt)
+    elif case == 'no_encoder':
+        os.remove(exp / 'models' / 'net_enc_latest.pth')
+    elif case == 'only_text':
+        (inp / 'notes.txt').write_text('x')
+    elif case == 'missing_input':
+        args[2] = str(tmp_path / 'nowhere')
+    if case in ('garbage_checkpoint', 'wrong_keys', 'other_architecture'):
+        args += ['--checkpoint', str(ckpt)]
+    if case in ('garbage_checkpoint', 'wrong_keys', 'other_architecture', 'no_encoder'):
+        write_img(inp / 'a.png', 16, 16, 0)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith('basicsr derain: error: ') and message in err[-1]
+    assert not (tmp_path / 'out').exists()
+
+
+def test_unreadable_images_are_reported_and_the_others_written(tmp_path, capsys):
+    exp, ema, key, _ = make_experiment(tmp_path)
+    inp = tmp_path / 'in'
+    write_img(inp / 'a.png', 16, 24, 0)
+    (inp / 'z_broken.png').write_bytes(b'garbage')
+    (inp / 'empty.jpg').write_bytes(b'')
+    write_img(inp / 'zz.png', 16, 16, 1)
+    assert main(['-opt', str(exp), str(inp), str(tmp_path / 'out'), '--quiet']) == 1
+    err = capsys.readouterr().err
+    assert files(tmp_path / 'out') == ['a.png', 'zz.png']
+    assert 'z_broken.png' in err and 'empty.jpg' in err and 'Traceback' not in err
+    assert np.abs(cv2.imread(str(tmp_path / 'out/zz.png')).astype(int) - expected(ema, key, inp / 'zz.png')).max() <= 1
+
+
+def test_command_line_reports_a_bad_checkpoint_in_one_line(tmp_path):
+    exp, *_ = make_experiment(tmp_path)
+    write_img(tmp_path / 'a.png', 16, 16, 0)
+    (exp / 'models' / 'net_g_latest.pth').write_bytes(b'\x00truncated')
+    args = ['derain', '-opt', str(exp), str(tmp_path / 'a.png'), str(tmp_path / 'out.png')]
+    result = basicsr(args, cwd=str(tmp_path))
+    assert result.returncode == 2 and not (tmp_path / 'out.png').exists()
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('basicsr derain: error: checkpoint ') and 'net_g_latest.pth' in last
+    assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_gpu_output_matches_cpu(tmp_path):
+    exp, *_ = make_experiment(tmp_path)
+    write_img(tmp_path / 'in' / 'a.png', 40, 48, 0)
+    for device in ('cpu', 'cuda'):
+        assert main(['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / device), '--device', device,
+                     '--tile', '32', '--overlap', '8', '--quiet']) == 0
+    cpu, gpu = (cv2.imread(str(tmp_path / d / 'a.png')).astype(int) for d in ('cpu', 'cuda'))
+    assert np.abs(cpu - gpu).max() <= 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message shown without CUDA')
+def test_cuda_request_without_cuda_is_a_clear_error(tmp_path, capsys):
+    exp, *_ = make_experiment(tmp_path)
+    write_img(tmp_path / 'a.png', 16, 16, 0)
+    assert main(['-opt', str(exp), str(tmp_path / 'a.png'), str(tmp_path / 'o.png'), '--device', 'cuda']) == 2
+    assert "--device: 'cuda' requested but CUDA is not available" in capsys.readouterr().err
