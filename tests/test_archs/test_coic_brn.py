@@ -19,14 +19,6 @@ from coic_basicsr.tools.convert import convert_backbone, load_official
 WEIGHTS = Path(__file__).resolve().parents[2].parent / 'shared' / 'weights'
 TINY = dict(channels=4, num_res_blocks=2, num_rain_res_blocks=1, iterations=3, context_dim=8)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convs on a shared machine: extra OpenMP threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 
 def _randomise_generators(net: torch.nn.Module) -> None:

@@ -11,14 +11,6 @@ from coic_basicsr.archs.modulation import ModulatedConv2d, ModulatedConvTranspos
 TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=2, context_dim=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs on a shared machine: extra OpenMP threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _pair(**extra):
     torch.manual_seed(0)

@@ -10,14 +10,6 @@ from basicsr.archs import build_network
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder, momentum_update
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a single intra-op thread avoids oversubscribing a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_default_layout_follows_coic():
     encoder = build_network({'type': 'CoICEncoder'})

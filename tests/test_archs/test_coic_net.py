@@ -23,14 +23,6 @@ BACKBONES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a single intra-op thread avoids oversubscribing a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _randomise_generators(net: nn.Module) -> None:
     for m in net.modules():

@@ -17,14 +17,6 @@ from coic_basicsr.archs.modulation import ModulatedConv2d
 WEIGHTS = Path(__file__).resolve().parents[2].parent / 'shared' / 'weights'
 TINY = dict(num_map=4, num_channel=3, num_block=1, num_stage=3, context_dim=8)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convs on a shared machine: extra OpenMP threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 
 def _perturb(net: torch.nn.Module, pattern: str, std: float, seed: int = 0) -> None:

@@ -18,14 +18,6 @@ from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerato
 CTX = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a single intra-op thread avoids oversubscribing a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _randomise_generator(layer: nn.Module, std: float = 0.5) -> None:
     nn.init.normal_(layer.generator[-1].weight, std=std)

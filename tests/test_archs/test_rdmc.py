@@ -10,14 +10,6 @@ from coic_basicsr.archs.rdmc_arch import RDMCNet, RecruitGate
 TINY = {'widths': [4, 4, 8, 8], 'dilations': [1, 2, 3]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a single intra-op thread avoids oversubscribing a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _net(**kwargs) -> RDMCNet:
     torch.manual_seed(0)

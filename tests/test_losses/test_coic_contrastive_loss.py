@@ -13,14 +13,6 @@ from coic_basicsr.archs.coic_encoder_arch import CoICEncoder, momentum_update
 from coic_basicsr.losses.coic_contrastive_loss import CoICContrastiveLoss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a single intra-op thread avoids oversubscribing a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _flips(x: torch.Tensor) -> list:
     return [x, x.flip(-1), x.flip(-2), x.flip(-1).flip(-2)]

@@ -13,14 +13,6 @@ from coic_basicsr.losses.rdmc_prior_loss import DRNET_LAYER_WEIGHTS
 _VGG_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a single intra-op thread avoids oversubscribing a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _write_vgg(path, last_conv: int = 12) -> dict:
     """A random-weight VGG19 ``features`` state dict (torchvision key names) up to ``last_conv``."""

@@ -13,14 +13,6 @@ from basicsr.metrics.psnr_ssim import calculate_ssim_pt
 from basicsr.utils.registry import LOSS_REGISTRY
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convs on a shared machine: extra OpenMP threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _pair(seed: int = 0, shape=(2, 3, 24, 20)):
     g = torch.Generator().manual_seed(seed)

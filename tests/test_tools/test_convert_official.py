@@ -22,14 +22,6 @@ WEIGHTS = Path(__file__).resolve().parents[2].parent / 'shared' / 'weights'
 TINY_BRN = dict(channels=4, num_res_blocks=2, num_rain_res_blocks=1, iterations=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convs on a shared machine: extra OpenMP threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def official_layout(net: torch.nn.Module, seed: int = 0) -> Dict[str, Tensor]:
     """An official CoIC-style state dict for ``net``'s structure: every modulated conv becomes a TConv
