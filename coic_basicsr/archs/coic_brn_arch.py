@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from coic_basicsr.archs.arch_util import check_context
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -18,19 +19,6 @@ def _identity(t: Tensor) -> Tensor:
 
 
 _ACTIVATIONS = {'relu': torch.relu, 'sigmoid': torch.sigmoid, 'tanh': torch.tanh, None: _identity}
-
-
-def check_context(arch: nn.Module, x: Tensor, z: Optional[Tensor]) -> None:
-    """Raise a one-line ValueError when ``z`` cannot condition ``arch`` on the batch ``x``."""
-    name = type(arch).__name__
-    if x.dim() != 4:
-        raise ValueError(f'{name}: expected a (B, C, H, W) input, got shape {tuple(x.shape)}')
-    if z is None:
-        return
-    if not arch.modulate:
-        raise ValueError(f'{name} built with modulate=False cannot take a context z')
-    if z.dim() != 2 or z.shape[0] not in (1, x.shape[0]) or z.shape[1] != arch.context_dim:
-        raise ValueError(f'{name}: z must have shape ({x.shape[0]} or 1, {arch.context_dim}), got {tuple(z.shape)}')
 
 
 class ConvUnit(nn.Module):

@@ -8,10 +8,9 @@ from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from coic_basicsr.archs.coic_brn_arch import check_context
 from coic_basicsr.archs.dgunet_blocks import CAB, SAM, BasicBlock, Decoder, Encoder, ResBlock, conv
+from coic_basicsr.archs.arch_util import conditioned_forward
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -78,17 +77,7 @@ class CoICDGUNet(nn.Module):
 
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> List[Tensor]:
         """Derain ``x`` (B, C, H, W); returns the ``depth + 2`` stage outputs (final last), each (B, C, H, W)."""
-        check_context(self, x, z)
-        h, w = x.shape[-2:]
-        if min(h, w) <= _SIZE_MULTIPLE:
-            raise ValueError(f'CoICDGUNet needs inputs larger than {_SIZE_MULTIPLE}x{_SIZE_MULTIPLE} pixels, '
-                             f'got {h}x{w}')
-        pad_h, pad_w = -h % _SIZE_MULTIPLE, -w % _SIZE_MULTIPLE
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode='reflect')
-        with self.context.use(z):
-            stages = self._unfold(x)
-        return [s[..., :h, :w] for s in stages]
+        return conditioned_forward(self, x, z, self._unfold, _SIZE_MULTIPLE, min_size=_SIZE_MULTIPLE)
 
     def _unfold(self, img: Tensor) -> List[Tensor]:
         stages = []

@@ -14,7 +14,7 @@ from scipy.io import loadmat
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.archs.coic_brn_arch import check_context
+from coic_basicsr.archs.arch_util import check_context
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 

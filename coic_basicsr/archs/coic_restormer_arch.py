@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from coic_basicsr.archs.arch_util import conditioned_forward
 from coic_basicsr.archs.modulation import ContextEmbedding, ModulatedConv2d, ModulationContext
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -234,20 +235,7 @@ class CoICRestormer(nn.Module):
 
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
         """Restore ``x`` (B, inp_channels, H, W), conditioned on the context ``z`` (B, context_dim) if given."""
-        if z is not None:
-            if not self.modulate:
-                raise ValueError('CoICRestormer built with modulate=False cannot take a context z')
-            if z.dim() != 2 or z.shape[0] not in (1, x.shape[0]) or z.shape[1] != self.context_dim:
-                raise ValueError(f'CoICRestormer: z must have shape ({x.shape[0]} or 1, {self.context_dim}), '
-                                 f'got {tuple(z.shape)}')
-        h, w = x.shape[-2:]
-        pad_h, pad_w = -h % _SIZE_MULTIPLE, -w % _SIZE_MULTIPLE
-        if pad_h or pad_w:
-            mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        with self.context.use(z):
-            out = self._forward_padded(x)
-        return out[..., :h, :w]
+        return conditioned_forward(self, x, z, self._forward_padded, _SIZE_MULTIPLE)
 
     def _forward_padded(self, inp_img: Tensor) -> Tensor:
         emb1 = self.patch_embed(inp_img)

@@ -7,6 +7,8 @@ from torch.nn import functional as F
 
 from basicsr.utils.registry import ARCH_REGISTRY
 
+from coic_basicsr.archs.arch_util import crop, pad_to_multiple
+
 RECRUITMENT_MODES = ('dynamic', 'static', 'none')
 
 
@@ -199,16 +201,11 @@ class RDMCNet(nn.Module):
         if z is not None:
             raise ValueError('RDMCNet has no modulated layers and takes no z; for CoIC use network_g: '
                              '{type: CoICNet, backbone: {type: RDMCNet, ...}}')
-        h, w = x.shape[-2:]
-        pad_h, pad_w = -h % self.size_multiple, -w % self.size_multiple
-        rainy = x
-        if pad_h or pad_w:
-            mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
-            rainy = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        rainy, size = pad_to_multiple(x, self.size_multiple)
         estimate, stages = rainy, []
         for _ in range(self.iterations):
             estimate = self.single_pass(rainy, estimate)
-            stages.append(estimate[..., :h, :w])
+            stages.append(crop(estimate, size))
         return stages if self.return_stages else stages[-1]
 
     def single_pass(self, rainy: Tensor, estimate: Tensor) -> Tensor:

@@ -1,6 +1,5 @@
 """`basicsr train/test` on a stock BasicSR option file (PairedImageDataset + MSRResNet), CPU."""
 import glob
-from os import path as osp
 
 import torch
 

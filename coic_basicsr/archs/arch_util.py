@@ -1,0 +1,51 @@
+"""What every CoIC arch's ``forward(x, z=None)`` shares: checking z, padding to a size multiple, cropping back."""
+from typing import Callable, List, Optional, Tuple, Union
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+Outputs = Union[Tensor, List[Tensor]]
+
+
+def check_context(arch: nn.Module, x: Tensor, z: Optional[Tensor]) -> None:
+    """Raise a one-line ValueError when ``z`` cannot condition ``arch`` (attributes ``modulate``, ``context_dim``)."""
+    name = type(arch).__name__
+    if x.dim() != 4:
+        raise ValueError(f'{name}: expected a (B, C, H, W) input, got shape {tuple(x.shape)}')
+    if z is None:
+        return
+    if not arch.modulate:
+        raise ValueError(f'{name} built with modulate=False cannot take a context z')
+    if z.dim() != 2 or z.shape[0] not in (1, x.shape[0]) or z.shape[1] != arch.context_dim:
+        raise ValueError(f'{name}: z must have shape ({x.shape[0]} or 1, {arch.context_dim}), got {tuple(z.shape)}')
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tuple[Tensor, Tuple[int, int]]:
+    """Pad bottom/right to a multiple of ``multiple`` (reflect, or replicate when the image is too small to
+    reflect); returns the padded map and the original (H, W) to crop back to."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode='reflect' if pad_h < h and pad_w < w else 'replicate')
+    return x, (h, w)
+
+
+def crop(outputs: Outputs, size: Tuple[int, int]) -> Outputs:
+    """Crop one output or a list of stage outputs back to ``size``."""
+    h, w = size
+    if isinstance(outputs, (list, tuple)):
+        return [out[..., :h, :w] for out in outputs]
+    return outputs[..., :h, :w]
+
+
+def conditioned_forward(arch: nn.Module, x: Tensor, z: Optional[Tensor], body: Callable[[Tensor], Outputs],
+                        multiple: int, min_size: int = 0) -> Outputs:
+    """``body`` on ``x`` padded to ``multiple``, with ``z`` set in ``arch.context`` for every modulated layer;
+    inputs whose shorter side is not larger than ``min_size`` are refused."""
+    check_context(arch, x, z)
+    if min(x.shape[-2:]) <= min_size:
+        raise ValueError(f'{type(arch).__name__} needs inputs larger than {min_size}x{min_size} pixels, '
+                         f'got {x.shape[-2]}x{x.shape[-1]}')
+    padded, size = pad_to_multiple(x, multiple)
+    with arch.context.use(z):
+        return crop(body(padded), size)
