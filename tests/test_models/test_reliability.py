@@ -90,3 +90,31 @@ def test_a_failing_rank_ends_the_whole_job_quickly(tmp_path):
     assert result.returncode != 0
     assert time.time() - start < 180
     assert "basicsr train: error: datasets.train.sources[0] (name 'src')" in result.stderr
+
+
+def test_kill_9_then_auto_resume_matches_an_uninterrupted_run(tmp_path):
+    opt = tiny_coic_options(name='full9', total_iter=6, stage1_iter=2)
+    opt['val']['val_freq'] = 1000
+    assert basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'full.yml'))], cwd=str(tmp_path)).returncode == 0
+    opt['name'] = 'killed'
+    opt_path = write_options(opt, str(tmp_path / 'killed.yml'))
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    proc = subprocess.Popen([osp.join(BIN, 'basicsr'), 'train', '-opt', opt_path], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if 'iter:       3,' in line:  # the state of iteration 2 is on disk, iteration 4's is not yet
+            proc.kill()
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    exp = tmp_path / 'experiments' / 'killed'
+    saved = sorted(int(name.split('.')[0]) for name in os.listdir(exp / 'training_states'))
+    assert saved and saved[-1] < 6  # killed mid-run (normally right after the iteration-2 save)
+    result = basicsr(['train', '-opt', opt_path, '--auto_resume'], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f'iter: {saved[-1]} ' in result.stderr
+    resumed = torch.load(exp / 'models' / 'net_g_6.pth', weights_only=True)
+    full = torch.load(tmp_path / 'experiments' / 'full9' / 'models' / 'net_g_6.pth', weights_only=True)
+    for key, tensors in full.items():
+        for name, tensor in tensors.items():
+            assert torch.allclose(resumed[key][name], tensor, atol=1e-6), (key, name)
