@@ -62,10 +62,14 @@ class CoICBRN(nn.Module):
         iterations (int): recursions (stages); the published weights are tested with 8. Default: 8.
         context_dim (int): dimension of the instance context z. Default: 128.
         modulate (bool): make the convs CoI-M modulated; False gives the plain BRN (z must be None). Default: True.
+        gate_layout (str): 'paper' (gate sigmoid(a_out[o] + a_in[i])) or 'official' (the CoIC authors' memory
+            layout, set by ``basicsr convert-official`` so their checkpoints compute exactly what they did).
+            Default: 'paper'.
     """
 
     def __init__(self, in_channels: int = 3, channels: int = 32, num_res_blocks: int = 5, num_rain_res_blocks: int = 3,
-                 iterations: int = 8, context_dim: int = 128, modulate: bool = True) -> None:
+                 iterations: int = 8, context_dim: int = 128, modulate: bool = True,
+                 gate_layout: str = 'paper') -> None:
         super().__init__()
         for key, value in (('in_channels', in_channels), ('channels', channels), ('num_res_blocks', num_res_blocks),
                            ('num_rain_res_blocks', num_rain_res_blocks), ('iterations', iterations),
@@ -90,7 +94,7 @@ class CoICBRN(nn.Module):
         self.conv_r = ConvUnit(c, in_channels, None)
         self.context = ModulationContext()
         if self.modulate:
-            modulate_convs(self, self.context, self.context_dim)
+            modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 
     def _add_gates(self, suffix: str, c: int) -> None:
         for gate, act in (('i', 'sigmoid'), ('f', 'sigmoid'), ('g', 'tanh'), ('o', 'sigmoid')):

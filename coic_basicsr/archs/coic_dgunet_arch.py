@@ -38,11 +38,14 @@ class CoICDGUNet(nn.Module):
         depth (int): intermediate stages (weight-shared BasicBlock); depth + 2 outputs. Default: 5.
         context_dim (int): dimension of the instance context z. Default: 128.
         modulate (bool): make the convs CoI-M modulated; False gives the plain DGUNet. Default: True.
+        gate_layout (str): 'paper' (gate sigmoid(a_out[o] + a_in[i])) or 'official' (the CoIC authors' memory
+            layout, set by ``basicsr convert-official`` so their checkpoints compute exactly what they did).
+            Default: 'paper'.
     """
 
     def __init__(self, in_channels: int = 3, n_feat: int = 40, scale_unetfeats: int = 20, scale_orsnetfeats: int = 16,
                  num_cab: int = 8, kernel_size: int = 3, reduction: int = 4, bias: bool = False, depth: int = 5,
-                 context_dim: int = 128, modulate: bool = True) -> None:
+                 context_dim: int = 128, modulate: bool = True, gate_layout: str = 'paper') -> None:
         super().__init__()
         for key, value in (('in_channels', in_channels), ('n_feat', n_feat), ('kernel_size', kernel_size),
                            ('reduction', reduction), ('context_dim', context_dim)):
@@ -73,7 +76,7 @@ class CoICDGUNet(nn.Module):
         self.tail = conv(n_feat + scale_orsnetfeats, in_channels, kernel_size, bias)
         self.context = ModulationContext()
         if self.modulate:
-            modulate_convs(self, self.context, self.context_dim)
+            modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> List[Tensor]:
         """Derain ``x`` (B, C, H, W); returns the ``depth + 2`` stage outputs (final last), each (B, C, H, W)."""

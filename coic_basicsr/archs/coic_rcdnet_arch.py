@@ -86,10 +86,14 @@ class CoICRCDNet(nn.Module):
         img_range (float): intensity scale the network computes in. Default: 255.
         context_dim (int): dimension of the instance context z. Default: 128.
         modulate (bool): make the proximal convs CoI-M modulated; False gives the plain RCDNet. Default: True.
+        gate_layout (str): 'paper' (gate sigmoid(a_out[o] + a_in[i])) or 'official' (the CoIC authors' memory
+            layout, set by ``basicsr convert-official`` so their checkpoints compute exactly what they did).
+            Default: 'paper'.
     """
 
     def __init__(self, in_channels: int = 3, num_map: int = 32, num_channel: int = 32, num_block: int = 4,
-                 num_stage: int = 17, img_range: float = 255., context_dim: int = 128, modulate: bool = True) -> None:
+                 num_stage: int = 17, img_range: float = 255., context_dim: int = 128, modulate: bool = True,
+                 gate_layout: str = 'paper') -> None:
         super().__init__()
         for key, value in (('in_channels', in_channels), ('num_map', num_map), ('num_channel', num_channel),
                            ('num_block', num_block), ('num_stage', num_stage), ('context_dim', context_dim)):
@@ -113,7 +117,7 @@ class CoICRCDNet(nn.Module):
         self.proxNet_B_L = ProxNet(bz_channels, num_block, False)
         self.context = ModulationContext()
         if self.modulate:
-            modulate_convs(self, self.context, self.context_dim)
+            modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> List[Tensor]:
         """Derain ``x`` (B, in_channels, H, W) in [0, 1]; returns ``[B0, B1, ..., B_S, B]`` in [0, 1] (final last)."""

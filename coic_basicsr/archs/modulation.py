@@ -122,6 +122,16 @@ class _ModulatedMixin:
         self.generator = KernelScaleGenerator(self.context_dim + self.in_channels, hidden, rows + cols + kk).to(
             device=self.weight.device, dtype=self.weight.dtype)
         self._register_load_state_dict_pre_hook(_keep_modulation_if_missing, with_module=True)
+        self.gate_layout = 'paper'  # or 'official': see _official_kernel_scale
+
+    def _official_kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
+        """The CoIC authors' code (``CoIM.py``): its first output block has ``rows`` entries, the second ``cols``,
+        and the (cols, rows) gate is re-read in memory order as (rows, cols). Same as the paper layout for square
+        layers up to the order of the two blocks; for non-square layers only this reproduces their checkpoints."""
+        a = self.generator(torch.cat([z.to(x.dtype), x.mean(dim=(2, 3))], dim=1))
+        rows, cols = self.weight.shape[:2]
+        scale = _kernel_scale(a[:, rows:rows + cols], a[:, :rows], a[:, rows + cols:], self.kernel_size)
+        return scale.reshape(a.shape[0], rows, cols, *self.kernel_size)
 
     def _split(self, x: Tensor, z: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Generator output split as (a_out, a_in, a_k)."""
@@ -159,6 +169,8 @@ class ModulatedConv2d(_ModulatedMixin, nn.Conv2d):
 
     def kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
         """Per-sample scale of the kernel, shape (B, C_out, C_in // groups, kh, kw)."""
+        if self.gate_layout == 'official':
+            return self._official_kernel_scale(x, z)
         a_out, a_in, a_k = self._split(x, z)
         return _kernel_scale(a_out, a_in, a_k, self.kernel_size)
 
@@ -195,6 +207,8 @@ class ModulatedConvTranspose2d(_ModulatedMixin, nn.ConvTranspose2d):
 
     def kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
         """Per-sample scale in the weight layout, shape (B, C_in, C_out // groups, kh, kw)."""
+        if self.gate_layout == 'official':
+            return self._official_kernel_scale(x, z)
         a_out, a_in, a_k = self._split(x, z)
         return _kernel_scale(a_in, a_out, a_k, self.kernel_size)
 
@@ -235,6 +249,16 @@ class ContextEmbedding(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
         self._register_load_state_dict_pre_hook(_keep_modulation_if_missing, with_module=True)
+        self.gate_layout = 'paper'  # or 'official': see _official_kernel_scale
+
+    def _official_kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
+        """The CoIC authors' code (``CoIM.py``): its first output block has ``rows`` entries, the second ``cols``,
+        and the (cols, rows) gate is re-read in memory order as (rows, cols). Same as the paper layout for square
+        layers up to the order of the two blocks; for non-square layers only this reproduces their checkpoints."""
+        a = self.generator(torch.cat([z.to(x.dtype), x.mean(dim=(2, 3))], dim=1))
+        rows, cols = self.weight.shape[:2]
+        scale = _kernel_scale(a[:, rows:rows + cols], a[:, :rows], a[:, rows + cols:], self.kernel_size)
+        return scale.reshape(a.shape[0], rows, cols, *self.kernel_size)
 
     def forward(self, x: Tensor) -> Tensor:
         z = _resolve_z(self, x, None)
@@ -253,15 +277,20 @@ def _as_patterns(patterns: Union[None, str, Sequence[str]]) -> Optional[List[str
 
 
 def modulate_convs(module: nn.Module, context: ModulationContext, context_dim: int = 128,
-                   include: Optional[Sequence[str]] = None, exclude: Optional[Sequence[str]] = None) -> List[str]:
+                   include: Optional[Sequence[str]] = None, exclude: Optional[Sequence[str]] = None,
+                   gate_layout: str = 'paper') -> List[str]:
     """Replace in place every nn.Conv2d / nn.ConvTranspose2d with kernel > 1 whose qualified name matches `include`
     (fnmatch patterns; None = all) and not `exclude` by its modulated version (weights shared); returns the names.
+    ``gate_layout='official'`` makes them compute kernel scales exactly as the CoIC authors' code (for their
+    converted checkpoints).
 
     Only exact nn.Conv2d / nn.ConvTranspose2d instances are replaced (subclasses may have their own forward); the
     root module itself is never replaced.
     """
     if not isinstance(context, ModulationContext):
         raise TypeError(f'modulate_convs: context must be a ModulationContext, got {type(context)}')
+    if gate_layout not in ('paper', 'official'):
+        raise ValueError(f"gate_layout must be 'paper' or 'official', got '{gate_layout}'")
     include, exclude = _as_patterns(include), _as_patterns(exclude) or []
     replacements, names = {}, []
     for name, conv in module.named_modules():
@@ -272,6 +301,7 @@ def modulate_convs(module: nn.Module, context: ModulationContext, context_dim: i
         if any(fnmatch.fnmatchcase(name, p) for p in exclude):
             continue
         replacements[id(conv)] = _REPLACEMENTS[type(conv)].from_conv(conv, context, context_dim)
+        replacements[id(conv)].gate_layout = gate_layout
         names.append(name)
     for parent in list(module.modules()):
         for child_name, child in list(parent._modules.items()):

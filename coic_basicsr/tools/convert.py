@@ -6,11 +6,10 @@ encoder, 'params_key': key encoder}`` for ``network_enc``). Every key is renamed
 with ``strict=True`` into the arch built with the hyper-parameters read off the checkpoint (``--opt key=value``
 overrides them), and any key that maps to nothing (or any of ours left unfilled) is an error listing them all.
 
-Generators (CoI-M): the official ``g2pa_wgen`` MLPs become ``generator``. Their last Linear is re-ordered so that
-ours computes the same kernel scales: the official conv reshapes a (C_in, C_out) gate with ``view`` as
-(C_out, C_in), which for a square conv means its first block of outputs is indexed by the INPUT channel. For convs
-with C_in != C_out that view scrambles the gate in a way no per-channel generator reproduces; those layers keep the
-literal order and are reported as approximate.
+Generators (CoI-M): the official ``g2pa_wgen`` MLPs become ``generator``, unchanged. The official conv builds a
+(C_in, C_out) gate and re-reads it with ``view`` as (C_out, C_in) — for non-square convs a different function from
+the paper's per-channel gate — so converted CoIC models are built with ``gate_layout: official``, under which our
+modulated convs compute exactly the authors' kernel scales.
 """
 import argparse
 import re
@@ -18,7 +17,6 @@ from collections import OrderedDict
 from os import path as osp
 from typing import Dict, List, Optional, Tuple
 
-import torch
 import yaml
 from torch import Tensor, nn
 
@@ -26,7 +24,6 @@ from coic_basicsr.archs.coic_brn_arch import CoICBRN
 from coic_basicsr.archs.coic_dgunet_arch import CoICDGUNet
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
 from coic_basicsr.archs.coic_rcdnet_arch import CoICRCDNet
-from coic_basicsr.archs.modulation import ModulatedConvTranspose2d
 from coic_basicsr.utils.checkpoint import atomic_save, load_checkpoint
 
 ARCHS = {'brn': CoICBRN, 'rcdnet': CoICRCDNet, 'dgunet': CoICDGUNet}
@@ -85,18 +82,6 @@ def _infer_shapes(arch: str, state: Dict[str, Tensor]) -> dict:
             'scale_orsnetfeats': state['concat67.weight'].shape[0] - n_feat, 'bias': 'tail.bias' in state}
 
 
-def _reorder_generator(module: nn.Module, tensor: Tensor) -> Tuple[Tensor, bool]:
-    """Rows of the official last generator Linear in our (a_out | a_in | a_k) order; bool: exact equivalent."""
-    transposed = isinstance(module, ModulatedConvTranspose2d)
-    n_out = module.out_channels // (module.groups if transposed else 1)
-    n_in = module.in_channels // (1 if transposed else module.groups)
-    if n_in != n_out:
-        return tensor, False
-    if transposed:  # official: first block indexed by the output channel, as ours
-        return tensor, True
-    return torch.cat([tensor[n_out:n_out + n_in], tensor[:n_out], tensor[n_out + n_in:]]), True
-
-
 def _error(what: str, keys: List[str]) -> ValueError:
     shown = ', '.join(keys[:12]) + (f' ... (+{len(keys) - 12} more)' if len(keys) > 12 else '')
     return ValueError(f'{what} ({len(keys)}): {shown}')
@@ -125,20 +110,16 @@ def convert_backbone(state: Dict[str, Tensor], arch: str, plain: bool = False,
     except KeyError as err:
         raise ValueError(f'the checkpoint does not look like an official {arch} model: no key {err}') from None
     options['modulate'] = has_generators
+    if has_generators:
+        options['gate_layout'] = 'official'
     net = ARCHS[arch](**options)
     modules = dict(net.named_modules())
     ours = net.state_dict()
-    approximate = []
     for key in [k for k in renamed if '.generator.' in k and k not in ours]:
         conv = modules.get(key.split('.generator.')[0])
         if isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1):  # official 1x1 TConvs never modulate
             dropped.append(source[key])
             del renamed[key]
-    for key in [k for k in renamed if re.search(r'\.generator\.4\.(weight|bias)$', k) and k in ours]:
-        conv = modules[key.split('.generator.')[0]]
-        renamed[key], exact = _reorder_generator(conv, renamed[key])
-        if not exact and key.endswith('weight'):
-            approximate.append(key.split('.generator.')[0])
     unmapped = [source[k] for k in renamed if k not in ours]
     if unmapped:
         raise _error(f'official {arch} keys with no counterpart in {type(net).__name__}', unmapped)
@@ -154,9 +135,6 @@ def convert_backbone(state: Dict[str, Tensor], arch: str, plain: bool = False,
     if dropped:
         notes.append(f'dropped {len(dropped)} keys unused by the official forward: {", ".join(dropped[:6])}'
                      + (' ...' if len(dropped) > 6 else ''))
-    if approximate:
-        notes.append(f'{len(approximate)} generators of non-square convs cannot reproduce the official (view-'
-                     f'reshaped) kernel scales exactly: {", ".join(approximate)}')
     return net.state_dict(), {'type': type(net).__name__, **options}, notes
 
 
