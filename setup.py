@@ -26,7 +26,8 @@ setup(
         'scipy',
         'tensorboard',
         'tqdm',
+        'matplotlib',  # basicsr analyze
     ],
-    extras_require={'test': ['pytest', 'pytest-timeout'], 'plots': ['matplotlib']},
+    extras_require={'test': ['pytest', 'pytest-timeout']},
     entry_points={'console_scripts': ['basicsr = coic_basicsr.cli:main']},
 )
