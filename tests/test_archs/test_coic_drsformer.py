@@ -1,6 +1,6 @@
 """CoICDRSformer: equivalence with an independent DRSformer reference, CoIC context paths, padding, params."""
 import copy
-from typing import List, Optional
+from typing import Optional
 
 import pytest
 import torch
@@ -14,6 +14,7 @@ from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
 from coic_basicsr.archs.drsformer_blocks import TopKSparseAttention
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
                                            split_modulation_parameters)
+from helpers.modulated_arch import RefNorm, activate_modulation, modulation_keys, perturbed
 
 # float64 for equivalence: the reference uses other kernels (F.layer_norm, four softmaxes), see test_coic_restormer.
 TINY = dict(dim=8, num_blocks=[1, 1, 1, 1], heads=[1, 2, 2, 4], context_dim=16)
@@ -22,23 +23,6 @@ TINY = dict(dim=8, num_blocks=[1, 1, 1, 1], heads=[1, 2, 2, 4], context_dim=16)
 # ----------------------------------------------------------------------------------------------------------------
 # Independent reference: DRSformer from the published architecture facts, official state-dict key names.
 # ----------------------------------------------------------------------------------------------------------------
-class RefNorm(nn.Module):
-    def __init__(self, c: int, bias_free: bool) -> None:
-        super().__init__()
-        self.bias_free = bias_free
-        self.body = nn.Module()
-        self.body.weight = nn.Parameter(torch.ones(c))
-        if not bias_free:
-            self.body.bias = nn.Parameter(torch.zeros(c))
-
-    def forward(self, x: Tensor) -> Tensor:
-        t = x.permute(0, 2, 3, 1)
-        if self.bias_free:
-            t = t * torch.rsqrt(t.var(-1, keepdim=True, unbiased=False) + 1e-5) * self.body.weight
-        else:
-            t = F.layer_norm(t, t.shape[-1:], self.body.weight, self.body.bias, eps=1e-5)
-        return t.permute(0, 3, 1, 2)
-
 
 def ref_sparse_attention(attn: nn.Module, heads: int, x: Tensor, kv: Optional[Tensor] = None) -> Tensor:
     """Four top-k masked softmaxes (k = C/2, 2C/3, 3C/4, 4C/5 by topk + scatter), each times V, mixed by attn1..4."""
@@ -180,27 +164,6 @@ class RefDRSformer(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def _randomised_reference(**cfg: object) -> RefDRSformer:
-    ref = RefDRSformer(**cfg)
-    with torch.no_grad():  # move LN affine, temperatures, mixing weights and conv weights off their init values
-        for p in ref.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return ref
-
-
-def _activate_modulation(net: nn.Module) -> None:
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (KernelScaleGenerator, ContextEmbedding)):
-                for p in m.parameters():
-                    p.normal_(0.0, 0.3)
-
-
-def _modulation_keys(net: nn.Module) -> List[str]:
-    prefixes = [n + '.' for n, m in net.named_modules() if isinstance(m, (KernelScaleGenerator, ContextEmbedding))]
-    return [k for k in net.state_dict() if any(k.startswith(p) for p in prefixes)]
-
-
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -209,10 +172,10 @@ def _seed() -> None:
 @pytest.mark.parametrize('ln_type,bias,mefc', [('WithBias', False, True), ('BiasFree', True, False)])
 def test_plain_path_equals_independent_reference(ln_type: str, bias: bool, mefc: bool) -> None:
     cfg = dict(TINY, LayerNorm_type=ln_type, bias=bias, mefc=mefc)
-    ref = _randomised_reference(**cfg).double().eval()
+    ref = perturbed(RefDRSformer(**cfg), 0.1).double().eval()
     net = CoICDRSformer(**cfg).double().eval()
-    _activate_modulation(net)
-    mod_keys = set(_modulation_keys(net))
+    activate_modulation(net)
+    mod_keys = set(modulation_keys(net))
     mod_before = {k: v.clone() for k, v in net.state_dict().items() if k in mod_keys}
     assert set(net.state_dict()) - set(mod_before) == set(ref.state_dict())
     net.load_state_dict(ref.state_dict(), strict=True)
@@ -256,7 +219,7 @@ def _expected_modulated(cfg: dict, mefc: bool) -> int:
 
 def test_context_changes_output_and_reaches_every_generator_and_embedding() -> None:
     net = CoICDRSformer(**TINY)
-    _activate_modulation(net)
+    activate_modulation(net)
     x, z = torch.rand(2, 3, 16, 16), F.normalize(torch.randn(2, TINY['context_dim']), dim=1)
     out = net(x, z)
     assert not torch.allclose(out, net(x), atol=1e-4)
@@ -287,7 +250,7 @@ def test_fresh_modulation_is_identity_until_the_context_embedding_moves() -> Non
 @pytest.mark.parametrize('size', [(30, 37), (5, 3)])
 def test_sizes_not_multiple_of_8(size: tuple) -> None:
     cfg = dict(TINY, mefc=False)
-    ref = _randomised_reference(**cfg).double().eval()
+    ref = perturbed(RefDRSformer(**cfg), 0.1).double().eval()
     net = CoICDRSformer(**cfg).double().eval()
     net.load_state_dict(ref.state_dict())
     x = torch.rand(1, 3, *size, dtype=torch.float64)
@@ -302,7 +265,7 @@ def test_sizes_not_multiple_of_8(size: tuple) -> None:
 def test_deepcopy_registry_and_bad_input() -> None:
     net = build_network(dict(type='CoICDRSformer', **TINY)).eval()
     assert ARCH_REGISTRY.get('CoICDRSformer') is CoICDRSformer
-    _activate_modulation(net)
+    activate_modulation(net)
     twin = copy.deepcopy(net)
     x, z = torch.rand(2, 3, 16, 16), torch.randn(1, TINY['context_dim'])
     with torch.no_grad():

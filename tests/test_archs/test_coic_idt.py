@@ -1,6 +1,6 @@
 """CoICIDT: equivalence with an independent IDT reference, CoIC context paths, padding, params."""
 import copy
-from typing import List, Optional
+from typing import Optional
 
 import pytest
 import torch
@@ -14,6 +14,7 @@ from coic_basicsr.archs.coic_idt_arch import CoICIDT
 from coic_basicsr.archs.idt_blocks import RelativeWindowAttention, relative_position_index
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
                                            ModulatedConvTranspose2d, split_modulation_parameters)
+from helpers.modulated_arch import activate_modulation, modulation_keys, perturbed
 
 # float64 for equivalence (other kernels, other reduction orders than the arch).
 TINY = dict(img_size=32, embed_dim=4, depths=[2, 1, 1, 1, 1, 1, 1, 1, 2], num_heads=[1, 2, 4, 8, 16, 16, 8, 4, 2],
@@ -166,27 +167,6 @@ class RefIDT(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def _randomised_reference(**cfg: object) -> RefIDT:
-    ref = RefIDT(**cfg)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return ref
-
-
-def _activate_modulation(net: nn.Module) -> None:
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (KernelScaleGenerator, ContextEmbedding)):
-                for p in m.parameters():
-                    p.normal_(0.0, 0.3)
-
-
-def _modulation_keys(net: nn.Module) -> List[str]:
-    prefixes = [n + '.' for n, m in net.named_modules() if isinstance(m, (KernelScaleGenerator, ContextEmbedding))]
-    return [k for k in net.state_dict() if any(k.startswith(p) for p in prefixes)]
-
-
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -195,10 +175,10 @@ def _seed() -> None:
 @pytest.mark.parametrize('cfg', [TINY, dict(TINY, img_size=64, win_size=8, spatial_win_size=8, depths=[1] * 9)],
                          ids=['tiny-windows', 'official-windows'])
 def test_plain_path_equals_independent_reference(cfg: dict) -> None:
-    ref = _randomised_reference(**cfg).double().eval()
+    ref = perturbed(RefIDT(**cfg), 0.05).double().eval()
     net = CoICIDT(**cfg).double().eval()
-    _activate_modulation(net)
-    mod_keys = set(_modulation_keys(net))
+    activate_modulation(net)
+    mod_keys = set(modulation_keys(net))
     mod_before = {k: v.clone() for k, v in net.state_dict().items() if k in mod_keys}
     assert set(net.state_dict()) - mod_keys == set(ref.state_dict())
     net.load_state_dict(ref.state_dict(), strict=True)
@@ -234,7 +214,7 @@ def test_attention_with_context_input_matches_reference() -> None:
 
 def test_context_changes_output_and_reaches_every_generator_and_embedding() -> None:
     net = CoICIDT(**TINY)
-    _activate_modulation(net)
+    activate_modulation(net)
     x, z = torch.rand(2, 3, 32, 32), F.normalize(torch.randn(2, TINY['context_dim']), dim=1)
     out = net(x, z)
     assert not torch.allclose(out, net(x), atol=1e-4)
@@ -266,7 +246,7 @@ def test_fresh_modulation_is_identity_until_the_context_embedding_moves() -> Non
 
 @pytest.mark.parametrize('size', [(40, 24), (13, 7)])
 def test_other_sizes_are_padded_to_the_size_multiple(size: tuple) -> None:
-    ref = _randomised_reference(**TINY).double().eval()
+    ref = perturbed(RefIDT(**TINY), 0.05).double().eval()
     net = CoICIDT(**TINY).double().eval()
     net.load_state_dict(ref.state_dict())
     assert net.size_multiple == 32
@@ -291,7 +271,7 @@ def test_drop_path_trains_stochastically_and_evaluates_deterministically() -> No
 def test_deepcopy_registry_and_bad_input() -> None:
     net = build_network(dict(type='CoICIDT', **TINY)).eval()
     assert ARCH_REGISTRY.get('CoICIDT') is CoICIDT
-    _activate_modulation(net)
+    activate_modulation(net)
     twin = copy.deepcopy(net)
     x, z = torch.rand(2, 3, 32, 32), torch.randn(1, TINY['context_dim'])
     with torch.no_grad():

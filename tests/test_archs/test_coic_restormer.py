@@ -1,6 +1,6 @@
 """CoICRestormer: equivalence with an independent Restormer reference, CoIC context paths, padding, params."""
 import copy
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import pytest
 import torch
@@ -13,6 +13,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from coic_basicsr.archs.coic_restormer_arch import CoICRestormer, MDTAttention
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
                                            split_modulation_parameters)
+from helpers.modulated_arch import RefNorm, activate_modulation, modulation_keys, perturbed
 
 # Equivalence checks run in float64: the reference uses other kernels (F.layer_norm, einsum), whose float32
 # reduction order differs by a few 1e-6 after a whole network; in float64 any real mismatch stands far above 1e-6.
@@ -22,23 +23,6 @@ TINY = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2
 # ----------------------------------------------------------------------------------------------------------------
 # Independent reference: Restormer from the published architecture facts, official state-dict key names.
 # ----------------------------------------------------------------------------------------------------------------
-class RefNorm(nn.Module):
-    def __init__(self, c: int, bias_free: bool) -> None:
-        super().__init__()
-        self.bias_free = bias_free
-        self.body = nn.Module()
-        self.body.weight = nn.Parameter(torch.ones(c))
-        if not bias_free:
-            self.body.bias = nn.Parameter(torch.zeros(c))
-
-    def forward(self, x: Tensor) -> Tensor:
-        t = x.permute(0, 2, 3, 1)
-        if self.bias_free:
-            t = t * torch.rsqrt(t.var(-1, keepdim=True, unbiased=False) + 1e-5) * self.body.weight
-        else:
-            t = F.layer_norm(t, t.shape[-1:], self.body.weight, self.body.bias, eps=1e-5)
-        return t.permute(0, 3, 1, 2)
-
 
 def ref_attention(attn: nn.Module, heads: int, x: Tensor, kv: Optional[Tensor] = None) -> Tensor:
     """MDTA; with ``kv`` the full qkv convs run on both inputs and Q is taken from x, K/V from kv."""
@@ -118,29 +102,6 @@ class RefRestormer(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def _randomised_reference(**cfg: object) -> RefRestormer:
-    ref = RefRestormer(**cfg)
-    with torch.no_grad():  # move LN affine, temperatures and conv weights off their init values
-        for p in ref.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return ref
-
-
-def _activate_modulation(net: nn.Module) -> None:
-    """Move generators and context embeddings off their zero-initialised (identity) state."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (KernelScaleGenerator, ContextEmbedding)):
-                for p in m.parameters():
-                    p.normal_(0.0, 0.3)
-
-
-def _modulation_names(net: nn.Module) -> List[str]:
-    mod_types = (KernelScaleGenerator, ContextEmbedding)
-    prefixes = [n + '.' for n, m in net.named_modules() if isinstance(m, mod_types)]
-    return [k for k in net.state_dict() if any(k.startswith(p) for p in prefixes)]
-
-
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -149,10 +110,10 @@ def _seed() -> None:
 @pytest.mark.parametrize('ln_type,bias', [('WithBias', False), ('BiasFree', True)])
 def test_plain_path_equals_independent_reference(ln_type: str, bias: bool) -> None:
     cfg = dict(TINY, LayerNorm_type=ln_type, bias=bias)
-    ref = _randomised_reference(**cfg).double().eval()
+    ref = perturbed(RefRestormer(**cfg), 0.1).double().eval()
     net = CoICRestormer(**cfg).double().eval()
-    _activate_modulation(net)
-    gen_before = {k: v.clone() for k, v in net.state_dict().items() if k in _modulation_names(net)}
+    activate_modulation(net)
+    gen_before = {k: v.clone() for k, v in net.state_dict().items() if k in modulation_keys(net)}
     assert set(net.state_dict()) - set(gen_before) == set(ref.state_dict())
     net.load_state_dict(ref.state_dict(), strict=True)
     for k, v in gen_before.items():  # modulation parameters survive a plain checkpoint
@@ -178,7 +139,7 @@ def test_split_qkv_attention_matches_two_input_reference() -> None:
 
 def test_context_changes_output_and_reaches_generators_and_embeddings() -> None:
     net = CoICRestormer(**TINY)
-    _activate_modulation(net)
+    activate_modulation(net)
     x, z = torch.rand(2, 3, 32, 32), F.normalize(torch.randn(2, TINY['context_dim']), dim=1)
     out = net(x, z)
     assert not torch.allclose(out, net(x), atol=1e-4)
@@ -219,7 +180,7 @@ def test_fresh_modulation_is_identity_and_zero_generators_leave_convs_plain() ->
 
 @pytest.mark.parametrize('size', [(30, 37), (13, 21), (3, 5)])
 def test_sizes_not_multiple_of_8(size: tuple) -> None:
-    ref = _randomised_reference(**TINY).double().eval()
+    ref = perturbed(RefRestormer(**TINY), 0.1).double().eval()
     net = CoICRestormer(**TINY).double().eval()
     net.load_state_dict(ref.state_dict())
     x = torch.rand(1, 3, *size, dtype=torch.float64)
@@ -245,7 +206,7 @@ def test_split_modulation_parameters_separates_generators_and_embeddings() -> No
 def test_deepcopy_registry_and_bad_input() -> None:
     net = build_network(dict(type='CoICRestormer', **TINY)).eval()
     assert ARCH_REGISTRY.get('CoICRestormer') is CoICRestormer
-    _activate_modulation(net)
+    activate_modulation(net)
     twin = copy.deepcopy(net)
     x, z = torch.rand(1, 3, 16, 16), torch.randn(1, TINY['context_dim'])
     with torch.no_grad():
