@@ -249,16 +249,6 @@ class ContextEmbedding(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
         self._register_load_state_dict_pre_hook(_keep_modulation_if_missing, with_module=True)
-        self.gate_layout = 'paper'  # or 'official': see _official_kernel_scale
-
-    def _official_kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
-        """The CoIC authors' code (``CoIM.py``): its first output block has ``rows`` entries, the second ``cols``,
-        and the (cols, rows) gate is re-read in memory order as (rows, cols). Same as the paper layout for square
-        layers up to the order of the two blocks; for non-square layers only this reproduces their checkpoints."""
-        a = self.generator(torch.cat([z.to(x.dtype), x.mean(dim=(2, 3))], dim=1))
-        rows, cols = self.weight.shape[:2]
-        scale = _kernel_scale(a[:, rows:rows + cols], a[:, :rows], a[:, rows + cols:], self.kernel_size)
-        return scale.reshape(a.shape[0], rows, cols, *self.kernel_size)
 
     def forward(self, x: Tensor) -> Tensor:
         z = _resolve_z(self, x, None)
