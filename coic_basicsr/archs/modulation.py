@@ -8,6 +8,11 @@ Design choice: the last Linear of every generator (and of every :class:`ContextE
 ``s == 1`` (embedding ``== 0``) exactly at construction: switching modulation on in a trained backbone starts from
 the plain network's function. Without a code (``z`` None and an empty context) every layer calls its parent forward.
 
+How the per-sample kernels are applied was chosen by measurement (``benchmarks/modulated_conv_overhead.py``): a
+batch of one runs the plain conv op with the scaled kernel; on CUDA the batch is folded into the groups of one conv
+call; on the CPU each sample runs its own conv (``split``/``cat``, whose backward does not allocate a zero gradient
+per sample) — folding forces a copy to NCHW and a slow grouped path, 2-5x slower for channels-last inputs.
+
 The code reaches the layers through a shared :class:`ModulationContext` (thread-local, so DataParallel replicas
 each see their own chunk). Recomputation by activation checkpointing happens outside ``context.use`` and would
 see no code: do not combine it with modulated layers.
@@ -16,7 +21,7 @@ import fnmatch
 import math
 import threading
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -84,13 +89,41 @@ def _resolve_z(layer: nn.Module, x: Tensor, z: Optional[Tensor]) -> Optional[Ten
     return z
 
 
+class _WithChannelMeans(torch.autograd.Function):
+    """x -> (x, its (B, C) channel means); the backward adds the means' gradient to x's in one pass.
+
+    Plain ``x.mean`` gives x a second, stride-0 gradient that autograd accumulates into a separate buffer; in
+    channels-last or mixed-format networks those sums became slow transposing adds (profiled: +0.3 s per DRSformer
+    step at 64x64, the largest single cost of CoI-M).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tuple[Tensor, Tensor]:
+        ctx.shape = x.shape
+        return x.view_as(x), x.mean(dim=(2, 3))
+
+    @staticmethod
+    def backward(ctx, grad_x: Optional[Tensor], grad_means: Optional[Tensor]) -> Tensor:
+        if grad_means is None:
+            return grad_x
+        spread = (grad_means / (ctx.shape[2] * ctx.shape[3]))[:, :, None, None]
+        return spread.expand(ctx.shape) if grad_x is None else grad_x + spread
+
+
 def _kernel_scale(a_rows: Tensor, a_cols: Tensor, a_k: Tensor, kernel_size: Tuple[int, int]) -> Tensor:
-    """(B, R, C, kh, kw) scales whose mean over the kernel window is 1 (computed in float32)."""
-    gate = torch.sigmoid(a_rows.float()[:, :, None] + a_cols.float()[:, None, :])
-    logits = gate[..., None] * a_k.float()[:, None, None, :]
-    e = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
+    """(B, R, C, kh, kw) scales whose mean over the kernel window is 1 (computed in at least float32)."""
+    dtype = torch.promote_types(a_rows.dtype, torch.float32)  # half precision is raised, double kept
+    gate = torch.sigmoid(a_rows.to(dtype)[:, :, None] + a_cols.to(dtype)[:, None, :])
+    logits = gate[..., None] * a_k.to(dtype)[:, None, None, :]
+    # the shift cancels in e / mean(e): detaching it drops the amax backward without changing any gradient
+    e = torch.exp(logits - logits.detach().amax(dim=-1, keepdim=True))
     # e / mean(e) == k*k * softmax, and is exactly 1 when all logits are equal (zero-initialised generator).
     return (e / e.mean(dim=-1, keepdim=True)).view(*gate.shape, *kernel_size)
+
+
+def _fold_batch_into_groups(x: Tensor) -> bool:
+    """True: one grouped conv call for the whole batch (CUDA); False: one conv per sample (CPU)."""
+    return x.is_cuda
 
 
 _last_filled_load: List[object] = [None]
@@ -122,28 +155,41 @@ class _ModulatedMixin:
         self.generator = KernelScaleGenerator(self.context_dim + self.in_channels, hidden, rows + cols + kk).to(
             device=self.weight.device, dtype=self.weight.dtype)
         self._register_load_state_dict_pre_hook(_keep_modulation_if_missing, with_module=True)
-        self.gate_layout = 'paper'  # or 'official': see _official_kernel_scale
+        self.gate_layout = 'paper'  # or 'official': see scale_from_means
 
-    def _official_kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
-        """The CoIC authors' code (``CoIM.py``): its first output block has ``rows`` entries, the second ``cols``,
-        and the (cols, rows) gate is re-read in memory order as (rows, cols). Same as the paper layout for square
-        layers up to the order of the two blocks; for non-square layers only this reproduces their checkpoints."""
-        a = self.generator(torch.cat([z.to(x.dtype), x.mean(dim=(2, 3))], dim=1))
+    def kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
+        """Per-sample scale of the kernel in the weight layout: (B, C_out, C_in // groups, kh, kw) for a conv,
+        (B, C_in, C_out // groups, kh, kw) for a transposed conv."""
+        return self.scale_from_means(x.mean(dim=(2, 3)), z)
+
+    def scale_from_means(self, means: Tensor, z: Tensor) -> Tensor:
+        """:meth:`kernel_scale` from the (B, C_in) channel means of the input."""
+        a = self.generator(torch.cat([z.to(means.dtype), means], dim=1))
         rows, cols = self.weight.shape[:2]
-        scale = _kernel_scale(a[:, rows:rows + cols], a[:, :rows], a[:, rows + cols:], self.kernel_size)
-        return scale.reshape(a.shape[0], rows, cols, *self.kernel_size)
+        if self.gate_layout == 'official':
+            # The CoIC authors' code (``CoIM.py``): its first output block has ``rows`` entries, the second ``cols``,
+            # and the (cols, rows) gate is re-read in memory order as (rows, cols). Same as the paper layout for
+            # square layers up to the order of the two blocks; for non-square layers only this reproduces their
+            # checkpoints.
+            scale = _kernel_scale(a[:, rows:rows + cols], a[:, :rows], a[:, rows + cols:], self.kernel_size)
+            return scale.reshape(a.shape[0], rows, cols, *self.kernel_size)
+        n_out = cols if self.transposed else rows  # generator output: [a_out | a_in | a_k]
+        a_out, a_in, a_k = a[:, :n_out], a[:, n_out:rows + cols], a[:, rows + cols:]
+        return _kernel_scale(a_in, a_out, a_k, self.kernel_size) if self.transposed else _kernel_scale(
+            a_out, a_in, a_k, self.kernel_size)
 
-    def _split(self, x: Tensor, z: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Generator output split as (a_out, a_in, a_k)."""
-        a = self.generator(torch.cat([z.to(x.dtype), x.mean(dim=(2, 3))], dim=1))
-        n_out = self.out_channels // (self.groups if self.transposed else 1)
-        n_in = self.in_channels // (1 if self.transposed else self.groups)
-        return a[:, :n_out], a[:, n_out:n_out + n_in], a[:, n_out + n_in:]
-
-    def _scaled_weight(self, x: Tensor, z: Tensor) -> Tensor:
-        """Per-sample kernels folded for a grouped conv: (B * weight.shape[0], *weight.shape[1:])."""
-        scale = self.kernel_scale(x, z).to(self.weight.dtype)
-        return (self.weight.unsqueeze(0) * scale).flatten(0, 1)
+    def _modulated(self, x: Tensor, z: Tensor, conv: Callable[..., Tensor]) -> Tensor:
+        """``conv(input, kernels, bias, groups)`` applied with each sample's own kernel (see the module docstring)."""
+        x, means = _WithChannelMeans.apply(x)
+        kernels = self.weight.unsqueeze(0) * self.scale_from_means(means, z).to(self.weight.dtype)
+        b = x.shape[0]
+        if b == 1:
+            return conv(x, kernels[0], self.bias, self.groups)
+        if not _fold_batch_into_groups(x):
+            return torch.cat([conv(xi, ki, self.bias, self.groups) for xi, ki in zip(x.split(1), kernels.unbind(0))])
+        bias = None if self.bias is None else self.bias.repeat(b)
+        out = conv(x.reshape(1, -1, *x.shape[-2:]), kernels.flatten(0, 1), bias, b * self.groups)
+        return out.view(b, self.out_channels, *out.shape[-2:])
 
     @classmethod
     def _from(cls, conv: nn.Module, base: type, context: ModulationContext, context_dim: int, **extra) -> nn.Module:
@@ -167,26 +213,16 @@ class ModulatedConv2d(_ModulatedMixin, nn.Conv2d):
                          padding_mode, device=device, dtype=dtype)
         self._setup(context, context_dim, out_channels if groups == 1 else max(out_channels // 16, 1))
 
-    def kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
-        """Per-sample scale of the kernel, shape (B, C_out, C_in // groups, kh, kw)."""
-        if self.gate_layout == 'official':
-            return self._official_kernel_scale(x, z)
-        a_out, a_in, a_k = self._split(x, z)
-        return _kernel_scale(a_out, a_in, a_k, self.kernel_size)
-
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
         z = _resolve_z(self, x, z)
         if z is None:
             return super().forward(x)
-        b, weight = x.shape[0], self._scaled_weight(x, z)
-        padding = self.padding
-        if self.padding_mode != 'zeros':
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = _pair(0)
-        bias = None if self.bias is None else self.bias.repeat(b)
-        out = F.conv2d(x.reshape(1, -1, *x.shape[-2:]), weight, bias, self.stride, padding, self.dilation,
-                       b * self.groups)
-        return out.view(b, self.out_channels, *out.shape[-2:])
+        if self.padding_mode == 'zeros':
+            return self._modulated(x, z, lambda inp, kernel, bias, groups: F.conv2d(
+                inp, kernel, bias, self.stride, self.padding, self.dilation, groups))
+        return self._modulated(x, z, lambda inp, kernel, bias, groups: F.conv2d(
+            F.pad(inp, self._reversed_padding_repeated_twice, mode=self.padding_mode), kernel, bias, self.stride,
+            _pair(0), self.dilation, groups))
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, context: ModulationContext, context_dim: int = 128) -> 'ModulatedConv2d':
@@ -205,26 +241,16 @@ class ModulatedConvTranspose2d(_ModulatedMixin, nn.ConvTranspose2d):
                          dilation, padding_mode, device=device, dtype=dtype)
         self._setup(context, context_dim, out_channels if groups == 1 else max(out_channels // 16, 1))
 
-    def kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
-        """Per-sample scale in the weight layout, shape (B, C_in, C_out // groups, kh, kw)."""
-        if self.gate_layout == 'official':
-            return self._official_kernel_scale(x, z)
-        a_out, a_in, a_k = self._split(x, z)
-        return _kernel_scale(a_in, a_out, a_k, self.kernel_size)
-
     def forward(self, x: Tensor, z: Optional[Tensor] = None, output_size: Optional[List[int]] = None) -> Tensor:
         if z is not None and not isinstance(z, Tensor):  # nn.ConvTranspose2d's positional output_size
             z, output_size = None, z
         z = _resolve_z(self, x, z)
         if z is None:
             return super().forward(x, output_size)
-        b = x.shape[0]
         output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 2,
                                               self.dilation)
-        bias = None if self.bias is None else self.bias.repeat(b)
-        out = F.conv_transpose2d(x.reshape(1, -1, *x.shape[-2:]), self._scaled_weight(x, z), bias, self.stride,
-                                 self.padding, output_padding, b * self.groups, self.dilation)
-        return out.view(b, self.out_channels, *out.shape[-2:])
+        return self._modulated(x, z, lambda inp, kernel, bias, groups: F.conv_transpose2d(
+            inp, kernel, bias, self.stride, self.padding, output_padding, groups, self.dilation))
 
     @classmethod
     def from_conv(cls, conv: nn.ConvTranspose2d, context: ModulationContext,

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from basicsr.utils import get_root_logger
 
+from coic_basicsr.archs import modulation
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
                                            ModulatedConvTranspose2d, ModulationContext, modulate_convs,
                                            split_modulation_parameters)
@@ -53,8 +54,15 @@ CONV_CASES = {
 }
 
 
+@pytest.fixture(params=['per_sample', 'folded'])
+def batch_strategy(request, monkeypatch):
+    """Run a test with both ways of applying per-sample kernels (the CPU default and the CUDA fold)."""
+    monkeypatch.setattr(modulation, '_fold_batch_into_groups', lambda x: request.param == 'folded')
+    return request.param
+
+
 @pytest.mark.parametrize('case', sorted(CONV_CASES))
-def test_modulated_conv_matches_per_sample_loop(case):
+def test_modulated_conv_matches_per_sample_loop(case, batch_strategy):
     torch.manual_seed(0)
     layer = ModulatedConv2d(**CONV_CASES[case], context_dim=CTX)
     _randomise_generator(layer)
@@ -71,7 +79,7 @@ def test_modulated_conv_matches_per_sample_loop(case):
 
 
 @pytest.mark.parametrize('groups,stride,output_padding', [(1, 2, 1), (2, 1, 0), (1, 3, 2)])
-def test_modulated_conv_transpose_matches_per_sample_loop(groups, stride, output_padding):
+def test_modulated_conv_transpose_matches_per_sample_loop(groups, stride, output_padding, batch_strategy):
     torch.manual_seed(1)
     layer = ModulatedConvTranspose2d(4, 6, 3, stride=stride, padding=1, output_padding=output_padding,
                                      groups=groups, context_dim=CTX)
@@ -105,6 +113,34 @@ def test_without_code_is_bit_identical_to_plain_conv(transposed):
         assert torch.equal(layer(x), plain(x))
     with context.use(torch.randn(2, CTX)):
         assert not torch.allclose(layer(x), plain(x))
+
+
+def test_batch_strategies_agree_in_values_and_gradients(monkeypatch):
+    torch.manual_seed(2)
+    layer = ModulatedConv2d(6, 6, 3, padding=1, groups=6, context_dim=CTX)
+    _randomise_generator(layer)
+    x = torch.randn(3, 6, 7, 7).contiguous(memory_format=torch.channels_last)  # as IDT's token maps arrive
+    z = torch.randn(3, CTX)
+    results = []
+    for fold in (False, True):
+        monkeypatch.setattr(modulation, '_fold_batch_into_groups', lambda _: fold)
+        layer.zero_grad()
+        xi, zi = x.clone().requires_grad_(), z.clone().requires_grad_()
+        out = layer(xi, zi)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append([out, xi.grad, zi.grad, layer.weight.grad, layer.generator[0].weight.grad])
+    for per_sample, folded in zip(*results):
+        torch.testing.assert_close(per_sample, folded, rtol=1e-5, atol=1e-6)
+
+
+def test_modulated_conv_gradients_pass_gradcheck():
+    torch.manual_seed(5)
+    layer = ModulatedConv2d(3, 4, 3, padding=1, context_dim=CTX).double()
+    _randomise_generator(layer)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(2, CTX, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: layer(a, b), (x, z))
+    assert torch.autograd.gradcheck(lambda a: layer(a, z.detach()).mean(dim=(2, 3)), (x, ))  # means-only path
 
 
 def test_kernel_scale_normalisation_and_identity_at_init():
