@@ -1,23 +1,27 @@
-"""Cost of CoIC in the Transformer backbones: parameters plain vs CoIC and training-step time with z vs z=None.
+"""Cost of CoIC in the Transformer backbones: parameters, training step, forward and peak memory, z vs z=None.
 
 For CoICRestormer, CoICDRSformer and CoICIDT at the paper's width, one training step is forward + L1 loss +
 backward + AdamW step of the generator (the CoIC encoder and contrastive loss are not included). ``z=None`` is the
 plain backbone (stage 1); with ``z`` every CoI-M layer and K/V context is active (stage 2). The two kinds of steps
 alternate and the medians are compared, so a machine whose load drifts affects both alike. IDT pads inputs to a
-multiple of 128 (its windows are fixed by img_size 128), so its effective input size is reported.
+multiple of 128 (its windows are fixed by img_size 128), so its effective input size is reported. The forward is
+timed in eval mode without gradients. Peak memory of one training step is measured in a fresh process per arch and
+mode: on CUDA the allocator's peak above what was allocated before the step, on the CPU (Linux) the growth of the
+process's peak resident set (VmHWM) over the step (activations, gradients and optimizer state).
 
 Example: python benchmarks/coic_overhead.py --device cpu        (~2 minutes on 2 idle cores)
          python benchmarks/coic_overhead.py --device cuda --batch 4 --size 128
 """
 import argparse
+import multiprocessing
 import statistics
-import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from bench_common import add_runtime_args, setup_runtime, sync, timed
 from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
 from coic_basicsr.archs.coic_idt_arch import CoICIDT
 from coic_basicsr.archs.coic_restormer_arch import CoICRestormer
@@ -32,42 +36,44 @@ def count(params: List[nn.Parameter]) -> int:
     return sum(p.numel() for p in params)
 
 
-def _sync(device: str) -> None:
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
-def time_steps(net: nn.Module, x: Tensor, z: Tensor, repeats: int, device: str) -> Tuple[float, float, float]:
-    """Median seconds of a training step with z=None and with z (alternating, after one warm-up step each), and the
-    median ratio of neighbouring steps (robust to a load that drifts during the run)."""
+def make_step(net: nn.Module, x: Tensor) -> Callable[[Optional[Tensor]], None]:
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     gt = torch.rand_like(x)
 
-    def step(code: Optional[Tensor]) -> float:
-        _sync(device)
-        start = time.perf_counter()
+    def step(code: Optional[Tensor]) -> None:
+        net.train()
         optimizer.zero_grad(set_to_none=True)
         F.l1_loss(net(x, code), gt).backward()
         optimizer.step()
-        _sync(device)
-        return time.perf_counter() - start
 
-    step(None), step(z)
+    return step
+
+
+def make_forward(net: nn.Module, x: Tensor) -> Callable[[Optional[Tensor]], None]:
+    def forward(code: Optional[Tensor]) -> None:
+        net.eval()
+        with torch.no_grad():
+            net(x, code)
+
+    return forward
+
+
+def time_alternating(run: Callable[[Optional[Tensor]], None], z: Tensor, repeats: int,
+                     device: str) -> Tuple[float, float, float]:
+    """Median seconds of ``run(None)`` and ``run(z)`` (alternating, after one warm-up each), and the median ratio
+    of neighbouring runs (robust to a load that drifts during the run)."""
+    run(None), run(z)
     plain, modulated = [], []
     for _ in range(repeats):
-        plain.append(step(None))
-        modulated.append(step(z))
+        plain.append(timed(lambda: run(None), device))
+        modulated.append(timed(lambda: run(z), device))
     ratio = statistics.median(m / p for p, m in zip(plain, modulated))
     return statistics.median(plain), statistics.median(modulated), ratio
 
 
-def measure(name: str, batch: int, size: int, repeats: int, device: str) -> dict:
-    cls = ARCHS[name]
-    n_plain = count(list(cls(modulate=False).parameters()))
-    net = cls(context_dim=CONTEXT_DIM).to(device).train()
-    backbone, modulation = split_modulation_parameters(net)
-    if count(backbone) != n_plain:
-        raise RuntimeError(f'{name}: backbone of the CoIC arch ({count(backbone)}) != plain arch ({n_plain})')
+def build(name: str, batch: int, size: int, device: str) -> Tuple[nn.Module, Tensor, Tensor]:
+    torch.manual_seed(0)
+    net = ARCHS[name](context_dim=CONTEXT_DIM).to(device)
     with torch.no_grad():  # non-trivial scales and embeddings, as after training (the cost does not depend on it)
         for m in net.modules():
             if isinstance(m, (KernelScaleGenerator, ContextEmbedding)):
@@ -75,45 +81,82 @@ def measure(name: str, batch: int, size: int, repeats: int, device: str) -> dict
                     p.normal_(0.0, 0.05)
     x = torch.rand(batch, 3, size, size, device=device)
     z = F.normalize(torch.randn(batch, CONTEXT_DIM, device=device), dim=1)
-    t_plain, t_mod, ratio = time_steps(net, x, z, repeats, device)
-    multiple = getattr(net, 'size_multiple', 8)
-    return dict(name=name, size=-(-size // multiple) * multiple, plain=n_plain, extra=count(modulation),
-                t_plain=t_plain, t_mod=t_mod, ratio=ratio)
+    return net, x, z
+
+
+def peak_step_memory(name: str, batch: int, size: int, device: str, with_z: bool, threads: int) -> float:
+    """MiB one training step adds to the peak (run in a fresh process: peaks cannot be reset on the CPU)."""
+    if threads:
+        torch.set_num_threads(threads)
+    net, x, z = build(name, batch, size, device)
+    step = make_step(net, x)
+    if device == 'cuda':
+        sync(device)
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step(z if with_z else None)
+        sync(device)
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    # ru_maxrss survives exec (a spawned child starts with its parent's peak): reset and read the kernel's VmHWM
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    before = _status_kib('VmRSS')
+    step(z if with_z else None)
+    return (_status_kib('VmHWM') - before) / 1024
+
+
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
+
+
+def measure(name: str, batch: int, size: int, repeats: int, device: str, threads: int, memory: bool) -> dict:
+    n_plain = count(list(ARCHS[name](modulate=False).parameters()))
+    net, x, z = build(name, batch, size, device)
+    backbone, modulation = split_modulation_parameters(net)
+    if count(backbone) != n_plain:
+        raise RuntimeError(f'{name}: backbone of the CoIC arch ({count(backbone)}) != plain arch ({n_plain})')
+    row = dict(name=name, size=-(-size // getattr(net, 'size_multiple', 8)) * getattr(net, 'size_multiple', 8),
+               plain=n_plain, extra=count(modulation))
+    row['step'] = time_alternating(make_step(net, x), z, repeats, device)
+    row['forward'] = time_alternating(make_forward(net, x), z, repeats, device)
+    row['memory'] = (float('nan'), float('nan'))
+    if memory:
+        del net
+        with multiprocessing.get_context('spawn').Pool(1, maxtasksperchild=1) as pool:
+            row['memory'] = tuple(pool.apply(peak_step_memory, (name, batch, size, device, with_z, threads))
+                                  for with_z in (False, True))
+    return row
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    add_runtime_args(parser)
     parser.add_argument('--batch', type=int, default=None, help='default: 1 on CPU, 4 on CUDA (paper batch)')
     parser.add_argument('--size', type=int, default=None, help='input side; default: 64 on CPU, 128 on CUDA')
     parser.add_argument('--repeats', type=int, default=None, help='timed steps per mode; default: 3 CPU, 10 CUDA')
-    parser.add_argument('--threads', type=int, default=0, help='CPU intra-op threads (0: leave as is)')
     parser.add_argument('--archs', nargs='+', choices=list(ARCHS), default=list(ARCHS))
+    parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory processes')
     args = parser.parse_args(argv)
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('--device cuda: no CUDA device available')
+    setup_runtime(args)
     cuda = args.device == 'cuda'
     batch = args.batch or (4 if cuda else 1)
     size = args.size or (128 if cuda else 64)
     repeats = args.repeats or (10 if cuda else 3)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     print(f'device={args.device} batch={batch} input={size}x{size} threads={torch.get_num_threads()} '
-          f'context_dim={CONTEXT_DIM}\n(medians of {repeats} alternating steps per mode; ratio: median of z / z=None '
-          'over neighbouring steps)')
-    header = (f'{"arch":<14} {"input":>7} {"params plain":>13} {"+CoI-M params":>14} {"+%":>6} '
-              f'{"step z=None":>12} {"step z":>9} {"ratio":>6}')
+          f'context_dim={CONTEXT_DIM}\n(seconds: medians of {repeats} alternating runs per mode; ratio: median of '
+          'z / z=None over neighbouring runs; memory: MiB one training step adds to the peak)')
     rows = []
     for name in args.archs:
-        row = measure(name, batch, size, repeats, args.device)
-        rows.append(row)
+        rows.append(measure(name, batch, size, repeats, args.device, args.threads, not args.no_memory))
         print(f'  measured {name}', flush=True)
-    print(header)
+    print(f'{"arch":<14} {"input":>5} {"params plain":>13} {"+CoI-M":>11} {"+%":>5} | {"step None":>9} {"step z":>8} '
+          f'{"ratio":>5} | {"fwd None":>8} {"fwd z":>7} {"ratio":>5} | {"mem None":>8} {"mem z":>7} {"ratio":>5}')
     for r in rows:
-        print(f'{r["name"]:<14} {r["size"]:>7} {r["plain"]:>13,} {r["extra"]:>14,} '
-              f'{100 * r["extra"] / r["plain"]:>6.1f} {r["t_plain"]:>11.3f}s {r["t_mod"]:>8.3f}s '
-              f'{r["ratio"]:>6.2f}')
+        (sp, sm, sr), (fp, fm, fr), (mp, mm) = r['step'], r['forward'], r['memory']
+        print(f'{r["name"]:<14} {r["size"]:>5} {r["plain"]:>13,} {r["extra"]:>11,} {100 * r["extra"] / r["plain"]:>5.1f}'
+              f' | {sp:>9.3f} {sm:>8.3f} {sr:>5.2f} | {fp:>8.3f} {fm:>7.3f} {fr:>5.2f} | {mp:>8.0f} {mm:>7.0f} '
+              f'{mm / mp if mp > 0 else float("nan"):>5.2f}')
 
 
 if __name__ == '__main__':

@@ -1,22 +1,26 @@
 """Overhead of CoI-M modulated convs over plain convs, and three ways to run the per-sample kernels.
 
 Implementations compared (all use the same kernel scales from ``layer.kernel_scale``):
-  fold    batch folded into groups: one grouped conv of (1, B*C_in, H, W) with B*groups groups (the module's path)
-  unfold  im2col (F.unfold / F.fold) plus one batched matmul per group
-  vmap    torch.func.vmap of F.conv2d / F.conv_transpose2d over (sample, kernel)
-  loop    a Python loop of per-sample convs (naive baseline)
+  module      the module's own path (per-sample on the CPU, fold on CUDA, the plain op at batch 1)
+  fold        batch folded into groups: one grouped conv of (1, B*C_in, H, W) with B*groups groups
+  per-sample  one conv per sample over ``x.split(1)``, outputs concatenated
+  slice-loop  the same with ``x[i:i+1]`` slices (whose backward allocates a zero gradient per sample)
+  unfold      im2col (F.unfold / F.fold) plus one batched matmul per group
+  vmap        torch.func.vmap of F.conv2d / F.conv_transpose2d over (sample, kernel)
+``--channels-last`` feeds channels-last inputs (as IDT's token maps arrive at its depthwise convs).
 
-Example: python benchmarks/modulated_conv_overhead.py --device cpu --batch 4 --size 64
+Example: python benchmarks/modulated_conv_overhead.py --device cpu --batch 4 --size 64 --threads 1
 """
 import argparse
 import statistics
-import time
 from typing import Callable, Dict, List
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from bench_common import add_runtime_args, setup_runtime, timed
+from coic_basicsr.archs import modulation
 from coic_basicsr.archs.modulation import ModulatedConv2d, ModulatedConvTranspose2d
 
 CTX = 128
@@ -72,6 +76,18 @@ def run_loop(layer: nn.Module, x: Tensor, z: Tensor) -> Tensor:
     ])
 
 
+def run_forced(fold: bool) -> Callable[[nn.Module, Tensor, Tensor], Tensor]:
+    """The module's forward with the batch strategy forced (fold into groups, or one conv per sample)."""
+    def run(layer: nn.Module, x: Tensor, z: Tensor) -> Tensor:
+        chosen = modulation._fold_batch_into_groups
+        modulation._fold_batch_into_groups = lambda _: fold
+        try:
+            return layer(x, z)
+        finally:
+            modulation._fold_batch_into_groups = chosen
+    return run
+
+
 def _time(fn: Callable[[], Tensor], backward: bool, device: str, repeats: int) -> float:
     """Median milliseconds of ``fn`` (and its backward)."""
     def once() -> None:
@@ -80,15 +96,7 @@ def _time(fn: Callable[[], Tensor], backward: bool, device: str, repeats: int) -
             out.square().mean().backward()
     for _ in range(2):
         once()
-    times = []
-    for _ in range(repeats):
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        once()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
+    times = [timed(once, device) * 1e3 for _ in range(repeats)]
     return statistics.median(times)
 
 
@@ -106,28 +114,27 @@ def layers(size: int) -> Dict[str, tuple]:
 
 def main(argv: List[str] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    add_runtime_args(parser)
     parser.add_argument('--batch', type=int, default=4)
     parser.add_argument('--size', type=int, default=64)
     parser.add_argument('--repeats', type=int, default=10)
-    parser.add_argument('--threads', type=int, default=0, help='CPU intra-op threads (0: leave as is)')
+    parser.add_argument('--channels-last', action='store_true', help='channels-last inputs')
     args = parser.parse_args(argv)
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('--device cuda: no CUDA device available')
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    impls = {'fold': None, 'unfold': run_unfold, 'vmap': run_vmap, 'loop': run_loop}
+    setup_runtime(args)
+    impls = {'module': None, 'fold': run_forced(True), 'per-sample': run_forced(False), 'slice-loop': run_loop,
+             'unfold': run_unfold, 'vmap': run_vmap}
     print(f'device={args.device} batch={args.batch} size={args.size} threads={torch.get_num_threads()} '
-          f'(median of {args.repeats}; ms)')
-    print(f'{"layer":<24} {"impl":<7} {"fwd plain":>9} {"fwd mod":>9} {"ratio":>6} {"f+b plain":>9} {"f+b mod":>9} '
+          f'channels_last={args.channels_last} (median of {args.repeats}; ms)')
+    print(f'{"layer":<24} {"impl":<10} {"fwd plain":>9} {"fwd mod":>9} {"ratio":>6} {"f+b plain":>9} {"f+b mod":>9} '
           f'{"ratio":>6}')
     for name, (layer, shape) in layers(args.size).items():
         layer = layer.to(args.device)
         for m in layer.generator:  # non-trivial scales, as after training
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.1)
-        x = torch.randn(args.batch, *shape, device=args.device, requires_grad=True)
+        memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+        x = torch.randn(args.batch, *shape, device=args.device).contiguous(memory_format=memory_format)
+        x.requires_grad_(True)
         z = torch.randn(args.batch, CTX, device=args.device)
         reference = layer(x, z)
         for impl, fn in impls.items():
@@ -139,7 +146,7 @@ def main(argv: List[str] = None) -> None:
             for backward in (False, True):
                 plain = _time(lambda: layer(x), backward, args.device, args.repeats)
                 timings += [plain, _time(run, backward, args.device, args.repeats)]
-            print(f'{name:<24} {impl:<7} {timings[0]:9.2f} {timings[1]:9.2f} {timings[1] / timings[0]:6.2f} '
+            print(f'{name:<24} {impl:<10} {timings[0]:9.2f} {timings[1]:9.2f} {timings[1] / timings[0]:6.2f} '
                   f'{timings[2]:9.2f} {timings[3]:9.2f} {timings[3] / timings[2]:6.2f}')
 
 

@@ -1,0 +1,34 @@
+"""Options and helpers shared by the benchmark scripts (device, CPU threads, synchronised timing)."""
+import argparse
+import time
+from typing import Callable
+
+import torch
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    parser.add_argument('--threads', type=int, default=0, help='CPU intra-op threads (0: leave as is)')
+
+
+def setup_runtime(args: argparse.Namespace) -> None:
+    """Check the device, set the CPU threads and seed 0."""
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda: no CUDA device available')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+
+def sync(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: str) -> float:
+    """Seconds ``fn()`` takes, with the device synchronised before and after."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start

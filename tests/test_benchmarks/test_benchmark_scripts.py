@@ -1,0 +1,50 @@
+"""The benchmark scripts run end to end at tiny sizes and print their tables (numbers are not asserted: timings
+belong to benchmark runs, never to tests)."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def run_script(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, osp.join(ROOT, 'benchmarks', name), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_coic_overhead_prints_params_times_and_memory():
+    proc = run_script('coic_overhead.py', '--archs', 'CoICIDT', '--size', '16', '--repeats', '1', '--threads', '1')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = [line for line in proc.stdout.splitlines() if line.startswith('CoICIDT')][0]
+    cells = row.replace('|', ' ').split()
+    assert cells[1] == '128' and cells[2] == '16,416,463'  # IDT pads to 128; paper-width backbone
+    memory_plain, memory_z = float(cells[-3]), float(cells[-2])
+    assert memory_plain > 0 and memory_z > 0
+
+
+def test_modulated_conv_overhead_checks_every_implementation_against_the_module():
+    proc = run_script('modulated_conv_overhead.py', '--batch', '2', '--size', '8', '--repeats', '1', '--threads', '1',
+                      '--channels-last')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for impl in ('module', 'fold', 'per-sample', 'slice-loop', 'unfold', 'vmap'):
+        assert f' {impl} ' in proc.stdout
+
+
+def test_reference_step_names_a_missing_reference_copy(tmp_path):
+    proc = run_script('reference_step.py', '--reference-dir', str(tmp_path))
+    assert proc.returncode != 0
+    assert 'models/DRSformer_CoIM.py' in proc.stderr and 'Schizophreni/CoIC' in proc.stderr
+
+
+@pytest.mark.timeout(600)
+def test_distributed_throughput_runs_one_and_two_gloo_processes():
+    proc = run_script('distributed_throughput.py', '--iters', '1', '--warmup', '0', '--stages', '2', '--configs',
+                      '1x1', '2x1', timeout=550)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip().startswith('2 ')]
+    assert [(r[1], r[2]) for r in rows] == [('1', '1'), ('2', '1')]
+    assert all(float(r[4]) > 0 for r in rows)
