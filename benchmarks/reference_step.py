@@ -1,0 +1,103 @@
+"""Our CoIC-DRSformer vs the CoIC authors' published CoIC-DRSformer: training step and forward, same input.
+
+The reference is imported from a local copy of https://github.com/Schizophreni/CoIC (``--reference-dir``: the
+folder holding ``models/DRSformer_CoIM.py``). Keep that copy outside this repository and never commit it; it needs
+``pip install einops``. Both networks are built at the paper's width (dim 48, blocks [4, 6, 6, 8], context 128),
+receive the same input, code z and L1 target, and are stepped with AdamW; their steps alternate so a drifting load
+affects both alike. Reported: parameters, the median training step (forward + L1 + backward + AdamW) and the median
+forward (eval, no grad) of each with z ("tran" mode in the reference) and without ("normal" mode), and the speed-up
+ours / reference.
+
+Example: python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --threads 1     (~10 min on 2 cores)
+"""
+import argparse
+import contextlib
+import importlib
+import io
+import os.path as osp
+import statistics
+import sys
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from bench_common import add_runtime_args, setup_runtime, timed
+from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
+
+CONTEXT_DIM = 128
+
+
+def load_reference(reference_dir: str) -> nn.Module:
+    """The authors' CoIC-DRSformer at its defaults (the paper's configuration)."""
+    if not osp.isfile(osp.join(reference_dir, 'models', 'DRSformer_CoIM.py')):
+        raise SystemExit(f'--reference-dir {reference_dir}: no models/DRSformer_CoIM.py there (a copy of '
+                         'https://github.com/Schizophreni/CoIC is expected)')
+    sys.path.insert(0, osp.abspath(reference_dir))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the reference prints a banner on import
+            module = importlib.import_module('models.DRSformer_CoIM')
+    except ImportError as err:
+        raise SystemExit(f'cannot import the reference model ({err}); it needs: pip install einops') from err
+    finally:
+        sys.path.pop(0)
+    return module.DRSformer(opt=None)
+
+
+def make_runners(net: nn.Module, call: Callable[[Optional[Tensor]], Tensor], x: Tensor,
+                 z: Tensor) -> Dict[str, Callable[[], None]]:
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    gt = torch.rand_like(x)
+
+    def step(code: Optional[Tensor]) -> None:
+        net.train()
+        optimizer.zero_grad(set_to_none=True)
+        F.l1_loss(call(code), gt).backward()
+        optimizer.step()
+
+    def forward(code: Optional[Tensor]) -> None:
+        net.eval()
+        with torch.no_grad():
+            call(code)
+
+    return {'step z': lambda: step(z), 'step z=None': lambda: step(None), 'forward z': lambda: forward(z),
+            'forward z=None': lambda: forward(None)}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--reference-dir', required=True, help='local copy of github.com/Schizophreni/CoIC')
+    add_runtime_args(parser)
+    parser.add_argument('--batch', type=int, default=4)
+    parser.add_argument('--size', type=int, default=64)
+    parser.add_argument('--repeats', type=int, default=3, help='timed runs per measurement and network')
+    args = parser.parse_args(argv)
+    setup_runtime(args)
+    reference = load_reference(args.reference_dir).to(args.device)
+    ours = CoICDRSformer(context_dim=CONTEXT_DIM).to(args.device)
+    x = torch.rand(args.batch, 3, args.size, args.size, device=args.device)
+    z = F.normalize(torch.randn(args.batch, CONTEXT_DIM, device=args.device), dim=1)
+    runners = {
+        'reference': make_runners(reference, lambda c: reference(x, c, 'normal' if c is None else 'tran'), x, z),
+        'ours': make_runners(ours, lambda c: ours(x, c), x, z),
+    }
+    params = {name: sum(p.numel() for p in net.parameters()) for name, net in (('reference', reference),
+                                                                                  ('ours', ours))}
+    print(f'device={args.device} batch={args.batch} input={args.size}x{args.size} threads={torch.get_num_threads()}'
+          f' (medians of {args.repeats} alternating runs, seconds)')
+    print(f'parameters: reference {params["reference"]:,}  ours {params["ours"]:,}')
+    print(f'{"measurement":<16} {"reference":>10} {"ours":>10} {"speed-up":>9}')
+    for what in ('step z', 'step z=None', 'forward z', 'forward z=None'):
+        for name in runners:  # warm-up
+            runners[name][what]()
+        times: Dict[str, List[float]] = {name: [] for name in runners}
+        for _ in range(args.repeats):
+            for name in runners:
+                times[name].append(timed(runners[name][what], args.device))
+        ref, own = statistics.median(times['reference']), statistics.median(times['ours'])
+        print(f'{what:<16} {ref:>10.3f} {own:>10.3f} {ref / own:>8.2f}x', flush=True)
+
+
+if __name__ == '__main__':
+    main()
