@@ -98,13 +98,18 @@ class MDTAttention(nn.Module):
         k, v = parts[1].chunk(2, dim=1)
         return parts[0], k, v
 
-    def forward(self, x: Tensor, kv_input: Optional[Tensor] = None) -> Tensor:
+    def _heads(self, x: Tensor, kv_input: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Q, K, V as (B, heads, C / heads, H * W); K/V from ``kv_input`` when given."""
         b, c, h, w = x.shape
         if kv_input is None:
             q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
         else:
             q, k, v = self._split_qkv(x, kv_input)
-        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
+        return tuple(t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
+
+    def forward(self, x: Tensor, kv_input: Optional[Tensor] = None) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self._heads(x, kv_input)
         q = F.normalize(q, dim=-1)
         k = F.normalize(k, dim=-1)
         attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)

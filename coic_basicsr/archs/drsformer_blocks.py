@@ -39,11 +39,7 @@ class TopKSparseAttention(MDTAttention):
 
     def forward(self, x: Tensor, kv_input: Optional[Tensor] = None) -> Tensor:
         b, c, h, w = x.shape
-        if kv_input is None:
-            q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        else:
-            q, k, v = self._split_qkv(x, kv_input)
-        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
+        q, k, v = self._heads(x, kv_input)
         attn = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)) * self.temperature
         # softmax is shift-invariant: one shift by the row maximum serves all four branches
         expo = torch.exp(attn - attn.amax(dim=-1, keepdim=True).detach())
