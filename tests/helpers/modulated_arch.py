@@ -38,11 +38,11 @@ def perturbed(net: nn.Module, scale: float = 0.1) -> nn.Module:
     return net
 
 
-def activate_modulation(net: nn.Module) -> None:
-    """Move generators and context embeddings off their zero-initialised (identity) state."""
+def activate_modulation(net: nn.Module, types: tuple = MODULATION_TYPES) -> None:
+    """Move generators and context embeddings (or only ``types``) off their zero-initialised (identity) state."""
     with torch.no_grad():
         for m in net.modules():
-            if isinstance(m, MODULATION_TYPES):
+            if isinstance(m, types):
                 for p in m.parameters():
                     p.normal_(0.0, 0.3)
 
@@ -51,3 +51,30 @@ def modulation_keys(net: nn.Module) -> List[str]:
     """State-dict keys of the generators and context embeddings."""
     prefixes = [n + '.' for n, m in net.named_modules() if isinstance(m, MODULATION_TYPES)]
     return [k for k in net.state_dict() if any(k.startswith(p) for p in prefixes)]
+
+
+def activate_context_embeddings(net: nn.Module) -> None:
+    """Move only the context embeddings (K/V context) off their zero-initialised state."""
+    activate_modulation(net, (ContextEmbedding, ))
+
+
+def assert_plain_twins_match_reference(net: nn.Module, plain: nn.Module, ref: nn.Module, x: Tensor) -> None:
+    """``net`` (z=None) and ``plain`` (modulate=False) compute the reference's outputs and input gradients."""
+    expected = ref(x)
+    assert torch.allclose(net(x), expected, atol=1e-6, rtol=0)
+    out = plain(x)
+    assert torch.allclose(out, expected, atol=1e-6, rtol=0)
+    grad_ref, = torch.autograd.grad(expected.square().sum(), x)
+    grad_net, = torch.autograd.grad(out.square().sum(), x)
+    assert torch.allclose(grad_net, grad_ref, atol=1e-6, rtol=0)
+
+
+def assert_pads_like_reference(net: nn.Module, ref: nn.Module, size: tuple, context_dim: int) -> None:
+    """Sizes not a multiple of 8: reflect-pad bottom/right (replicate when too small), run, crop back."""
+    x = torch.rand(1, 3, *size, dtype=torch.float64)
+    h, w = size
+    mode = 'reflect' if -h % 8 < h and -w % 8 < w else 'replicate'
+    with torch.no_grad():
+        expected = ref(F.pad(x, (0, -w % 8, 0, -h % 8), mode=mode))[..., :h, :w]
+        assert torch.allclose(net(x), expected, atol=1e-6, rtol=0)
+        assert net(x, torch.randn(1, context_dim, dtype=torch.float64)).shape == x.shape

@@ -14,7 +14,9 @@ from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
 from coic_basicsr.archs.drsformer_blocks import TopKSparseAttention
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
                                            split_modulation_parameters)
-from helpers.modulated_arch import RefNorm, activate_modulation, modulation_keys, perturbed
+from helpers.modulated_arch import (RefNorm, activate_context_embeddings, activate_modulation,
+                                    assert_pads_like_reference, assert_plain_twins_match_reference, modulation_keys,
+                                    perturbed)
 
 # float64 for equivalence: the reference uses other kernels (F.layer_norm, four softmaxes), see test_coic_restormer.
 TINY = dict(dim=8, num_blocks=[1, 1, 1, 1], heads=[1, 2, 2, 4], context_dim=16)
@@ -184,13 +186,7 @@ def test_plain_path_equals_independent_reference(ln_type: str, bias: bool, mefc:
     plain = CoICDRSformer(**cfg, modulate=False).double().eval()
     plain.load_state_dict(ref.state_dict(), strict=True)
     x = torch.rand(2, 3, 32, 24, dtype=torch.float64, requires_grad=True)
-    expected = ref(x)
-    assert torch.allclose(net(x), expected, atol=1e-6, rtol=0)
-    out = plain(x)
-    assert torch.allclose(out, expected, atol=1e-6, rtol=0)
-    grad_ref, = torch.autograd.grad(expected.square().sum(), x)
-    grad_net, = torch.autograd.grad(out.square().sum(), x)
-    assert torch.allclose(grad_net, grad_ref, atol=1e-6, rtol=0)
+    assert_plain_twins_match_reference(net, plain, ref, x)
 
 
 def test_sparse_attention_with_context_input_matches_four_branch_reference() -> None:
@@ -240,10 +236,7 @@ def test_fresh_modulation_is_identity_until_the_context_embedding_moves() -> Non
     with torch.no_grad():
         out_plain = net(x)
         assert torch.allclose(net(x, z), out_plain, atol=1e-6, rtol=0)
-        for m in net.modules():
-            if isinstance(m, ContextEmbedding):
-                for p in m.parameters():
-                    p.normal_(0.0, 0.3)
+        activate_context_embeddings(net)
         assert not torch.allclose(net(x, z), out_plain, atol=1e-4)  # the K/V context acts
 
 
@@ -253,13 +246,7 @@ def test_sizes_not_multiple_of_8(size: tuple) -> None:
     ref = perturbed(RefDRSformer(**cfg), 0.1).double().eval()
     net = CoICDRSformer(**cfg).double().eval()
     net.load_state_dict(ref.state_dict())
-    x = torch.rand(1, 3, *size, dtype=torch.float64)
-    h, w = size
-    mode = 'reflect' if -h % 8 < h and -w % 8 < w else 'replicate'
-    with torch.no_grad():
-        expected = ref(F.pad(x, (0, -w % 8, 0, -h % 8), mode=mode))[..., :h, :w]
-        assert torch.allclose(net(x), expected, atol=1e-6, rtol=0)
-        assert net(x, torch.randn(1, TINY['context_dim'], dtype=torch.float64)).shape == x.shape
+    assert_pads_like_reference(net, ref, size, TINY['context_dim'])
 
 
 def test_deepcopy_registry_and_bad_input() -> None:

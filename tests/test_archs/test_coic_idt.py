@@ -14,7 +14,8 @@ from coic_basicsr.archs.coic_idt_arch import CoICIDT
 from coic_basicsr.archs.idt_blocks import RelativeWindowAttention, relative_position_index
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
                                            ModulatedConvTranspose2d, split_modulation_parameters)
-from helpers.modulated_arch import activate_modulation, modulation_keys, perturbed
+from helpers.modulated_arch import (activate_context_embeddings, activate_modulation,
+                                    assert_plain_twins_match_reference, modulation_keys, perturbed)
 
 # float64 for equivalence (other kernels, other reduction orders than the arch).
 TINY = dict(img_size=32, embed_dim=4, depths=[2, 1, 1, 1, 1, 1, 1, 1, 2], num_heads=[1, 2, 4, 8, 16, 16, 8, 4, 2],
@@ -187,13 +188,7 @@ def test_plain_path_equals_independent_reference(cfg: dict) -> None:
     plain = CoICIDT(**cfg, modulate=False).double().eval()
     plain.load_state_dict(ref.state_dict(), strict=True)
     x = torch.rand(2, 3, cfg['img_size'], cfg['img_size'], dtype=torch.float64, requires_grad=True)
-    expected = ref(x)
-    assert torch.allclose(net(x), expected, atol=1e-6, rtol=0)
-    out = plain(x)
-    assert torch.allclose(out, expected, atol=1e-6, rtol=0)
-    grad_ref, = torch.autograd.grad(expected.square().sum(), x)
-    grad_net, = torch.autograd.grad(out.square().sum(), x)
-    assert torch.allclose(grad_net, grad_ref, atol=1e-6, rtol=0)
+    assert_plain_twins_match_reference(net, plain, ref, x)
 
 
 def test_attention_with_context_input_matches_reference() -> None:
@@ -237,10 +232,7 @@ def test_fresh_modulation_is_identity_until_the_context_embedding_moves() -> Non
     with torch.no_grad():
         out_plain = net(x)
         assert torch.allclose(net(x, z), out_plain, atol=1e-6, rtol=0)
-        for m in net.modules():
-            if isinstance(m, ContextEmbedding):
-                for p in m.parameters():
-                    p.normal_(0.0, 0.3)
+        activate_context_embeddings(net)
         assert not torch.allclose(net(x, z), out_plain, atol=1e-4)
 
 

@@ -13,7 +13,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from coic_basicsr.archs.coic_restormer_arch import CoICRestormer, MDTAttention
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
                                            split_modulation_parameters)
-from helpers.modulated_arch import RefNorm, activate_modulation, modulation_keys, perturbed
+from helpers.modulated_arch import (RefNorm, activate_context_embeddings, activate_modulation,
+                                    assert_pads_like_reference, modulation_keys, perturbed)
 
 # Equivalence checks run in float64: the reference uses other kernels (F.layer_norm, einsum), whose float32
 # reduction order differs by a few 1e-6 after a whole network; in float64 any real mismatch stands far above 1e-6.
@@ -160,10 +161,7 @@ def test_fresh_modulation_is_identity_and_zero_generators_leave_convs_plain() ->
         out_plain = net(x)
         # freshly built: zero-initialised generators (scale 1) and embeddings, so z changes nothing yet
         assert torch.allclose(net(x, z), out_plain, atol=1e-6, rtol=0)
-        for m in net.modules():
-            if isinstance(m, ContextEmbedding):
-                for p in m.parameters():
-                    p.normal_(0.0, 0.3)
+        activate_context_embeddings(net)
     records = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: records.append((mod, inp[0], out)))
              for m in net.modules() if isinstance(m, ModulatedConv2d)]
@@ -183,13 +181,7 @@ def test_sizes_not_multiple_of_8(size: tuple) -> None:
     ref = perturbed(RefRestormer(**TINY), 0.1).double().eval()
     net = CoICRestormer(**TINY).double().eval()
     net.load_state_dict(ref.state_dict())
-    x = torch.rand(1, 3, *size, dtype=torch.float64)
-    h, w = size
-    mode = 'reflect' if -h % 8 < h and -w % 8 < w else 'replicate'
-    with torch.no_grad():
-        expected = ref(F.pad(x, (0, -w % 8, 0, -h % 8), mode=mode))[..., :h, :w]
-        assert torch.allclose(net(x), expected, atol=1e-6, rtol=0)
-        assert net(x, torch.randn(1, TINY['context_dim'], dtype=torch.float64)).shape == x.shape
+    assert_pads_like_reference(net, ref, size, TINY['context_dim'])
 
 
 def test_split_modulation_parameters_separates_generators_and_embeddings() -> None:
