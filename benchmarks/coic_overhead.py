@@ -9,7 +9,7 @@ timed in eval mode without gradients. Peak memory of one training step is measur
 mode: on CUDA the allocator's peak above what was allocated before the step, on the CPU (Linux) the growth of the
 process's peak resident set (VmHWM) over the step (activations, gradients and optimizer state).
 
-Example: python benchmarks/coic_overhead.py --device cpu        (~2 minutes on 2 idle cores)
+Example: python benchmarks/coic_overhead.py --threads 1 --repeats 5   (~4 minutes on 2 idle cores)
          python benchmarks/coic_overhead.py --device cuda --batch 4 --size 128
 """
 import argparse

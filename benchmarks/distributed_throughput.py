@@ -7,7 +7,7 @@ ranks in stage 2) and times ``feed_data`` + ``optimize_parameters`` after a warm
 second (world size x batch_size_per_gpu x iterations / seconds, slowest rank). Configurations on a 2-core machine:
 1 process x 2 intra-op threads, 1 process x 1 thread, 2 processes x 1 thread (gloo).
 
-Example: python benchmarks/distributed_throughput.py                     (~4 minutes on 2 cores, the demo options)
+Example: python benchmarks/distributed_throughput.py                     (~2 minutes on 2 idle cores, the demo options)
          python benchmarks/distributed_throughput.py -opt options/coic_restormer_demo.yml --iters 30 --stages 2
 """
 import argparse
@@ -41,7 +41,10 @@ def worker(args: argparse.Namespace) -> None:
     model = build_model(opt)
     first_iter = 1
     if args.stage == 2:
-        first_iter = int(opt['train']['coic']['stage1_iter']) + 1
+        coic = getattr(model, 'coic_opt', None)  # the model's resolved train.coic (defaults filled in)
+        if not coic:
+            raise SystemExit(f'{args.opt}: stage 2 needs a CoICModel option file with train.coic (use --stages 1)')
+        first_iter = int(coic['stage1_iter']) + 1
     batches = iter(train_loader)
 
     def run(n: int, start: int) -> None:

@@ -8,7 +8,7 @@ affects both alike. Reported: parameters, the median training step (forward + L1
 forward (eval, no grad) of each with z ("tran" mode in the reference) and without ("normal" mode), and the speed-up
 ours / reference.
 
-Example: python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --threads 1     (~10 min on 2 cores)
+Example: python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --threads 1     (~8 min on 2 cores)
 """
 import argparse
 import contextlib
