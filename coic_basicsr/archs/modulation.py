@@ -19,127 +19,23 @@ see no code: do not combine it with modulated layers.
 """
 import fnmatch
 import math
-import threading
-from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
-from basicsr.utils import get_root_logger  # safe: importing coic_basicsr (our parent) installed the shim first
+from coic_basicsr.archs.modulation_core import (KernelScaleGenerator, ModulationContext, WithChannelMeans,
+                                                kernel_scale_from_logits, keep_modulation_if_missing, resolve_z)
 
-
-class ModulationContext:
-    """Holder of the current instance code ``z`` (per thread); shared by all modulated layers of one network."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def get(self) -> Optional[Tensor]:
-        """Return the code set by the innermost active :meth:`use` of this thread, or None."""
-        return getattr(self._local, 'z', None)
-
-    @contextmanager
-    def use(self, z: Optional[Tensor]) -> Iterator[None]:
-        """Set ``z`` for the duration of the block and restore the previous value afterwards."""
-        previous = self.get()
-        self._local.z = z
-        try:
-            yield
-        finally:
-            self._local.z = previous
-
-    def __deepcopy__(self, memo: dict) -> 'ModulationContext':
-        fresh = type(self)()
-        memo[id(self)] = fresh  # every copied layer then shares this one new context
-        return fresh
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self._local = threading.local()
-
-
-class KernelScaleGenerator(nn.Sequential):
-    """MLP ``[z | GAP(x)] -> [a_out | a_in | a_k]``; its last Linear is zero-initialised (scale 1 at start)."""
-
-    def __init__(self, in_features: int, hidden: int, out_features: int) -> None:
-        super().__init__(
-            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 16), nn.ReLU(inplace=True),
-            nn.Linear(16, out_features))
-        nn.init.zeros_(self[-1].weight)
-        nn.init.zeros_(self[-1].bias)
-
-
-def _resolve_z(layer: nn.Module, x: Tensor, z: Optional[Tensor]) -> Optional[Tensor]:
-    """Explicit ``z`` wins over the context; check its shape and broadcast a single code over the batch."""
-    if z is None and layer.context is not None:
-        z = layer.context.get()
-    if z is None:
-        return None
-    if z.dim() != 2 or z.shape[1] != layer.context_dim:
-        raise ValueError(f'{type(layer).__name__}: z must have shape (B, {layer.context_dim}), got {tuple(z.shape)}')
-    if z.shape[0] != x.shape[0]:
-        if z.shape[0] != 1:
-            raise ValueError(f'{type(layer).__name__}: z has batch {z.shape[0]} but the input has {x.shape[0]}')
-        z = z.expand(x.shape[0], -1)
-    return z
-
-
-class _WithChannelMeans(torch.autograd.Function):
-    """x -> (x, its (B, C) channel means); the backward adds the means' gradient to x's in one pass.
-
-    Plain ``x.mean`` gives x a second, stride-0 gradient that autograd accumulates into a separate buffer; in
-    channels-last or mixed-format networks those sums became slow transposing adds (profiled: +0.3 s per DRSformer
-    step at 64x64, the largest single cost of CoI-M).
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tuple[Tensor, Tensor]:
-        ctx.shape = x.shape
-        return x.view_as(x), x.mean(dim=(2, 3))
-
-    @staticmethod
-    def backward(ctx, grad_x: Optional[Tensor], grad_means: Optional[Tensor]) -> Tensor:
-        if grad_means is None:
-            return grad_x
-        spread = (grad_means / (ctx.shape[2] * ctx.shape[3]))[:, :, None, None]
-        return spread.expand(ctx.shape) if grad_x is None else grad_x + spread
-
-
-def _kernel_scale(a_rows: Tensor, a_cols: Tensor, a_k: Tensor, kernel_size: Tuple[int, int]) -> Tensor:
-    """(B, R, C, kh, kw) scales whose mean over the kernel window is 1 (computed in at least float32)."""
-    dtype = torch.promote_types(a_rows.dtype, torch.float32)  # half precision is raised, double kept
-    gate = torch.sigmoid(a_rows.to(dtype)[:, :, None] + a_cols.to(dtype)[:, None, :])
-    logits = gate[..., None] * a_k.to(dtype)[:, None, None, :]
-    # the shift cancels in e / mean(e): detaching it drops the amax backward without changing any gradient
-    e = torch.exp(logits - logits.detach().amax(dim=-1, keepdim=True))
-    # e / mean(e) == k*k * softmax, and is exactly 1 when all logits are equal (zero-initialised generator).
-    return (e / e.mean(dim=-1, keepdim=True)).view(*gate.shape, *kernel_size)
+__all__ = ['ContextEmbedding', 'KernelScaleGenerator', 'ModulatedConv2d', 'ModulatedConvTranspose2d',
+           'ModulationContext', 'modulate_convs', 'split_modulation_parameters']
 
 
 def _fold_batch_into_groups(x: Tensor) -> bool:
     """True: one grouped conv call for the whole batch (CUDA); False: one conv per sample (CPU)."""
     return x.is_cuda
-
-
-_last_filled_load: List[object] = [None]
-
-
-def _keep_modulation_if_missing(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
-                                missing_keys: List[str], *args) -> None:
-    """Load pre-hook: a plain checkpoint lacks all modulation keys; insert current values so strict loading works."""
-    own = {f'{prefix}{key}': value for key, value in module.state_dict().items() if key not in ('weight', 'bias')}
-    if any(key in state_dict for key in own):
-        return
-    state_dict.update({key: value.detach() for key, value in own.items()})
-    if _last_filled_load[0] is not missing_keys:  # one log line per load_state_dict call (same list object)
-        _last_filled_load[0] = missing_keys
-        get_root_logger().info(f'Checkpoint lacks the modulation parameters of {prefix[:-1] or "the network"} '
-                               '(and maybe others): keeping their current values.')
 
 
 class _ModulatedMixin:
@@ -154,7 +50,7 @@ class _ModulatedMixin:
         kk = self.kernel_size[0] * self.kernel_size[1]
         self.generator = KernelScaleGenerator(self.context_dim + self.in_channels, hidden, rows + cols + kk).to(
             device=self.weight.device, dtype=self.weight.dtype)
-        self._register_load_state_dict_pre_hook(_keep_modulation_if_missing, with_module=True)
+        self._register_load_state_dict_pre_hook(keep_modulation_if_missing, with_module=True)
         self.gate_layout = 'paper'  # or 'official': see scale_from_means
 
     def kernel_scale(self, x: Tensor, z: Tensor) -> Tensor:
@@ -171,16 +67,16 @@ class _ModulatedMixin:
             # and the (cols, rows) gate is re-read in memory order as (rows, cols). Same as the paper layout for
             # square layers up to the order of the two blocks; for non-square layers only this reproduces their
             # checkpoints.
-            scale = _kernel_scale(a[:, rows:rows + cols], a[:, :rows], a[:, rows + cols:], self.kernel_size)
+            scale = kernel_scale_from_logits(a[:, rows:rows + cols], a[:, :rows], a[:, rows + cols:], self.kernel_size)
             return scale.reshape(a.shape[0], rows, cols, *self.kernel_size)
         n_out = cols if self.transposed else rows  # generator output: [a_out | a_in | a_k]
         a_out, a_in, a_k = a[:, :n_out], a[:, n_out:rows + cols], a[:, rows + cols:]
-        return _kernel_scale(a_in, a_out, a_k, self.kernel_size) if self.transposed else _kernel_scale(
+        return kernel_scale_from_logits(a_in, a_out, a_k, self.kernel_size) if self.transposed else kernel_scale_from_logits(
             a_out, a_in, a_k, self.kernel_size)
 
     def _modulated(self, x: Tensor, z: Tensor, conv: Callable[..., Tensor]) -> Tensor:
         """``conv(input, kernels, bias, groups)`` applied with each sample's own kernel (see the module docstring)."""
-        x, means = _WithChannelMeans.apply(x)
+        x, means = WithChannelMeans.apply(x)
         kernels = self.weight.unsqueeze(0) * self.scale_from_means(means, z).to(self.weight.dtype)
         b = x.shape[0]
         if b == 1:
@@ -214,7 +110,7 @@ class ModulatedConv2d(_ModulatedMixin, nn.Conv2d):
         self._setup(context, context_dim, out_channels if groups == 1 else max(out_channels // 16, 1))
 
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
-        z = _resolve_z(self, x, z)
+        z = resolve_z(self, x, z)
         if z is None:
             return super().forward(x)
         if self.padding_mode == 'zeros':
@@ -244,7 +140,7 @@ class ModulatedConvTranspose2d(_ModulatedMixin, nn.ConvTranspose2d):
     def forward(self, x: Tensor, z: Optional[Tensor] = None, output_size: Optional[List[int]] = None) -> Tensor:
         if z is not None and not isinstance(z, Tensor):  # nn.ConvTranspose2d's positional output_size
             z, output_size = None, z
-        z = _resolve_z(self, x, z)
+        z = resolve_z(self, x, z)
         if z is None:
             return super().forward(x, output_size)
         output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 2,
@@ -274,10 +170,10 @@ class ContextEmbedding(nn.Module):
         self.proj = nn.Linear(self.context_dim, channels)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
-        self._register_load_state_dict_pre_hook(_keep_modulation_if_missing, with_module=True)
+        self._register_load_state_dict_pre_hook(keep_modulation_if_missing, with_module=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        z = _resolve_z(self, x, None)
+        z = resolve_z(self, x, None)
         if z is None:
             return x
         if x.dim() != 4:

@@ -1,0 +1,116 @@
+"""The parts under every CoI-M layer of ``modulation.py``: the shared code holder, the kernel-scale generator and
+its math, the channel means the generator reads, and the load hook that lets plain checkpoints load strictly."""
+import threading
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from basicsr.utils import get_root_logger  # safe: importing coic_basicsr (our parent) installed the shim first
+
+
+class ModulationContext:
+    """Holder of the current instance code ``z`` (per thread); shared by all modulated layers of one network."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self) -> Optional[Tensor]:
+        """Return the code set by the innermost active :meth:`use` of this thread, or None."""
+        return getattr(self._local, 'z', None)
+
+    @contextmanager
+    def use(self, z: Optional[Tensor]) -> Iterator[None]:
+        """Set ``z`` for the duration of the block and restore the previous value afterwards."""
+        previous = self.get()
+        self._local.z = z
+        try:
+            yield
+        finally:
+            self._local.z = previous
+
+    def __deepcopy__(self, memo: dict) -> 'ModulationContext':
+        fresh = type(self)()
+        memo[id(self)] = fresh  # every copied layer then shares this one new context
+        return fresh
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._local = threading.local()
+
+
+class KernelScaleGenerator(nn.Sequential):
+    """MLP ``[z | GAP(x)] -> [a_out | a_in | a_k]``; its last Linear is zero-initialised (scale 1 at start)."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int) -> None:
+        super().__init__(
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 16), nn.ReLU(inplace=True),
+            nn.Linear(16, out_features))
+        nn.init.zeros_(self[-1].weight)
+        nn.init.zeros_(self[-1].bias)
+
+
+def resolve_z(layer: nn.Module, x: Tensor, z: Optional[Tensor]) -> Optional[Tensor]:
+    """Explicit ``z`` wins over the context; check its shape and broadcast a single code over the batch."""
+    if z is None and layer.context is not None:
+        z = layer.context.get()
+    if z is None:
+        return None
+    if z.dim() != 2 or z.shape[1] != layer.context_dim:
+        raise ValueError(f'{type(layer).__name__}: z must have shape (B, {layer.context_dim}), got {tuple(z.shape)}')
+    if z.shape[0] != x.shape[0]:
+        if z.shape[0] != 1:
+            raise ValueError(f'{type(layer).__name__}: z has batch {z.shape[0]} but the input has {x.shape[0]}')
+        z = z.expand(x.shape[0], -1)
+    return z
+
+
+class WithChannelMeans(torch.autograd.Function):
+    """x -> (x, its (B, C) channel means); the backward adds the means' gradient to x's in one pass.
+
+    Plain ``x.mean`` gives x a second, stride-0 gradient that autograd accumulates into a separate buffer; in
+    channels-last or mixed-format networks those sums became slow transposing adds (profiled: +0.3 s per DRSformer
+    step at 64x64, the largest single cost of CoI-M).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tuple[Tensor, Tensor]:
+        ctx.shape = x.shape
+        return x.view_as(x), x.mean(dim=(2, 3))
+
+    @staticmethod
+    def backward(ctx, grad_x: Optional[Tensor], grad_means: Optional[Tensor]) -> Tensor:
+        if grad_means is None:
+            return grad_x
+        spread = (grad_means / (ctx.shape[2] * ctx.shape[3]))[:, :, None, None]
+        return spread.expand(ctx.shape) if grad_x is None else grad_x + spread
+
+
+def kernel_scale_from_logits(a_rows: Tensor, a_cols: Tensor, a_k: Tensor, kernel_size: Tuple[int, int]) -> Tensor:
+    """(B, R, C, kh, kw) scales whose mean over the kernel window is 1 (computed in at least float32)."""
+    dtype = torch.promote_types(a_rows.dtype, torch.float32)  # half precision is raised, double kept
+    gate = torch.sigmoid(a_rows.to(dtype)[:, :, None] + a_cols.to(dtype)[:, None, :])
+    logits = gate[..., None] * a_k.to(dtype)[:, None, None, :]
+    # the shift cancels in e / mean(e): detaching it drops the amax backward without changing any gradient
+    e = torch.exp(logits - logits.detach().amax(dim=-1, keepdim=True))
+    # e / mean(e) == k*k * softmax, and is exactly 1 when all logits are equal (zero-initialised generator).
+    return (e / e.mean(dim=-1, keepdim=True)).view(*gate.shape, *kernel_size)
+
+
+_last_filled_load: List[object] = [None]
+
+
+def keep_modulation_if_missing(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                                missing_keys: List[str], *args) -> None:
+    """Load pre-hook: a plain checkpoint lacks all modulation keys; insert current values so strict loading works."""
+    own = {f'{prefix}{key}': value for key, value in module.state_dict().items() if key not in ('weight', 'bias')}
+    if any(key in state_dict for key in own):
+        return
+    state_dict.update({key: value.detach() for key, value in own.items()})
+    if _last_filled_load[0] is not missing_keys:  # one log line per load_state_dict call (same list object)
+        _last_filled_load[0] = missing_keys
+        get_root_logger().info(f'Checkpoint lacks the modulation parameters of {prefix[:-1] or "the network"} '
+                               '(and maybe others): keeping their current values.')
