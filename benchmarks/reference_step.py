@@ -12,6 +12,7 @@ Example: python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --thr
 """
 import argparse
 import contextlib
+import copy
 import importlib
 import io
 import os.path as osp
@@ -72,6 +73,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--batch', type=int, default=4)
     parser.add_argument('--size', type=int, default=64)
     parser.add_argument('--repeats', type=int, default=3, help='timed runs per measurement and network')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='also time ours with channels-last weights and input (the top-level channels_last key)')
     args = parser.parse_args(argv)
     setup_runtime(args)
     reference = load_reference(args.reference_dir).to(args.device)
@@ -82,12 +85,18 @@ def main(argv: Optional[List[str]] = None) -> None:
         'reference': make_runners(reference, lambda c: reference(x, c, 'normal' if c is None else 'tran'), x, z),
         'ours': make_runners(ours, lambda c: ours(x, c), x, z),
     }
+    if args.channels_last:
+        ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        runners['ours channels-last'] = make_runners(ours_cl, lambda c: ours_cl(x_cl, c), x_cl, z)
     params = {name: sum(p.numel() for p in net.parameters()) for name, net in (('reference', reference),
                                                                                   ('ours', ours))}
     print(f'device={args.device} batch={args.batch} input={args.size}x{args.size} threads={torch.get_num_threads()}'
           f' (medians of {args.repeats} alternating runs, seconds)')
     print(f'parameters: reference {params["reference"]:,}  ours {params["ours"]:,}')
-    print(f'{"measurement":<16} {"reference":>10} {"ours":>10} {"speed-up":>9}')
+    ours_names = [name for name in runners if name != 'reference']
+    header = ''.join(f'{name:>20} {"speed-up":>9}' for name in ours_names)
+    print(f'{"measurement":<16} {"reference":>10}{header}')
     for what in ('step z', 'step z=None', 'forward z', 'forward z=None'):
         for name in runners:  # warm-up
             runners[name][what]()
@@ -95,8 +104,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         for _ in range(args.repeats):
             for name in runners:
                 times[name].append(timed(runners[name][what], args.device))
-        ref, own = statistics.median(times['reference']), statistics.median(times['ours'])
-        print(f'{what:<16} {ref:>10.3f} {own:>10.3f} {ref / own:>8.2f}x', flush=True)
+        ref = statistics.median(times['reference'])
+        cells = ''.join(f'{statistics.median(times[name]):>20.3f} {ref / statistics.median(times[name]):>8.2f}x'
+                        for name in ours_names)
+        print(f'{what:<16} {ref:>10.3f}{cells}', flush=True)
 
 
 if __name__ == '__main__':

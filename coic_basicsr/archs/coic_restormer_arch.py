@@ -27,8 +27,9 @@ def _conv3x3(in_ch: int, out_ch: int, groups: int, bias: bool, context: Optional
 
 class _LayerNormBody(nn.Module):
     """Layer norm over dim 1 of a (B, C, H, W) map; holds ``weight`` (and ``bias`` unless bias-free) like the official
-    one, which permutes to (B, H, W, C) first. Computed in NCHW: the permuted version mixes memory formats and its
-    gradients then meet the residual's in slow transposing adds (~1.4x slower per block on CPU)."""
+    one. Computed in the input's memory format (over dim 1 of an NCHW map, over the last dim of a channels-last map's
+    (B, H, W, C) view): normalising in the other format mixes formats, and the gradients then meet the residual's in
+    slow transposing adds (~1.4x slower per block on CPU)."""
 
     def __init__(self, dim: int, with_bias: bool) -> None:
         super().__init__()
@@ -36,11 +37,18 @@ class _LayerNormBody(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if with_bias else None
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return self._normalise_last_dim(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         weight = self.weight[:, None, None]
         if self.bias is None:  # bias-free variant scales without centring
             return x * torch.rsqrt(x.var(1, keepdim=True, unbiased=False) + 1e-5) * weight
         centred = x - x.mean(1, keepdim=True)
         return centred * torch.rsqrt(centred.pow(2).mean(1, keepdim=True) + 1e-5) * weight + self.bias[:, None, None]
+
+    def _normalise_last_dim(self, x: Tensor) -> Tensor:
+        if self.bias is None:
+            return x * torch.rsqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5) * self.weight
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -107,13 +115,20 @@ class MDTAttention(nn.Module):
             q, k, v = self._split_qkv(x, kv_input)
         return tuple(t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
 
+    def _project_heads(self, heads: Tensor, like: Tensor) -> Tensor:
+        """``project_out`` of the (B, heads, C / heads, H * W) result, laid out in memory like ``like``: mixing a
+        channels-last network with NCHW maps here would make every later gradient sum a slow transposing add."""
+        out = heads.reshape(like.shape)
+        if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+            out = out.contiguous(memory_format=torch.channels_last)
+        return self.project_out(out)
+
     def forward(self, x: Tensor, kv_input: Optional[Tensor] = None) -> Tensor:
-        b, c, h, w = x.shape
         q, k, v = self._heads(x, kv_input)
         q = F.normalize(q, dim=-1)
         k = F.normalize(k, dim=-1)
         attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
-        return self.project_out((attn @ v).reshape(b, c, h, w))
+        return self._project_heads(attn @ v, x)
 
 
 class CoICTransformerBlock(nn.Module):

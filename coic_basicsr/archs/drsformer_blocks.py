@@ -38,18 +38,17 @@ class TopKSparseAttention(MDTAttention):
         self.attn1, self.attn2, self.attn3, self.attn4 = (nn.Parameter(torch.full((1, ), 0.2)) for _ in range(4))
 
     def forward(self, x: Tensor, kv_input: Optional[Tensor] = None) -> Tensor:
-        b, c, h, w = x.shape
         q, k, v = self._heads(x, kv_input)
         attn = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)) * self.temperature
         # softmax is shift-invariant: one shift by the row maximum serves all four branches
         expo = torch.exp(attn - attn.amax(dim=-1, keepdim=True).detach())
         mixed = 0
-        for count, weight in zip(topk_counts(c // self.num_heads), (self.attn1, self.attn2, self.attn3, self.attn4)):
+        for count, weight in zip(topk_counts(x.shape[1] // self.num_heads), (self.attn1, self.attn2, self.attn3, self.attn4)):
             # topk per branch, as the official code: ties (e.g. 1x1 maps) are broken the same way
             keep = torch.zeros_like(attn).scatter_(-1, attn.topk(count, dim=-1).indices, 1.0)
             kept = expo * keep
             mixed = mixed + kept * (weight / kept.sum(dim=-1, keepdim=True))
-        return self.project_out((mixed @ v).reshape(b, c, h, w))
+        return self._project_heads(mixed @ v, x)
 
 
 class MixedScaleFFN(nn.Module):

@@ -1,8 +1,11 @@
 """CoICModel: stage switch, separate optimizers, resume equality, baseline mode, per-source validation."""
 import json
 
+import pytest
 import torch
+from basicsr.archs import build_network
 from basicsr.data import build_dataset
+from basicsr.utils import set_random_seed
 from torch.utils.data import DataLoader
 
 from coic_basicsr.archs.modulation import split_modulation_parameters
@@ -107,3 +110,36 @@ def test_ema_copy_follows_batchnorm_statistics(tmp_path):
     ema = dict(model.net_g_ema.named_buffers())
     assert any('running_mean' in name for name in trained)
     assert all(torch.equal(ema[name], buffer) for name, buffer in trained.items())
+
+
+def _train_four_iterations(opt: dict):
+    set_random_seed(0)
+    model = build_model(opt)
+    batches = iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2))
+    for current_iter in range(1, 5):  # two iterations per stage
+        set_random_seed(current_iter)  # the same crops and contrastive negatives in both runs
+        model.feed_data(next(batches))
+        model.optimize_parameters(current_iter)
+    return model
+
+
+def test_channels_last_option_trains_like_nchw_and_saves_ordinary_checkpoints(tmp_path):
+    opt = in_memory(tiny_coic_options(total_iter=4, stage1_iter=2), tmp_path)
+    nchw = _train_four_iterations(opt)
+    channels_last = _train_four_iterations(dict(opt, channels_last=True))
+    weight = channels_last.net_g.patch_embed.proj.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    for name, param in nchw.net_g.named_parameters():
+        torch.testing.assert_close(dict(channels_last.net_g.named_parameters())[name], param, rtol=1e-3, atol=1e-5,
+                                   msg=name)
+    channels_last.test()
+    nchw.test()
+    torch.testing.assert_close(channels_last.output, nchw.output, rtol=1e-3, atol=1e-4)
+    channels_last.save_network(channels_last.net_g, 'net_g', 4)
+    plain = build_network(opt['network_g'])
+    plain.load_state_dict(torch.load(tmp_path / 'experiments' / 'tiny_coic' / 'models' / 'net_g_4.pth',
+                                     weights_only=True)['params'])
+    torch.testing.assert_close(plain.patch_embed.proj.weight, weight, rtol=0, atol=0)
+
+    with pytest.raises(ValueError, match='channels_last must be true or false'):
+        build_model(dict(opt, channels_last='yes'))
