@@ -10,6 +10,7 @@ mode: on CUDA the allocator's peak above what was allocated before the step, on 
 process's peak resident set (VmHWM) over the step (activations, gradients and optimizer state).
 
 Example: python benchmarks/coic_overhead.py --threads 1 --repeats 5   (~4 minutes on 2 idle cores)
+         python benchmarks/coic_overhead.py --threads 1 --repeats 3 --batch 4 --channels-last
          python benchmarks/coic_overhead.py --device cuda --batch 4 --size 128
 """
 import argparse
@@ -71,7 +72,8 @@ def time_alternating(run: Callable[[Optional[Tensor]], None], z: Tensor, repeats
     return statistics.median(plain), statistics.median(modulated), ratio
 
 
-def build(name: str, batch: int, size: int, device: str) -> Tuple[nn.Module, Tensor, Tensor]:
+def build(name: str, batch: int, size: int, device: str,
+          channels_last: bool = False) -> Tuple[nn.Module, Tensor, Tensor]:
     torch.manual_seed(0)
     net = ARCHS[name](context_dim=CONTEXT_DIM).to(device)
     with torch.no_grad():  # non-trivial scales and embeddings, as after training (the cost does not depend on it)
@@ -81,14 +83,17 @@ def build(name: str, batch: int, size: int, device: str) -> Tuple[nn.Module, Ten
                     p.normal_(0.0, 0.05)
     x = torch.rand(batch, 3, size, size, device=device)
     z = F.normalize(torch.randn(batch, CONTEXT_DIM, device=device), dim=1)
+    if channels_last:  # what the top-level channels_last option does
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     return net, x, z
 
 
-def peak_step_memory(name: str, batch: int, size: int, device: str, with_z: bool, threads: int) -> float:
+def peak_step_memory(name: str, batch: int, size: int, device: str, with_z: bool, threads: int,
+                     channels_last: bool) -> float:
     """MiB one training step adds to the peak (run in a fresh process: peaks cannot be reset on the CPU)."""
     if threads:
         torch.set_num_threads(threads)
-    net, x, z = build(name, batch, size, device)
+    net, x, z = build(name, batch, size, device, channels_last)
     step = make_step(net, x)
     if device == 'cuda':
         sync(device)
@@ -110,9 +115,10 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
 
 
-def measure(name: str, batch: int, size: int, repeats: int, device: str, threads: int, memory: bool) -> dict:
+def measure(name: str, batch: int, size: int, repeats: int, device: str, threads: int, memory: bool,
+            channels_last: bool) -> dict:
     n_plain = count(list(ARCHS[name](modulate=False).parameters()))
-    net, x, z = build(name, batch, size, device)
+    net, x, z = build(name, batch, size, device, channels_last)
     backbone, modulation = split_modulation_parameters(net)
     if count(backbone) != n_plain:
         raise RuntimeError(f'{name}: backbone of the CoIC arch ({count(backbone)}) != plain arch ({n_plain})')
@@ -124,7 +130,7 @@ def measure(name: str, batch: int, size: int, repeats: int, device: str, threads
     if memory:
         del net
         with multiprocessing.get_context('spawn').Pool(1, maxtasksperchild=1) as pool:
-            row['memory'] = tuple(pool.apply(peak_step_memory, (name, batch, size, device, with_z, threads))
+            row['memory'] = tuple(pool.apply(peak_step_memory, (name, batch, size, device, with_z, threads, channels_last))
                                   for with_z in (False, True))
     return row
 
@@ -137,6 +143,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--repeats', type=int, default=None, help='timed steps per mode; default: 3 CPU, 10 CUDA')
     parser.add_argument('--archs', nargs='+', choices=list(ARCHS), default=list(ARCHS))
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory processes')
+    parser.add_argument('--channels-last', action='store_true', help='channels-last weights and input')
     args = parser.parse_args(argv)
     setup_runtime(args)
     cuda = args.device == 'cuda'
@@ -144,11 +151,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     size = args.size or (128 if cuda else 64)
     repeats = args.repeats or (10 if cuda else 3)
     print(f'device={args.device} batch={batch} input={size}x{size} threads={torch.get_num_threads()} '
-          f'context_dim={CONTEXT_DIM}\n(seconds: medians of {repeats} alternating runs per mode; ratio: median of '
+          f'context_dim={CONTEXT_DIM} memory_format={"channels_last" if args.channels_last else "contiguous"}\n(seconds: medians of {repeats} alternating runs per mode; ratio: median of '
           'z / z=None over neighbouring runs; memory: MiB one training step adds to the peak)')
     rows = []
     for name in args.archs:
-        rows.append(measure(name, batch, size, repeats, args.device, args.threads, not args.no_memory))
+        rows.append(measure(name, batch, size, repeats, args.device, args.threads, not args.no_memory,
+                            args.channels_last))
         print(f'  measured {name}', flush=True)
     print(f'{"arch":<14} {"input":>5} {"params plain":>13} {"+CoI-M":>11} {"+%":>5} | {"step None":>9} {"step z":>8} '
           f'{"ratio":>5} | {"fwd None":>8} {"fwd z":>7} {"ratio":>5} | {"mem None":>8} {"mem z":>7} {"ratio":>5}')

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
+from coic_basicsr.archs import grouped_conv
 from coic_basicsr.archs.modulation_core import (KernelScaleGenerator, ModulationContext, WithChannelMeans,
                                                 kernel_scale_from_logits, keep_modulation_if_missing, resolve_z)
 
@@ -111,11 +112,14 @@ class ModulatedConv2d(_ModulatedMixin, nn.Conv2d):
 
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
         z = resolve_z(self, x, z)
+        if self.padding_mode == 'zeros':
+            if z is None:
+                return grouped_conv.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                           self.groups)
+            return self._modulated(x, z, lambda inp, kernel, bias, groups: grouped_conv.conv2d(
+                inp, kernel, bias, self.stride, self.padding, self.dilation, groups))
         if z is None:
             return super().forward(x)
-        if self.padding_mode == 'zeros':
-            return self._modulated(x, z, lambda inp, kernel, bias, groups: F.conv2d(
-                inp, kernel, bias, self.stride, self.padding, self.dilation, groups))
         return self._modulated(x, z, lambda inp, kernel, bias, groups: F.conv2d(
             F.pad(inp, self._reversed_padding_repeated_twice, mode=self.padding_mode), kernel, bias, self.stride,
             _pair(0), self.dilation, groups))

@@ -26,6 +26,22 @@ def test_coic_overhead_prints_params_times_and_memory():
     assert memory_plain > 0 and memory_z > 0
 
 
+def test_coic_overhead_channels_last_runs():
+    proc = run_script('coic_overhead.py', '--archs', 'CoICDRSformer', '--size', '16', '--repeats', '1', '--threads',
+                      '1', '--no-memory', '--channels-last')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'memory_format=channels_last' in proc.stdout
+    assert [line for line in proc.stdout.splitlines() if line.startswith('CoICDRSformer')]
+
+
+def test_grouped_conv_weight_grad_checks_both_rewrites_and_names_the_choice():
+    proc = run_script('grouped_conv_weight_grad.py', '--tiny', '--repeats', '1', '--threads', '1')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (['1'], ['4'])]
+    assert len(rows) == 6
+    assert [row[-1] for row in rows] == ['as_conv', 'as_conv', 'as_conv', 'per_offset', 'plain', 'per_offset']
+
+
 def test_modulated_conv_overhead_checks_every_implementation_against_the_module():
     proc = run_script('modulated_conv_overhead.py', '--batch', '2', '--size', '8', '--repeats', '1', '--threads', '1',
                       '--channels-last')
