@@ -2,7 +2,7 @@
 
 Measured on the 2-core CPU box (``benchmarks/grouped_conv_weight_grad.py``, one thread): oneDNN's weight gradient of
 grouped convs with one output channel per group is slow for kernels of 5x5 and more at batch 1 (the per-sample path
-of ``modulation.py``: 1.2-36x slower than below, e.g. 25.5 vs 0.7 ms for 2042 channels at 8x8) and for small maps at
+of ``modulation.py``: 1.2-49x slower than below, e.g. 39.4 vs 0.8 ms for 2042 channels at 8x8) and for small maps at
 any batch. Two exact rewrites of ``dL/dW[g, j, p, q] = sum_{b,h,w} x_pad[b, g*m+j, h + p*d, w + q*d] * dy[b, g, h, w]``
 are used instead:
 
