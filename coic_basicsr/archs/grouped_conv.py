@@ -10,7 +10,8 @@ are used instead:
   dy; its output positions are the k*k kernel offsets (stride = dilation). Used at batch 1.
 - ``'per_offset'``: one multiply-and-sum per kernel offset. Used for depthwise convs on maps up to 16x16.
 
-Everything else (CUDA, other shapes) runs the plain op. Forward values and input gradients are the plain op's.
+Everything else (CUDA, other shapes, no gradient) runs the plain op. Forward values and input gradients are the
+plain op's; the rewritten backward is once-differentiable (no double backward through these convs).
 """
 from typing import Optional, Tuple
 
