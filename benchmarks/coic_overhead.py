@@ -130,8 +130,9 @@ def measure(name: str, batch: int, size: int, repeats: int, device: str, threads
     if memory:
         del net
         with multiprocessing.get_context('spawn').Pool(1, maxtasksperchild=1) as pool:
-            row['memory'] = tuple(pool.apply(peak_step_memory, (name, batch, size, device, with_z, threads, channels_last))
-                                  for with_z in (False, True))
+            row['memory'] = tuple(
+                pool.apply(peak_step_memory, (name, batch, size, device, with_z, threads, channels_last))
+                for with_z in (False, True))
     return row
 
 
@@ -150,9 +151,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     batch = args.batch or (4 if cuda else 1)
     size = args.size or (128 if cuda else 64)
     repeats = args.repeats or (10 if cuda else 3)
+    memory_format = 'channels_last' if args.channels_last else 'contiguous'
     print(f'device={args.device} batch={batch} input={size}x{size} threads={torch.get_num_threads()} '
-          f'context_dim={CONTEXT_DIM} memory_format={"channels_last" if args.channels_last else "contiguous"}\n(seconds: medians of {repeats} alternating runs per mode; ratio: median of '
-          'z / z=None over neighbouring runs; memory: MiB one training step adds to the peak)')
+          f'context_dim={CONTEXT_DIM} memory_format={memory_format}\n(seconds: medians of {repeats} alternating '
+          'runs per mode; ratio: median of z / z=None over neighbouring runs; memory: MiB one training step adds to '
+          'the peak)')
     rows = []
     for name in args.archs:
         rows.append(measure(name, batch, size, repeats, args.device, args.threads, not args.no_memory,

@@ -1,10 +1,16 @@
 """What every CoIC arch's ``forward(x, z=None)`` shares: checking z, padding to a size multiple, cropping back."""
 from typing import Callable, List, Optional, Tuple, Union
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 Outputs = Union[Tensor, List[Tensor]]
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """True for a map stored channels-last and not also NCHW-contiguous (as maps with C == 1 or H == W == 1 are)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def check_context(arch: nn.Module, x: Tensor, z: Optional[Tensor]) -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.archs.arch_util import conditioned_forward
+from coic_basicsr.archs.arch_util import conditioned_forward, is_channels_last
 from coic_basicsr.archs.modulation import ContextEmbedding, ModulatedConv2d, ModulationContext
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -37,7 +37,7 @@ class _LayerNormBody(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if with_bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if is_channels_last(x):
             return self._normalise_last_dim(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         weight = self.weight[:, None, None]
         if self.bias is None:  # bias-free variant scales without centring
@@ -119,7 +119,7 @@ class MDTAttention(nn.Module):
         """``project_out`` of the (B, heads, C / heads, H * W) result, laid out in memory like ``like``: mixing a
         channels-last network with NCHW maps here would make every later gradient sum a slow transposing add."""
         out = heads.reshape(like.shape)
-        if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        if is_channels_last(like):
             out = out.contiguous(memory_format=torch.channels_last)
         return self.project_out(out)
 

@@ -42,8 +42,8 @@ class TopKSparseAttention(MDTAttention):
         attn = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)) * self.temperature
         # softmax is shift-invariant: one shift by the row maximum serves all four branches
         expo = torch.exp(attn - attn.amax(dim=-1, keepdim=True).detach())
-        mixed = 0
-        for count, weight in zip(topk_counts(x.shape[1] // self.num_heads), (self.attn1, self.attn2, self.attn3, self.attn4)):
+        mixed, counts = 0, topk_counts(x.shape[1] // self.num_heads)
+        for count, weight in zip(counts, (self.attn1, self.attn2, self.attn3, self.attn4)):
             # topk per branch, as the official code: ties (e.g. 1x1 maps) are broken the same way
             keep = torch.zeros_like(attn).scatter_(-1, attn.topk(count, dim=-1).indices, 1.0)
             kept = expo * keep

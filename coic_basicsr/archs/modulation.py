@@ -73,8 +73,8 @@ class _ModulatedMixin:
             return scale.reshape(a.shape[0], rows, cols, *self.kernel_size)
         n_out = cols if self.transposed else rows  # generator output: [a_out | a_in | a_k]
         a_out, a_in, a_k = a[:, :n_out], a[:, n_out:rows + cols], a[:, rows + cols:]
-        return kernel_scale_from_logits(a_in, a_out, a_k, self.kernel_size) if self.transposed else kernel_scale_from_logits(
-            a_out, a_in, a_k, self.kernel_size)
+        rows_logits, cols_logits = (a_in, a_out) if self.transposed else (a_out, a_in)
+        return kernel_scale_from_logits(rows_logits, cols_logits, a_k, self.kernel_size)
 
     def _modulated(self, x: Tensor, z: Tensor, conv: Callable[..., Tensor]) -> Tensor:
         """``conv(input, kernels, bias, groups)`` applied with each sample's own kernel (see the module docstring)."""
