@@ -28,8 +28,9 @@ from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
 from coic_basicsr.archs import grouped_conv
-from coic_basicsr.archs.modulation_core import (KernelScaleGenerator, ModulationContext, WithChannelMeans,
-                                                kernel_scale_from_logits, keep_modulation_if_missing, resolve_z)
+from coic_basicsr.archs.modulation_core import (KernelScaleGenerator, ModulationContext, ScaledKernels,
+                                                WithChannelMeans, kernel_scale_from_logits,
+                                                keep_modulation_if_missing, resolve_z)
 
 __all__ = ['ContextEmbedding', 'KernelScaleGenerator', 'ModulatedConv2d', 'ModulatedConvTranspose2d',
            'ModulationContext', 'modulate_convs', 'split_modulation_parameters']
@@ -71,15 +72,26 @@ class _ModulatedMixin:
             # checkpoints.
             scale = kernel_scale_from_logits(a[:, rows:rows + cols], a[:, :rows], a[:, rows + cols:], self.kernel_size)
             return scale.reshape(a.shape[0], rows, cols, *self.kernel_size)
-        n_out = cols if self.transposed else rows  # generator output: [a_out | a_in | a_k]
+        return kernel_scale_from_logits(*self._paper_logits(a), self.kernel_size)
+
+    def _paper_logits(self, a: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Generator output ``[a_out | a_in | a_k]`` -> (weight-row logits, weight-column logits, tap logits)."""
+        rows, cols = self.weight.shape[:2]
+        n_out = cols if self.transposed else rows
         a_out, a_in, a_k = a[:, :n_out], a[:, n_out:rows + cols], a[:, rows + cols:]
-        rows_logits, cols_logits = (a_in, a_out) if self.transposed else (a_out, a_in)
-        return kernel_scale_from_logits(rows_logits, cols_logits, a_k, self.kernel_size)
+        return (a_in, a_out, a_k) if self.transposed else (a_out, a_in, a_k)
+
+    def modulated_kernels(self, means: Tensor, z: Tensor) -> Tensor:
+        """(B, *weight.shape) per-sample kernels ``W * s`` from the input's (B, C_in) channel means."""
+        if self.gate_layout == 'official':
+            return self.weight.unsqueeze(0) * self.scale_from_means(means, z).to(self.weight.dtype)
+        a = self.generator(torch.cat([z.to(means.dtype), means], dim=1))
+        return ScaledKernels.apply(self.weight, *self._paper_logits(a))
 
     def _modulated(self, x: Tensor, z: Tensor, conv: Callable[..., Tensor]) -> Tensor:
         """``conv(input, kernels, bias, groups)`` applied with each sample's own kernel (see the module docstring)."""
         x, means = WithChannelMeans.apply(x)
-        kernels = self.weight.unsqueeze(0) * self.scale_from_means(means, z).to(self.weight.dtype)
+        kernels = self.modulated_kernels(means, z)
         b = x.shape[0]
         if b == 1:
             return conv(x, kernels[0], self.bias, self.groups)

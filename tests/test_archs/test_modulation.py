@@ -301,3 +301,22 @@ def test_context_embedding():
         torch.testing.assert_close(embed(x), x + shift[:, :, None, None])
         with pytest.raises(ValueError, match='B, C, H, W'):
             embed(torch.randn(2, 5, 3))
+
+
+@pytest.mark.parametrize('rows, cols', [(6, 4), (3, 1), (2, 5)])
+def test_scaled_kernels_equal_the_composed_ops_and_pass_gradcheck(rows: int, cols: int):
+    from coic_basicsr.archs.modulation_core import ScaledKernels, kernel_scale_from_logits
+    torch.manual_seed(rows * 10 + cols)
+    leaves = [torch.randn(rows, cols, 3, 3, dtype=torch.float64), torch.randn(2, rows, dtype=torch.float64),
+              torch.randn(2, cols, dtype=torch.float64), 2 * torch.randn(2, 9, dtype=torch.float64)]
+    grads = []
+    for fn in (lambda w, r, c, k: w.unsqueeze(0) * kernel_scale_from_logits(r, c, k, (3, 3)), ScaledKernels.apply):
+        inputs = [t.clone().requires_grad_() for t in leaves]
+        out = fn(*inputs)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads.append([out.detach()] + [t.grad for t in inputs])
+    for ours, composed in zip(grads[1], grads[0]):
+        torch.testing.assert_close(ours, composed, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(ScaledKernels.apply, [t.clone().requires_grad_() for t in leaves])
+    float_out = ScaledKernels.apply(*[t.float() for t in leaves])
+    assert float_out.dtype == torch.float32
