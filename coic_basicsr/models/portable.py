@@ -25,7 +25,7 @@ class PortableModelMixin:
     YAML keys it adds:
         find_unused_parameters (bool): Passed to DDP. Default: False.
         channels_last (bool): Keep every network's conv weights and 4-D inputs in channels-last memory format;
-            a CoIC-DRSformer training step is 1.2-1.4x faster on CPU (docs/benchmarks.md; not measured on GPU).
+            a CoIC-DRSformer training step is 1.1-1.4x faster on CPU (docs/benchmarks.md; not measured on GPU).
             Checkpoints are unchanged. Default: False.
         train.optim_* (dict): ``type`` may be any ``torch.optim`` class name (Adam, AdamW, SGD, ...).
         train.scheduler (dict): ``type`` may also be a name in ``coic_basicsr.registry.SCHEDULER_REGISTRY``.
