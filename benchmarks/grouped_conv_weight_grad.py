@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from bench_common import add_runtime_args, setup_runtime, timed
-from coic_basicsr.archs.grouped_conv import (_weight_grad_as_conv, _weight_grad_per_offset, weight_grad_strategy)
+from coic_basicsr.archs.grouped_conv import weight_grad_as_conv, weight_grad_per_offset, weight_grad_strategy
 
 # (in channels, input channels per group, map side, kernel, dilation) at a 64x64 input
 DRSFORMER_SHAPES = [(254, 1, 64, 5, 1), (254, 2, 64, 5, 1), (510, 1, 64, 5, 1), (510, 2, 64, 5, 1),
@@ -44,9 +44,9 @@ def measure(batch: int, channels: int, per_group: int, side: int, kernel: int, d
         return torch.ops.aten.convolution_backward(grad_out, x, weight, None, [1, 1], [pad, pad], [dilation] * 2, False,
                                                    [0, 0], groups, (False, True, False))[1]
 
-    rewrites = {'as_conv': lambda: _weight_grad_as_conv(x_pad, grad_out, (dilation, dilation), per_group)}
+    rewrites = {'as_conv': lambda: weight_grad_as_conv(x_pad, grad_out, (dilation, dilation), per_group)}
     if per_group == 1:
-        rewrites['per_offset'] = lambda: _weight_grad_per_offset(x_pad, grad_out, (dilation, dilation), (kernel, ) * 2)
+        rewrites['per_offset'] = lambda: weight_grad_per_offset(x_pad, grad_out, (dilation, dilation), (kernel, ) * 2)
     expected = plain()
     cells = [f'{median_ms(plain, repeats, device):>8.1f}']
     for name in ('as_conv', 'per_offset'):

@@ -39,7 +39,8 @@ def weight_grad_strategy(x: Tensor, weight: Tensor, stride, padding, groups: int
     return None
 
 
-def _weight_grad_as_conv(x_pad: Tensor, grad_out: Tensor, dilation: Tuple[int, int], per_group: int) -> Tensor:
+def weight_grad_as_conv(x_pad: Tensor, grad_out: Tensor, dilation: Tuple[int, int], per_group: int) -> Tensor:
+    """Kernel gradient (groups, per_group, kh, kw) from the padded input and the output gradient, as one conv."""
     b, channels, hp, wp = x_pad.shape
     groups = grad_out.shape[1]
     inputs = x_pad.reshape(b, groups, per_group, hp, wp).permute(2, 1, 0, 3, 4).reshape(per_group, groups * b, hp, wp)
@@ -47,8 +48,9 @@ def _weight_grad_as_conv(x_pad: Tensor, grad_out: Tensor, dilation: Tuple[int, i
     return F.conv2d(inputs, kernels, stride=dilation, groups=groups).transpose(0, 1)
 
 
-def _weight_grad_per_offset(x_pad: Tensor, grad_out: Tensor, dilation: Tuple[int, int],
+def weight_grad_per_offset(x_pad: Tensor, grad_out: Tensor, dilation: Tuple[int, int],
                             kernel_size: Tuple[int, int]) -> Tensor:
+    """Kernel gradient (C, 1, kh, kw) of a depthwise conv, one multiply-and-sum per kernel offset."""
     h, w = grad_out.shape[-2:]
     grad = x_pad.new_empty(grad_out.shape[1], 1, *kernel_size)
     for p in range(kernel_size[0]):
@@ -79,8 +81,8 @@ class _GroupedConv2d(torch.autograd.Function):
                                                          (True, False, False))[0]
         if ctx.needs_input_grad[1]:
             x_pad = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-            grad_w = _weight_grad_as_conv(x_pad, grad_out, dilation, weight.shape[1]) if strategy == 'as_conv' \
-                else _weight_grad_per_offset(x_pad, grad_out, dilation, weight.shape[-2:])
+            grad_w = weight_grad_as_conv(x_pad, grad_out, dilation, weight.shape[1]) if strategy == 'as_conv' \
+                else weight_grad_per_offset(x_pad, grad_out, dilation, weight.shape[-2:])
             grad_w = grad_w.to(weight.dtype)
         if has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum((0, 2, 3))
