@@ -1,5 +1,6 @@
 """Options and helpers shared by the benchmark scripts (device, CPU threads, synchronised timing)."""
 import argparse
+import statistics
 import time
 from typing import Callable
 
@@ -23,6 +24,13 @@ def setup_runtime(args: argparse.Namespace) -> None:
 def sync(device: str) -> None:
     if device == 'cuda':
         torch.cuda.synchronize()
+
+
+def median_ms(fn: Callable[[], object], device: str, repeats: int, warmup: int = 1) -> float:
+    """Median milliseconds of ``repeats`` synchronised calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    return 1e3 * statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def timed(fn: Callable[[], object], device: str) -> float:

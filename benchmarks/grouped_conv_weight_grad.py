@@ -9,14 +9,13 @@ experts), in channels-last memory, times the weight-only ``convolution_backward`
 Example: python benchmarks/grouped_conv_weight_grad.py --threads 1      (~1 minute on 2 cores)
 """
 import argparse
-import statistics
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from bench_common import add_runtime_args, setup_runtime, timed
+from bench_common import add_runtime_args, median_ms, setup_runtime
 from coic_basicsr.archs.grouped_conv import weight_grad_as_conv, weight_grad_per_offset, weight_grad_strategy
 
 # (in channels, input channels per group, map side, kernel, dilation) at a 64x64 input
@@ -24,11 +23,6 @@ DRSFORMER_SHAPES = [(254, 1, 64, 5, 1), (254, 2, 64, 5, 1), (510, 1, 64, 5, 1), 
                     (510, 1, 32, 5, 1), (510, 2, 32, 5, 1), (1020, 1, 16, 5, 1), (1020, 2, 16, 5, 1),
                     (2042, 1, 8, 5, 1), (2042, 2, 8, 5, 1), (96, 1, 64, 7, 1), (96, 1, 64, 5, 1), (96, 1, 64, 7, 2)]
 TINY_SHAPES = [(8, 1, 8, 5, 1), (8, 2, 8, 5, 1), (4, 1, 12, 7, 2)]
-
-
-def median_ms(fn: Callable[[], object], repeats: int, device: str) -> float:
-    fn()
-    return 1e3 * statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def measure(batch: int, channels: int, per_group: int, side: int, kernel: int, dilation: int, repeats: int,
@@ -48,7 +42,7 @@ def measure(batch: int, channels: int, per_group: int, side: int, kernel: int, d
     if per_group == 1:
         rewrites['per_offset'] = lambda: weight_grad_per_offset(x_pad, grad_out, (dilation, dilation), (kernel, ) * 2)
     expected = plain()
-    cells = [f'{median_ms(plain, repeats, device):>8.1f}']
+    cells = [f'{median_ms(plain, device, repeats):>8.1f}']
     for name in ('as_conv', 'per_offset'):
         if name not in rewrites:
             cells.append(f'{"-":>10}')
@@ -56,7 +50,7 @@ def measure(batch: int, channels: int, per_group: int, side: int, kernel: int, d
         error = ((rewrites[name]() - expected).abs().max() / expected.abs().max()).item()
         if error > 1e-4:
             raise RuntimeError(f'{name} differs from the plain op by {error:.1e} (relative)')
-        cells.append(f'{median_ms(rewrites[name], repeats, device):>10.1f}')
+        cells.append(f'{median_ms(rewrites[name], device, repeats):>10.1f}')
     chosen = weight_grad_strategy(x, weight, (1, 1), (pad, pad), groups) or 'plain'
     label = f'{batch:>5} {channels:>8} {per_group:>5} {side:>4}x{side:<4} {kernel}x{kernel} d{dilation}'
     return f'{label} {" ".join(cells)}  {chosen}'

@@ -12,14 +12,13 @@ Implementations compared (all use the same kernel scales from ``layer.kernel_sca
 Example: python benchmarks/modulated_conv_overhead.py --device cpu --batch 4 --size 64 --threads 1
 """
 import argparse
-import statistics
 from typing import Callable, Dict, List
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench_common import add_runtime_args, setup_runtime, timed
+from bench_common import add_runtime_args, median_ms, setup_runtime
 from coic_basicsr.archs import modulation
 from coic_basicsr.archs.modulation import ModulatedConv2d, ModulatedConvTranspose2d
 
@@ -27,7 +26,7 @@ CTX = 128
 
 
 def _scaled(layer: nn.Module, x: Tensor, z: Tensor) -> Tensor:
-    return layer.weight.unsqueeze(0) * layer.kernel_scale(x, z)  # (B, *weight.shape)
+    return layer.modulated_kernels(x.mean(dim=(2, 3)), z)  # (B, *weight.shape)
 
 
 def run_unfold(layer: nn.Module, x: Tensor, z: Tensor) -> Tensor:
@@ -94,10 +93,7 @@ def _time(fn: Callable[[], Tensor], backward: bool, device: str, repeats: int) -
         out = fn()
         if backward:
             out.square().mean().backward()
-    for _ in range(2):
-        once()
-    times = [timed(once, device) * 1e3 for _ in range(repeats)]
-    return statistics.median(times)
+    return median_ms(once, device, repeats, warmup=2)
 
 
 def layers(size: int) -> Dict[str, tuple]:

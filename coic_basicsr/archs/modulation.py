@@ -86,7 +86,7 @@ class _ModulatedMixin:
         if self.gate_layout == 'official':
             return self.weight.unsqueeze(0) * self.scale_from_means(means, z).to(self.weight.dtype)
         a = self.generator(torch.cat([z.to(means.dtype), means], dim=1))
-        return ScaledKernels.apply(self.weight, *self._paper_logits(a))
+        return ScaledKernels.apply(self.weight, *self._paper_logits(a), self.kernel_size)
 
     def _modulated(self, x: Tensor, z: Tensor, conv: Callable[..., Tensor]) -> Tensor:
         """``conv(input, kernels, bias, groups)`` applied with each sample's own kernel (see the module docstring)."""

@@ -90,36 +90,29 @@ class WithChannelMeans(torch.autograd.Function):
         return spread.expand(ctx.shape) if grad_x is None else grad_x + spread
 
 
-def kernel_scale_from_logits(a_rows: Tensor, a_cols: Tensor, a_k: Tensor, kernel_size: Tuple[int, int]) -> Tensor:
-    """(B, R, C, kh, kw) scales whose mean over the kernel window is 1 (computed in at least float32)."""
-    dtype = torch.promote_types(a_rows.dtype, torch.float32)  # half precision is raised, double kept
-    gate = torch.sigmoid(a_rows.to(dtype)[:, :, None] + a_cols.to(dtype)[:, None, :])
-    logits = gate[..., None] * a_k.to(dtype)[:, None, None, :]
-    # the shift cancels in e / mean(e): detaching it drops the amax backward without changing any gradient
-    e = torch.exp(logits - logits.detach().amax(dim=-1, keepdim=True))
-    # e / mean(e) == k*k * softmax, and is exactly 1 when all logits are equal (zero-initialised generator).
-    return (e / e.mean(dim=-1, keepdim=True)).view(*gate.shape, *kernel_size)
-
-
 class ScaledKernels(torch.autograd.Function):
-    """``weight * kernel_scale_from_logits(a_rows, a_cols, a_k)`` -> (B, R, C, kh, kw) per-sample kernels.
+    """(B, R, C, kh, kw) per-sample kernels ``weight * s`` (or the scales ``s`` alone when ``weight`` is None), with
+    ``s[b, r, c] = k*k * softmax(sigmoid(a_rows[b, r] + a_cols[b, c]) * a_k[b])`` computed in at least float32 (mean
+    over the window 1; exactly 1 when all logits are equal, i.e. a zero-initialised generator).
 
-    Same values and gradients as the composed ops, with the scale kept once and the backward written out: the
-    composed version makes ~20 passes over the B x R x C x kh x kw elements per step, which was ~45 % of CoI-M's
-    per-layer cost at batch 1 (Restormer's dense up-sampling convs have 2.7 M such elements).
+    One Function with a written-out backward: autograd's chain of the composed ops made ~20 passes over the
+    B x R x C x kh x kw elements per step, ~45 % of CoI-M's per-layer cost at batch 1 (Restormer's dense
+    up-sampling convs have 2.7 M such elements).
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, a_rows: Tensor, a_cols: Tensor, a_k: Tensor) -> Tensor:
-        dtype = torch.promote_types(a_rows.dtype, torch.float32)
+    def forward(ctx, weight: Optional[Tensor], a_rows: Tensor, a_cols: Tensor, a_k: Tensor,
+                kernel_size: Tuple[int, int]) -> Tensor:
+        dtype = torch.promote_types(a_rows.dtype, torch.float32)  # half precision is raised, double kept
         a_k = a_k.to(dtype)
         gate = torch.sigmoid(a_rows.to(dtype)[:, :, None] + a_cols.to(dtype)[:, None, :])
         scale = gate[..., None] * a_k[:, None, None, :]
-        scale = scale.sub_(scale.amax(dim=-1, keepdim=True)).exp_()
+        scale = scale.sub_(scale.amax(dim=-1, keepdim=True)).exp_()  # the shift cancels in the normalisation
         scale = scale.mul_(scale.shape[-1] / scale.sum(dim=-1, keepdim=True))
         ctx.save_for_backward(weight, gate, a_k, scale)
         ctx.dtypes = (a_rows.dtype, a_cols.dtype, a_k.dtype)
-        return weight.unsqueeze(0) * scale.view(*scale.shape[:3], *weight.shape[2:]).to(weight.dtype)
+        shaped = scale.view(*scale.shape[:3], *kernel_size)
+        return shaped.clone() if weight is None else weight.unsqueeze(0) * shaped.to(weight.dtype)
 
     @staticmethod
     @once_differentiable
@@ -127,9 +120,9 @@ class ScaledKernels(torch.autograd.Function):
         weight, gate, a_k, scale = ctx.saved_tensors
         grad = grad_kernels.reshape(scale.shape).to(scale.dtype)
         grad_weight = None
-        if ctx.needs_input_grad[0]:
+        if weight is not None and ctx.needs_input_grad[0]:
             grad_weight = (grad * scale).sum(0).view(weight.shape).to(weight.dtype)
-        grad_scale = grad * weight.reshape(1, *scale.shape[1:]).to(scale.dtype)
+        grad_scale = grad.clone() if weight is None else grad * weight.reshape(1, *scale.shape[1:]).to(scale.dtype)
         # d(k*k * softmax)/d logits: scale * (g - mean(g * scale))
         grad_logits = grad_scale.sub_((grad_scale * scale).mean(dim=-1, keepdim=True)).mul_(scale)
         flat = grad_logits.flatten(1, 2)  # (B, R * C, K); both reductions as batched matrix products
@@ -138,7 +131,12 @@ class ScaledKernels(torch.autograd.Function):
         grad_pre = grad_gate.mul_(gate * (1 - gate))  # sigmoid'
         rows_dtype, cols_dtype, k_dtype = ctx.dtypes
         return (grad_weight, grad_pre.sum(2).to(rows_dtype), grad_pre.sum(1).to(cols_dtype),
-                grad_a_k.to(k_dtype))
+                grad_a_k.to(k_dtype), None)
+
+
+def kernel_scale_from_logits(a_rows: Tensor, a_cols: Tensor, a_k: Tensor, kernel_size: Tuple[int, int]) -> Tensor:
+    """(B, R, C, kh, kw) kernel scales of :class:`ScaledKernels` (no weight)."""
+    return ScaledKernels.apply(None, a_rows, a_cols, a_k, tuple(kernel_size))
 
 
 _last_filled_load: List[object] = [None]

@@ -303,6 +303,12 @@ def test_context_embedding():
             embed(torch.randn(2, 5, 3))
 
 
+def _composed_kernel_scale(a_rows, a_cols, a_k):
+    """The paper's scale written with plain autograd ops: k*k * softmax(sigmoid(a_row + a_col) * a_k)."""
+    gate = torch.sigmoid(a_rows[:, :, None] + a_cols[:, None, :])
+    return a_k.shape[-1] * torch.softmax(gate[..., None] * a_k[:, None, None, :], dim=-1).unflatten(-1, (3, 3))
+
+
 @pytest.mark.parametrize('rows, cols', [(6, 4), (3, 1), (2, 5)])
 def test_scaled_kernels_equal_the_composed_ops_and_pass_gradcheck(rows: int, cols: int):
     from coic_basicsr.archs.modulation_core import ScaledKernels, kernel_scale_from_logits
@@ -310,13 +316,19 @@ def test_scaled_kernels_equal_the_composed_ops_and_pass_gradcheck(rows: int, col
     leaves = [torch.randn(rows, cols, 3, 3, dtype=torch.float64), torch.randn(2, rows, dtype=torch.float64),
               torch.randn(2, cols, dtype=torch.float64), 2 * torch.randn(2, 9, dtype=torch.float64)]
     grads = []
-    for fn in (lambda w, r, c, k: w.unsqueeze(0) * kernel_scale_from_logits(r, c, k, (3, 3)), ScaledKernels.apply):
+    for fn in (lambda w, r, c, k: w.unsqueeze(0) * _composed_kernel_scale(r, c, k),
+               lambda w, r, c, k: ScaledKernels.apply(w, r, c, k, (3, 3)),
+               lambda w, r, c, k: w.unsqueeze(0) * kernel_scale_from_logits(r, c, k, (3, 3))):
         inputs = [t.clone().requires_grad_() for t in leaves]
         out = fn(*inputs)
         (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
         grads.append([out.detach()] + [t.grad for t in inputs])
-    for ours, composed in zip(grads[1], grads[0]):
-        torch.testing.assert_close(ours, composed, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(ScaledKernels.apply, [t.clone().requires_grad_() for t in leaves])
-    float_out = ScaledKernels.apply(*[t.float() for t in leaves])
+    for ours in grads[1:]:
+        for value, composed in zip(ours, grads[0]):
+            torch.testing.assert_close(value, composed, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: ScaledKernels.apply(*t, (3, 3)),
+                                    [t.clone().requires_grad_() for t in leaves])
+    assert torch.autograd.gradcheck(lambda *t: kernel_scale_from_logits(*t, (3, 3)),
+                                    [t.clone().requires_grad_() for t in leaves[1:]])
+    float_out = ScaledKernels.apply(*[t.float() for t in leaves], (3, 3))
     assert float_out.dtype == torch.float32
