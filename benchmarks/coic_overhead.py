@@ -11,6 +11,7 @@ process's peak resident set (VmHWM) over the step (activations, gradients and op
 
 Example: python benchmarks/coic_overhead.py --threads 1 --repeats 5   (~4 minutes on 2 idle cores)
          python benchmarks/coic_overhead.py --threads 1 --repeats 3 --batch 4 --channels-last
+         python benchmarks/coic_overhead.py --threads 1 --repeats 5 --generator-width 4
          python benchmarks/coic_overhead.py --device cuda --batch 4 --size 128
 """
 import argparse
@@ -72,10 +73,10 @@ def time_alternating(run: Callable[[Optional[Tensor]], None], z: Tensor, repeats
     return statistics.median(plain), statistics.median(modulated), ratio
 
 
-def build(name: str, batch: int, size: int, device: str,
-          channels_last: bool = False) -> Tuple[nn.Module, Tensor, Tensor]:
+def build(name: str, batch: int, size: int, device: str, channels_last: bool = False,
+          generator_width: Optional[int] = None) -> Tuple[nn.Module, Tensor, Tensor]:
     torch.manual_seed(0)
-    net = ARCHS[name](context_dim=CONTEXT_DIM).to(device)
+    net = ARCHS[name](context_dim=CONTEXT_DIM, generator_width=generator_width).to(device)
     with torch.no_grad():  # non-trivial scales and embeddings, as after training (the cost does not depend on it)
         for m in net.modules():
             if isinstance(m, (KernelScaleGenerator, ContextEmbedding)):
@@ -89,11 +90,11 @@ def build(name: str, batch: int, size: int, device: str,
 
 
 def peak_step_memory(name: str, batch: int, size: int, device: str, with_z: bool, threads: int,
-                     channels_last: bool) -> float:
+                     channels_last: bool, generator_width: Optional[int]) -> float:
     """MiB one training step adds to the peak (run in a fresh process: peaks cannot be reset on the CPU)."""
     if threads:
         torch.set_num_threads(threads)
-    net, x, z = build(name, batch, size, device, channels_last)
+    net, x, z = build(name, batch, size, device, channels_last, generator_width)
     step = make_step(net, x)
     if device == 'cuda':
         sync(device)
@@ -116,9 +117,9 @@ def _status_kib(field: str) -> int:
 
 
 def measure(name: str, batch: int, size: int, repeats: int, device: str, threads: int, memory: bool,
-            channels_last: bool) -> dict:
+            channels_last: bool, generator_width: Optional[int]) -> dict:
     n_plain = count(list(ARCHS[name](modulate=False).parameters()))
-    net, x, z = build(name, batch, size, device, channels_last)
+    net, x, z = build(name, batch, size, device, channels_last, generator_width)
     backbone, modulation = split_modulation_parameters(net)
     if count(backbone) != n_plain:
         raise RuntimeError(f'{name}: backbone of the CoIC arch ({count(backbone)}) != plain arch ({n_plain})')
@@ -131,7 +132,8 @@ def measure(name: str, batch: int, size: int, repeats: int, device: str, threads
         del net
         with multiprocessing.get_context('spawn').Pool(1, maxtasksperchild=1) as pool:
             row['memory'] = tuple(
-                pool.apply(peak_step_memory, (name, batch, size, device, with_z, threads, channels_last))
+                pool.apply(peak_step_memory,
+                           (name, batch, size, device, with_z, threads, channels_last, generator_width))
                 for with_z in (False, True))
     return row
 
@@ -145,6 +147,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--archs', nargs='+', choices=list(ARCHS), default=list(ARCHS))
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory processes')
     parser.add_argument('--channels-last', action='store_true', help='channels-last weights and input')
+    parser.add_argument('--generator-width', type=int, default=None,
+                        help="network_g.generator_width (compact CoI-M generators); default: the CoIC authors' widths")
     args = parser.parse_args(argv)
     setup_runtime(args)
     cuda = args.device == 'cuda'
@@ -153,13 +157,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     repeats = args.repeats or (10 if cuda else 3)
     memory_format = 'channels_last' if args.channels_last else 'contiguous'
     print(f'device={args.device} batch={batch} input={size}x{size} threads={torch.get_num_threads()} '
-          f'context_dim={CONTEXT_DIM} memory_format={memory_format}\n(seconds: medians of {repeats} alternating '
+          f'context_dim={CONTEXT_DIM} memory_format={memory_format} generator_width={args.generator_width}\n(seconds: medians of {repeats} alternating '
           'runs per mode; ratio: median of z / z=None over neighbouring runs; memory: MiB one training step adds to '
           'the peak)')
     rows = []
     for name in args.archs:
         rows.append(measure(name, batch, size, repeats, args.device, args.threads, not args.no_memory,
-                            args.channels_last))
+                            args.channels_last, args.generator_width))
         print(f'  measured {name}', flush=True)
     print(f'{"arch":<14} {"input":>5} {"params plain":>13} {"+CoI-M":>11} {"+%":>5} | {"step None":>9} {"step z":>8} '
           f'{"ratio":>5} | {"fwd None":>8} {"fwd z":>7} {"ratio":>5} | {"mem None":>8} {"mem z":>7} {"ratio":>5}')

@@ -6,6 +6,7 @@ switches z on — identical data order, iterations and optimiser), tests both pe
 with mean ± std over seeds and the per-source difference.
 
     python benchmarks/coic_vs_baseline.py --backbone restormer-small --iters 600 --seeds 3 --out bench_runs
+    python benchmarks/coic_vs_baseline.py ... --generator-width 4   (CoIC arm with compact CoI-M generators)
 """
 import argparse
 import json
@@ -65,7 +66,8 @@ def _sources(root: str, split: str) -> List[dict]:
 
 
 def options(args, root: str, seed: int, coic: bool) -> dict:
-    name = f"{'coic' if coic else 'baseline'}_{args.backbone}_seed{seed}"
+    width = f'_width{args.generator_width}' if coic and args.generator_width else ''
+    name = f"{'coic' if coic else 'baseline'}{width}_{args.backbone}_seed{seed}"
     opt = {
         'name': name, 'model_type': 'CoICModel', 'num_gpu': 'auto', 'manual_seed': seed,
         'datasets': {
@@ -90,6 +92,8 @@ def options(args, root: str, seed: int, coic: bool) -> dict:
     }
     if not coic:  # same arch and init; z never switched on, no encoder
         del opt['network_enc'], opt['train']['coic'], opt['train']['optim_mod']
+    elif args.generator_width:
+        opt['network_g']['generator_width'] = args.generator_width
     return opt
 
 
@@ -135,8 +139,9 @@ def _mean_std(values: List[float]) -> str:
 
 def report(results: Dict[str, List[Dict]], args) -> str:
     groups = [g for g in results['baseline'][0] if g != 'all'] + ['all']
+    width = f', CoIC generator_width {args.generator_width}' if args.generator_width else ''
     lines = [f'Backbone `{args.backbone}`, {args.iters} iterations (stage 1: {args.stage1}), batch {args.batch}, '
-             f'crop {args.crop}, seeds {list(range(args.seeds))}; PSNR/SSIM on Y, mean ± std over seeds.', '',
+             f'crop {args.crop}, seeds {list(range(args.seeds))}{width}; PSNR/SSIM on Y, mean ± std over seeds.', '',
              '| source | rainy input PSNR | baseline PSNR | CoIC PSNR | CoIC − baseline (dB) | baseline SSIM | '
              'CoIC SSIM |', '|---|---|---|---|---|---|---|']
     for group in groups:
@@ -158,6 +163,8 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--crop', type=int, default=48)
     parser.add_argument('--contrastive-weight', type=float, default=0.2)
+    parser.add_argument('--generator-width', type=int, default=None,
+                        help="network_g.generator_width of the CoIC arm; default: the CoIC authors' widths")
     parser.add_argument('--train-per-source', type=int, default=96)
     parser.add_argument('--test-per-source', type=int, default=16)
     parser.add_argument('--size', type=int, default=96, help='side of the benchmark images')

@@ -65,11 +65,14 @@ class CoICBRN(nn.Module):
         gate_layout (str): 'paper' (gate sigmoid(a_out[o] + a_in[i])) or 'official' (the CoIC authors' memory
             layout, set by ``basicsr convert-official`` so their checkpoints compute exactly what they did).
             Default: 'paper'.
+        generator_width (int | None): upper bound on both hidden widths of every CoI-M kernel-scale generator
+            (fewer parameters, docs/benchmarks.md); null keeps the CoIC authors' widths (C_out, or C_out / 16 for
+            grouped convs, then 16), which their checkpoints need. Default: null.
     """
 
     def __init__(self, in_channels: int = 3, channels: int = 32, num_res_blocks: int = 5, num_rain_res_blocks: int = 3,
                  iterations: int = 8, context_dim: int = 128, modulate: bool = True,
-                 gate_layout: str = 'paper') -> None:
+                 gate_layout: str = 'paper', generator_width: Optional[int] = None) -> None:
         super().__init__()
         for key, value in (('in_channels', in_channels), ('channels', channels), ('num_res_blocks', num_res_blocks),
                            ('num_rain_res_blocks', num_rain_res_blocks), ('iterations', iterations),
@@ -92,7 +95,7 @@ class CoICBRN(nn.Module):
             setattr(self, f'res_conv{k}_r', ResUnit(c))
         self._add_gates('_r', c)
         self.conv_r = ConvUnit(c, in_channels, None)
-        self.context = ModulationContext()
+        self.context = ModulationContext(generator_width)
         if self.modulate:
             modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 

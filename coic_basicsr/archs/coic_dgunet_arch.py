@@ -41,11 +41,15 @@ class CoICDGUNet(nn.Module):
         gate_layout (str): 'paper' (gate sigmoid(a_out[o] + a_in[i])) or 'official' (the CoIC authors' memory
             layout, set by ``basicsr convert-official`` so their checkpoints compute exactly what they did).
             Default: 'paper'.
+        generator_width (int | None): upper bound on both hidden widths of every CoI-M kernel-scale generator
+            (fewer parameters, docs/benchmarks.md); null keeps the CoIC authors' widths (C_out, or C_out / 16 for
+            grouped convs, then 16), which their checkpoints need. Default: null.
     """
 
     def __init__(self, in_channels: int = 3, n_feat: int = 40, scale_unetfeats: int = 20, scale_orsnetfeats: int = 16,
                  num_cab: int = 8, kernel_size: int = 3, reduction: int = 4, bias: bool = False, depth: int = 5,
-                 context_dim: int = 128, modulate: bool = True, gate_layout: str = 'paper') -> None:
+                 context_dim: int = 128, modulate: bool = True, gate_layout: str = 'paper',
+                 generator_width: Optional[int] = None) -> None:
         super().__init__()
         for key, value in (('in_channels', in_channels), ('n_feat', n_feat), ('kernel_size', kernel_size),
                            ('reduction', reduction), ('context_dim', context_dim)):
@@ -74,7 +78,7 @@ class CoICDGUNet(nn.Module):
         self.r6 = nn.Parameter(torch.tensor([0.5]))
         self.concat67 = conv(n_feat * 2, n_feat + scale_orsnetfeats, kernel_size, bias)
         self.tail = conv(n_feat + scale_orsnetfeats, in_channels, kernel_size, bias)
-        self.context = ModulationContext()
+        self.context = ModulationContext(generator_width)
         if self.modulate:
             modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 

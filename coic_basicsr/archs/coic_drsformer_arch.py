@@ -47,12 +47,16 @@ class CoICDRSformer(nn.Module):
         context_dim (int): dimension of the instance context z. Default: 128.
         modulate (bool): build the CoIC additions; false gives the plain DRSformer (z must then be None).
             Default: true.
+        generator_width (int | None): upper bound on both hidden widths of every CoI-M kernel-scale generator
+            (fewer parameters, docs/benchmarks.md); null keeps the CoIC authors' widths (C_out, or C_out / 16 for
+            grouped convs, then 16), which their checkpoints need. Default: null.
     """
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
                  num_blocks: Sequence[int] = (4, 6, 6, 8), heads: Sequence[int] = (1, 2, 4, 8),
                  ffn_expansion_factor: float = 2.66, bias: bool = False, LayerNorm_type: str = 'WithBias',
-                 mefc: bool = True, context_dim: int = 128, modulate: bool = True) -> None:  # noqa: N803
+                 mefc: bool = True, context_dim: int = 128, modulate: bool = True,
+                 generator_width: Optional[int] = None) -> None:  # noqa: N803
         super().__init__()
         if len(num_blocks) != 4 or len(heads) != 4:
             raise ValueError(f'network_g: num_blocks and heads need 4 entries, got {list(num_blocks)}, {list(heads)}')
@@ -66,7 +70,7 @@ class CoICDRSformer(nn.Module):
         self.context_dim = context_dim
         self.modulate = modulate
         self.mefc = mefc
-        self.context = ModulationContext()
+        self.context = ModulationContext(generator_width)
         ctx = self.context if modulate else None
 
         def stage(level: int, n: int, channels: Optional[int] = None) -> nn.Sequential:

@@ -52,20 +52,24 @@ class CoICIDT(nn.Module):
             only for tiny test networks). Default: 8.
         context_dim (int): dimension of the instance context z. Default: 128.
         modulate (bool): build the CoIC additions; false gives the plain IDT (z must then be None). Default: true.
+        generator_width (int | None): upper bound on both hidden widths of every CoI-M kernel-scale generator
+            (fewer parameters, docs/benchmarks.md); null keeps the CoIC authors' widths (C_out, or C_out / 16 for
+            grouped convs, then 16), which their checkpoints need. Default: null.
     """
 
     def __init__(self, img_size: int = 128, in_chans: int = 3, embed_dim: int = 32,
                  depths: Sequence[int] = (3, 3, 2, 2, 1, 1, 2, 2, 3),
                  num_heads: Sequence[int] = (1, 2, 4, 8, 16, 16, 8, 4, 2), win_size: int = 8, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, drop_path_rate: float = 0.1,
-                 spatial_win_size: int = 8, context_dim: int = 128, modulate: bool = True) -> None:
+                 spatial_win_size: int = 8, context_dim: int = 128, modulate: bool = True,
+                 generator_width: Optional[int] = None) -> None:
         super().__init__()
         if len(depths) != 9 or len(num_heads) != 9 or min(depths) < 1:
             raise ValueError(f'network_g: depths and num_heads need 9 entries (depths >= 1), got {list(depths)}, '
                              f'{list(num_heads)}')
         self.context_dim = context_dim
         self.modulate = modulate
-        self.context = ModulationContext()
+        self.context = ModulationContext(generator_width)
         ctx = self.context if modulate else None
         level_dims = [embed_dim * 2**i for i in (0, 1, 2, 3, 4, 4, 3, 2, 1)]  # decoders run on concatenations
         levels = (0, 1, 2, 3, 4, 3, 2, 1, 0)

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 
-_MODULATE_KEYS = ('include', 'exclude')
+_MODULATE_KEYS = ('include', 'exclude', 'generator_width')
 
 
 @ARCH_REGISTRY.register()
@@ -26,8 +26,9 @@ class CoICNet(nn.Module):
         backbone (dict): BasicSR network options of the plain restoration network (``type`` plus its arguments).
         context_dim (int): Length of the instance code ``z``. Default: 128.
         modulate (dict | None): Which convs to modulate, by qualified name inside the backbone:
-            ``include`` (list[str]) fnmatch patterns, None = all; ``exclude`` (list[str]) fnmatch patterns.
-            Default: None (all convs with kernel > 1).
+            ``include`` (list[str]) fnmatch patterns, None = all; ``exclude`` (list[str]) fnmatch patterns;
+            ``generator_width`` (int | None) upper bound on the hidden widths of every kernel-scale generator (None:
+            the CoIC authors' widths). Default: None (all convs with kernel > 1, the authors' widths).
     """
 
     def __init__(self, backbone: dict, context_dim: int = 128, modulate: Optional[dict] = None) -> None:
@@ -41,7 +42,7 @@ class CoICNet(nn.Module):
         if unknown:
             raise ValueError(f'CoICNet: unknown key(s) {unknown} in modulate (allowed: {list(_MODULATE_KEYS)})')
         self.context_dim = int(context_dim)
-        self.context = ModulationContext()
+        self.context = ModulationContext(modulate.get('generator_width'))
         self.backbone = build_network(backbone)
         self.modulated_layers: List[str] = modulate_convs(self.backbone, self.context, self.context_dim,
                                                           modulate.get('include'), modulate.get('exclude'))

@@ -89,11 +89,14 @@ class CoICRCDNet(nn.Module):
         gate_layout (str): 'paper' (gate sigmoid(a_out[o] + a_in[i])) or 'official' (the CoIC authors' memory
             layout, set by ``basicsr convert-official`` so their checkpoints compute exactly what they did).
             Default: 'paper'.
+        generator_width (int | None): upper bound on both hidden widths of every CoI-M kernel-scale generator
+            (fewer parameters, docs/benchmarks.md); null keeps the CoIC authors' widths (C_out, or C_out / 16 for
+            grouped convs, then 16), which their checkpoints need. Default: null.
     """
 
     def __init__(self, in_channels: int = 3, num_map: int = 32, num_channel: int = 32, num_block: int = 4,
                  num_stage: int = 17, img_range: float = 255., context_dim: int = 128, modulate: bool = True,
-                 gate_layout: str = 'paper') -> None:
+                 gate_layout: str = 'paper', generator_width: Optional[int] = None) -> None:
         super().__init__()
         for key, value in (('in_channels', in_channels), ('num_map', num_map), ('num_channel', num_channel),
                            ('num_block', num_block), ('num_stage', num_stage), ('context_dim', context_dim)):
@@ -115,7 +118,7 @@ class CoICRCDNet(nn.Module):
         self.proxNet_B_S = nn.Sequential(*[ProxNet(bz_channels, num_block, False) for _ in range(self.num_stage)])
         self.proxNet_B_0 = ProxNet(bz_channels, num_block, False)
         self.proxNet_B_L = ProxNet(bz_channels, num_block, False)
-        self.context = ModulationContext()
+        self.context = ModulationContext(generator_width)
         if self.modulate:
             modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 

@@ -206,13 +206,17 @@ class CoICRestormer(nn.Module):
         context_dim (int): dimension of the instance context z. Default: 128.
         modulate (bool): build the CoIC additions; False gives the plain Restormer (z must then be None).
             Default: True.
+        generator_width (int | None): upper bound on both hidden widths of every CoI-M kernel-scale generator
+            (fewer parameters, docs/benchmarks.md); null keeps the CoIC authors' widths (C_out, or C_out / 16 for
+            grouped convs, then 16), which their checkpoints need. Default: null.
     """
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
                  num_blocks: Sequence[int] = (4, 6, 6, 8), num_refinement_blocks: int = 4,
                  heads: Sequence[int] = (1, 2, 4, 8), ffn_expansion_factor: float = 2.66, bias: bool = False,
                  LayerNorm_type: str = 'WithBias', dual_pixel_task: bool = False, context_dim: int = 128,
-                 modulate: bool = True) -> None:  # noqa: N803 (official option name)
+                 modulate: bool = True,
+                 generator_width: Optional[int] = None) -> None:  # noqa: N803 (official option name)
         super().__init__()
         if len(num_blocks) != 4 or len(heads) != 4:
             raise ValueError(f'network_g: num_blocks and heads need 4 entries, got {list(num_blocks)}, {list(heads)}')
@@ -224,7 +228,7 @@ class CoICRestormer(nn.Module):
         self.context_dim = context_dim
         self.modulate = modulate
         self.dual_pixel_task = dual_pixel_task
-        self.context = ModulationContext()
+        self.context = ModulationContext(generator_width)
         ctx = self.context if modulate else None
 
         def stage(level: int, n: int, channels: Optional[int] = None) -> nn.Sequential:

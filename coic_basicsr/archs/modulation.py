@@ -29,7 +29,7 @@ from torch.nn.modules.utils import _pair
 
 from coic_basicsr.archs import grouped_conv
 from coic_basicsr.archs.modulation_core import (KernelScaleGenerator, ModulationContext, ScaledKernels,
-                                                WithChannelMeans, kernel_scale_from_logits,
+                                                WithChannelMeans, generator_widths, kernel_scale_from_logits,
                                                 keep_modulation_if_missing, resolve_z)
 
 __all__ = ['ContextEmbedding', 'KernelScaleGenerator', 'ModulatedConv2d', 'ModulatedConvTranspose2d',
@@ -44,15 +44,16 @@ def _fold_batch_into_groups(x: Tensor) -> bool:
 class _ModulatedMixin:
     """Shared setup of the modulated conv classes (weight layout rows x cols = weight dims 0 x 1)."""
 
-    def _setup(self, context: Optional[ModulationContext], context_dim: int, hidden: int) -> None:
+    def _setup(self, context: Optional[ModulationContext], context_dim: int) -> None:
         if context is not None and not isinstance(context, ModulationContext):
             raise TypeError(f'{type(self).__name__}: context must be a ModulationContext, got {type(context)}')
         self.context = context
         self.context_dim = int(context_dim)
         rows, cols = self.weight.shape[:2]
         kk = self.kernel_size[0] * self.kernel_size[1]
-        self.generator = KernelScaleGenerator(self.context_dim + self.in_channels, hidden, rows + cols + kk).to(
-            device=self.weight.device, dtype=self.weight.dtype)
+        widths = generator_widths(self.out_channels, self.groups, None if context is None else context.generator_width)
+        self.generator = KernelScaleGenerator(self.context_dim + self.in_channels, widths[0], rows + cols + kk,
+                                              widths[1]).to(device=self.weight.device, dtype=self.weight.dtype)
         self._register_load_state_dict_pre_hook(keep_modulation_if_missing, with_module=True)
         self.gate_layout = 'paper'  # or 'official': see scale_from_means
 
@@ -121,7 +122,7 @@ class ModulatedConv2d(_ModulatedMixin, nn.Conv2d):
                  context: Optional[ModulationContext] = None, context_dim: int = 128, device=None, dtype=None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device=device, dtype=dtype)
-        self._setup(context, context_dim, out_channels if groups == 1 else max(out_channels // 16, 1))
+        self._setup(context, context_dim)
 
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
         z = resolve_z(self, x, z)
@@ -152,7 +153,7 @@ class ModulatedConvTranspose2d(_ModulatedMixin, nn.ConvTranspose2d):
                  context: Optional[ModulationContext] = None, context_dim: int = 128, device=None, dtype=None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
                          dilation, padding_mode, device=device, dtype=dtype)
-        self._setup(context, context_dim, out_channels if groups == 1 else max(out_channels // 16, 1))
+        self._setup(context, context_dim)
 
     def forward(self, x: Tensor, z: Optional[Tensor] = None, output_size: Optional[List[int]] = None) -> Tensor:
         if z is not None and not isinstance(z, Tensor):  # nn.ConvTranspose2d's positional output_size

@@ -12,9 +12,19 @@ from basicsr.utils import get_root_logger  # safe: importing coic_basicsr (our p
 
 
 class ModulationContext:
-    """Holder of the current instance code ``z`` (per thread); shared by all modulated layers of one network."""
+    """Holder of the current instance code ``z`` (per thread) and of the network-wide generator setting; shared by
+    all modulated layers of one network.
 
-    def __init__(self) -> None:
+    Args:
+        generator_width: upper bound on both hidden widths of every kernel-scale generator built with this context
+            (see :func:`generator_widths`); None keeps the CoIC authors' widths.
+    """
+
+    def __init__(self, generator_width: Optional[int] = None) -> None:
+        if generator_width is not None and (isinstance(generator_width, bool) or not isinstance(generator_width, int)
+                                            or generator_width < 1):
+            raise ValueError(f'generator_width must be a positive integer or null, got {generator_width!r}')
+        self.generator_width = generator_width
         self._local = threading.local()
 
     def get(self) -> Optional[Tensor]:
@@ -32,24 +42,32 @@ class ModulationContext:
             self._local.z = previous
 
     def __deepcopy__(self, memo: dict) -> 'ModulationContext':
-        fresh = type(self)()
+        fresh = type(self)(self.generator_width)
         memo[id(self)] = fresh  # every copied layer then shares this one new context
         return fresh
 
     def __getstate__(self) -> dict:
-        return {}
+        return {'generator_width': self.generator_width}
 
     def __setstate__(self, state: dict) -> None:
+        self.generator_width = state.get('generator_width')
         self._local = threading.local()
+
+
+def generator_widths(out_channels: int, groups: int, cap: Optional[int] = None) -> Tuple[int, int]:
+    """Hidden widths of a conv's kernel-scale generator: the CoIC authors' (C_out for a dense conv, C_out // 16 for a
+    grouped one, then 16), each bounded by ``cap`` when given."""
+    first, second = (out_channels if groups == 1 else max(out_channels // 16, 1)), 16
+    return (first, second) if cap is None else (min(first, cap), min(second, cap))
 
 
 class KernelScaleGenerator(nn.Sequential):
     """MLP ``[z | GAP(x)] -> [a_out | a_in | a_k]``; its last Linear is zero-initialised (scale 1 at start)."""
 
-    def __init__(self, in_features: int, hidden: int, out_features: int) -> None:
+    def __init__(self, in_features: int, hidden: int, out_features: int, bottleneck: int = 16) -> None:
         super().__init__(
-            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 16), nn.ReLU(inplace=True),
-            nn.Linear(16, out_features))
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, bottleneck),
+            nn.ReLU(inplace=True), nn.Linear(bottleneck, out_features))
         nn.init.zeros_(self[-1].weight)
         nn.init.zeros_(self[-1].bias)
 

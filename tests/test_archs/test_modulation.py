@@ -166,6 +166,27 @@ def test_generator_sizes_follow_coim():
     assert [m.out_features for m in transposed.generator if isinstance(m, nn.Linear)] == [8, 16, 8 + 16 + 16]
 
 
+def test_generator_width_bounds_both_hidden_widths_and_survives_copies():
+    context = ModulationContext(generator_width=4)
+    dense = ModulatedConv2d(48, 32, 3, padding=1, context=context, context_dim=CTX)
+    depthwise = ModulatedConv2d(32, 32, 3, padding=1, groups=32, context=context, context_dim=CTX)
+    transposed = ModulatedConvTranspose2d(16, 8, 4, stride=2, context=context, context_dim=CTX)
+    for layer, outputs in ((dense, 32 + 48 + 9), (depthwise, 32 + 1 + 9), (transposed, 8 + 16 + 16)):
+        assert [m.out_features for m in layer.generator if isinstance(m, nn.Linear)] == [4 if layer is not depthwise
+                                                                                          else 2, 4, outputs]
+    x, z = torch.randn(2, 48, 6, 6), torch.randn(2, CTX)
+    torch.testing.assert_close(dense(x, z), dense(x))  # zero-initialised last layer: the plain conv at construction
+    _randomise_generator(dense)
+    assert not torch.allclose(dense(x, z), dense(x))
+    for clone in (copy.deepcopy(dense), pickle.loads(pickle.dumps(dense))):
+        assert clone.context.generator_width == 4
+        assert torch.equal(clone(x, z), dense(x, z))
+    assert ModulationContext().generator_width is None
+    for bad in (0, -2, 2.5, True, '8'):
+        with pytest.raises(ValueError, match='generator_width must be a positive integer or null'):
+            ModulationContext(bad)
+
+
 def test_explicit_code_overrides_context_and_single_code_broadcasts():
     torch.manual_seed(4)
     context = ModulationContext()

@@ -26,12 +26,13 @@ def test_coic_overhead_prints_params_times_and_memory():
     assert memory_plain > 0 and memory_z > 0
 
 
-def test_coic_overhead_channels_last_runs():
+def test_coic_overhead_channels_last_and_compact_generators_run():
     proc = run_script('coic_overhead.py', '--archs', 'CoICDRSformer', '--size', '16', '--repeats', '1', '--threads',
-                      '1', '--no-memory', '--channels-last')
+                      '1', '--no-memory', '--channels-last', '--generator-width', '4')
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert 'memory_format=channels_last' in proc.stdout
-    assert [line for line in proc.stdout.splitlines() if line.startswith('CoICDRSformer')]
+    assert 'memory_format=channels_last generator_width=4' in proc.stdout
+    row = [line for line in proc.stdout.splitlines() if line.startswith('CoICDRSformer')][0].split()
+    assert row[2] == '33,655,424' and float(row[4]) < 10  # the compact generators' parameter share
 
 
 def test_grouped_conv_weight_grad_checks_both_rewrites_and_names_the_choice():
@@ -64,3 +65,18 @@ def test_distributed_throughput_runs_one_and_two_gloo_processes():
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip().startswith('2 ')]
     assert [(r[1], r[2]) for r in rows] == [('1', '1'), ('2', '1')]
     assert all(float(r[4]) > 0 for r in rows)
+
+
+@pytest.mark.timeout(600)
+def test_coic_vs_baseline_trains_tests_and_tabulates_both_arms(tmp_path):
+    proc = run_script('coic_vs_baseline.py', '--backbone', 'restormer-tiny', '--iters', '4', '--stage1', '2', '--seeds',
+                      '1', '--batch', '2', '--crop', '32', '--train-per-source', '2', '--test-per-source', '1',
+                      '--size', '48', '--generator-width', '2', '--out', str(tmp_path), timeout=550)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    table = (tmp_path / 'coic_vs_baseline.md').read_text()
+    assert 'CoIC generator_width 2' in table
+    rows = [line for line in table.splitlines() if line.startswith('| ') and not line.startswith('| source')]
+    assert [row.split('|')[1].strip() for row in rows] == ['light_sparse', 'heavy_dense', 'slanted_long',
+                                                           'mist_textures', 'all']
+    assert 'generator_width: 2' in (tmp_path / 'coic_width2_restormer-tiny_seed0.yml').read_text()
+    assert 'generator_width' not in (tmp_path / 'baseline_restormer-tiny_seed0.yml').read_text()
