@@ -157,9 +157,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     repeats = args.repeats or (10 if cuda else 3)
     memory_format = 'channels_last' if args.channels_last else 'contiguous'
     print(f'device={args.device} batch={batch} input={size}x{size} threads={torch.get_num_threads()} '
-          f'context_dim={CONTEXT_DIM} memory_format={memory_format} generator_width={args.generator_width}\n(seconds: medians of {repeats} alternating '
-          'runs per mode; ratio: median of z / z=None over neighbouring runs; memory: MiB one training step adds to '
-          'the peak)')
+          f'context_dim={CONTEXT_DIM} memory_format={memory_format} generator_width={args.generator_width}\n'
+          f'(seconds: medians of {repeats} alternating runs per mode; ratio: median of z / z=None over neighbouring '
+          'runs; memory: MiB one training step adds to the peak)')
     rows = []
     for name in args.archs:
         rows.append(measure(name, batch, size, repeats, args.device, args.threads, not args.no_memory,

@@ -9,6 +9,8 @@ forward (eval, no grad) of each with z ("tran" mode in the reference) and withou
 ours / reference.
 
 Example: python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --threads 1     (~8 min on 2 cores)
+         python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --threads 1 --channels-last \
+             --generator-width 4
 """
 import argparse
 import contextlib
@@ -75,6 +77,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--repeats', type=int, default=3, help='timed runs per measurement and network')
     parser.add_argument('--channels-last', action='store_true',
                         help='also time ours with channels-last weights and input (the top-level channels_last key)')
+    parser.add_argument('--generator-width', type=int, default=None,
+                        help='also time ours with network_g.generator_width set to this (compact CoI-M generators)')
     args = parser.parse_args(argv)
     setup_runtime(args)
     reference = load_reference(args.reference_dir).to(args.device)
@@ -89,11 +93,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
         x_cl = x.contiguous(memory_format=torch.channels_last)
         runners['ours channels-last'] = make_runners(ours_cl, lambda c: ours_cl(x_cl, c), x_cl, z)
-    params = {name: sum(p.numel() for p in net.parameters()) for name, net in (('reference', reference),
-                                                                                  ('ours', ours))}
+    if args.generator_width:
+        compact = CoICDRSformer(context_dim=CONTEXT_DIM, generator_width=args.generator_width).to(args.device)
+        runners[f'ours width {args.generator_width}'] = make_runners(compact, lambda c: compact(x, c), x, z)
+    nets = [('reference', reference), ('ours', ours)]
+    if args.generator_width:
+        nets.append((f'ours width {args.generator_width}', compact))
+    params = {name: sum(p.numel() for p in net.parameters()) for name, net in nets}
     print(f'device={args.device} batch={args.batch} input={args.size}x{args.size} threads={torch.get_num_threads()}'
           f' (medians of {args.repeats} alternating runs, seconds)')
-    print(f'parameters: reference {params["reference"]:,}  ours {params["ours"]:,}')
+    print('parameters: ' + '  '.join(f'{name} {count:,}' for name, count in params.items()))
     ours_names = [name for name in runners if name != 'reference']
     header = ''.join(f'{name:>20} {"speed-up":>9}' for name in ours_names)
     print(f'{"measurement":<16} {"reference":>10}{header}')
