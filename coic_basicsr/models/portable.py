@@ -15,7 +15,7 @@ from basicsr.utils.dist_util import master_only
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from coic_basicsr.registry import SCHEDULER_REGISTRY
-from coic_basicsr.utils.checkpoint import atomic_save, load_checkpoint, to_plain
+from coic_basicsr.utils.checkpoint import atomic_save, describe_shape_mismatches, load_checkpoint, to_plain
 from coic_basicsr.utils.errors import NonFiniteTrainingError
 
 
@@ -114,8 +114,9 @@ class PortableModelMixin:
         except RuntimeError:
             own = set(bare.state_dict())
             missing, unexpected = sorted(own - set(state_dict)), sorted(set(state_dict) - own)
-            detail = (f'{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected keys '
-                      f'(e.g. {unexpected[:2]})' if missing or unexpected else 'tensor shapes differ')
+            detail = describe_shape_mismatches(bare, state_dict) or (
+                f'{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected keys '
+                f'(e.g. {unexpected[:2]})')
             raise ValueError(f"checkpoint '{load_path}' does not fit {bare.__class__.__name__}: {detail}") from None
 
     def _gradients_finite(self) -> bool:

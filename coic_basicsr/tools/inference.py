@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from coic_basicsr.data.rain_sources import IMG_EXTENSIONS
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.tiling import tiled_forward
-from coic_basicsr.utils.checkpoint import load_checkpoint
+from coic_basicsr.utils.checkpoint import describe_shape_mismatches, load_checkpoint
 from coic_basicsr.utils.options import load_option_file
 
 
@@ -97,7 +97,8 @@ def load_weights(net: nn.Module, path: str, keys: Sequence[str], what: str) -> s
     try:
         result = net.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
-        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        detail = describe_shape_mismatches(net, state) or next(
+            (line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
         raise ValueError(f"checkpoint '{path}' ['{key}'] does not fit {what}: {detail}") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"checkpoint '{path}' ['{key}'] does not fit {what}: missing {result.missing_keys[:3]}, "

@@ -2,9 +2,10 @@
 import os
 from collections import Counter
 from os import path as osp
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
+from torch import nn
 
 TMP_SUFFIX = '.tmp'
 
@@ -42,6 +43,22 @@ def load_checkpoint(path: str, device: Optional[torch.device] = None) -> Any:
         return torch.load(path, map_location=device or 'cpu', weights_only=True)
     except Exception as err:  # truncated or foreign file: say which one
         raise ValueError(f"checkpoint '{path}' cannot be loaded safely: {str(err).splitlines()[0]}") from None
+
+
+def describe_shape_mismatches(net: nn.Module, state_dict: Mapping[str, Any]) -> str:
+    """'N tensors differ in shape (e.g. ...)' for the keys of ``state_dict`` whose shapes differ from ``net``'s, with a
+    hint when CoI-M generators differ (their shapes follow ``generator_width``); '' when all common shapes agree."""
+    own = net.state_dict()
+    differing = [k for k, v in state_dict.items() if k in own and hasattr(v, 'shape') and v.shape != own[k].shape]
+    if not differing:
+        return ''
+    first = differing[0]
+    text = (f'{len(differing)} tensors differ in shape (e.g. {first}: checkpoint {tuple(state_dict[first].shape)}, '
+            f'network {tuple(own[first].shape)})')
+    if any('.generator.' in key for key in differing):
+        text += ('; CoI-M generator shapes follow network_g.generator_width: set the value the checkpoint was '
+                 'trained with')
+    return text
 
 
 def latest_training_state(state_dir: str) -> Optional[str]:

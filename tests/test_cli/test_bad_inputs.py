@@ -76,6 +76,13 @@ def _mismatched_checkpoint(opt, tmp):
     return opt
 
 
+def _other_generator_width(opt, tmp):
+    from basicsr.archs import build_network
+    torch.save({'params': build_network(dict(opt['network_g'], generator_width=2)).state_dict()}, tmp / 'net.pth')
+    opt['path']['pretrain_network_g'] = str(tmp / 'net.pth')
+    return opt
+
+
 # id -> (mutation of the tiny CoIC options, text the one-line error must contain)
 CASES = {
     'unknown-network-type': (_set(['network_g', 'type'], 'NoSuchArch'), "network_g: type 'NoSuchArch'"),
@@ -107,6 +114,8 @@ CASES = {
     'pretrained-weights-missing': (_set(['path', 'pretrain_network_g'], lambda tmp: str(tmp / 'none.pth')),
                                    'none.pth'),
     'pretrained-weights-do-not-fit': (_mismatched_checkpoint, 'does not fit CoICRestormer'),
+    'pretrained-generator-width-differs': (_other_generator_width, 'follow network_g.generator_width'),
+    'bad-generator-width': (_set(['network_g', 'generator_width'], 0), 'generator_width must be a positive integer'),
     'corrupt-resume-state': (_bad_state, 'bad.state'),
 }
 
