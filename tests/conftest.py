@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 
@@ -24,7 +25,6 @@ def _no_handlers_on_closed_streams():
     """BasicSR's root logger gets its StreamHandler once, on the sys.stderr of the first test that logs — under capsys
     a stream that is closed after that test; later log calls would print 'Logging error' tracebacks into other tests'
     stderr. Before each test, point such handlers back at the real stderr."""
-    import logging
     for handler in logging.getLogger('basicsr').handlers:
         if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, 'closed', False):
             handler.stream = sys.__stderr__  # not setStream: it would flush the closed stream first

@@ -64,7 +64,7 @@ class _ModulatedMixin:
 
     def scale_from_means(self, means: Tensor, z: Tensor) -> Tensor:
         """:meth:`kernel_scale` from the (B, C_in) channel means of the input."""
-        a = self.generator(torch.cat([z.to(means.dtype), means], dim=1))
+        a = self._generator_output(means, z)
         rows, cols = self.weight.shape[:2]
         if self.gate_layout == 'official':
             # The CoIC authors' code (``CoIM.py``): its first output block has ``rows`` entries, the second ``cols``,
@@ -74,6 +74,10 @@ class _ModulatedMixin:
             scale = kernel_scale_from_logits(a[:, rows:rows + cols], a[:, :rows], a[:, rows + cols:], self.kernel_size)
             return scale.reshape(a.shape[0], rows, cols, *self.kernel_size)
         return kernel_scale_from_logits(*self._paper_logits(a), self.kernel_size)
+
+    def _generator_output(self, means: Tensor, z: Tensor) -> Tensor:
+        """``[z | GAP(x)] -> a`` (B, rows + cols + kh * kw)."""
+        return self.generator(torch.cat([z.to(means.dtype), means], dim=1))
 
     def _paper_logits(self, a: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Generator output ``[a_out | a_in | a_k]`` -> (weight-row logits, weight-column logits, tap logits)."""
@@ -86,8 +90,7 @@ class _ModulatedMixin:
         """(B, *weight.shape) per-sample kernels ``W * s`` from the input's (B, C_in) channel means."""
         if self.gate_layout == 'official':
             return self.weight.unsqueeze(0) * self.scale_from_means(means, z).to(self.weight.dtype)
-        a = self.generator(torch.cat([z.to(means.dtype), means], dim=1))
-        return ScaledKernels.apply(self.weight, *self._paper_logits(a), self.kernel_size)
+        return ScaledKernels.apply(self.weight, *self._paper_logits(self._generator_output(means, z)), self.kernel_size)
 
     def _modulated(self, x: Tensor, z: Tensor, conv: Callable[..., Tensor]) -> Tensor:
         """``conv(input, kernels, bias, groups)`` applied with each sample's own kernel (see the module docstring)."""
