@@ -330,12 +330,12 @@ def _composed_kernel_scale(a_rows, a_cols, a_k):
     return a_k.shape[-1] * torch.softmax(gate[..., None] * a_k[:, None, None, :], dim=-1).unflatten(-1, (3, 3))
 
 
-@pytest.mark.parametrize('rows, cols', [(6, 4), (3, 1), (2, 5)])
-def test_scaled_kernels_equal_the_composed_ops_and_pass_gradcheck(rows: int, cols: int):
+@pytest.mark.parametrize('rows, cols, batch', [(6, 4, 2), (3, 1, 2), (2, 5, 2), (6, 4, 1), (2, 3, 3)])
+def test_scaled_kernels_equal_the_composed_ops_and_pass_gradcheck(rows: int, cols: int, batch: int):
     from coic_basicsr.archs.modulation_core import ScaledKernels, kernel_scale_from_logits
-    torch.manual_seed(rows * 10 + cols)
-    leaves = [torch.randn(rows, cols, 3, 3, dtype=torch.float64), torch.randn(2, rows, dtype=torch.float64),
-              torch.randn(2, cols, dtype=torch.float64), 2 * torch.randn(2, 9, dtype=torch.float64)]
+    torch.manual_seed(rows * 10 + cols + batch)
+    leaves = [torch.randn(rows, cols, 3, 3, dtype=torch.float64), torch.randn(batch, rows, dtype=torch.float64),
+              torch.randn(batch, cols, dtype=torch.float64), 2 * torch.randn(batch, 9, dtype=torch.float64)]
     grads = []
     for fn in (lambda w, r, c, k: w.unsqueeze(0) * _composed_kernel_scale(r, c, k),
                lambda w, r, c, k: ScaledKernels.apply(w, r, c, k, (3, 3)),
@@ -353,3 +353,13 @@ def test_scaled_kernels_equal_the_composed_ops_and_pass_gradcheck(rows: int, col
                                     [t.clone().requires_grad_() for t in leaves[1:]])
     float_out = ScaledKernels.apply(*[t.float() for t in leaves], (3, 3))
     assert float_out.dtype == torch.float32
+
+
+def test_scaled_kernels_stay_finite_for_extreme_tap_logits():
+    from coic_basicsr.archs.modulation_core import kernel_scale_from_logits
+    a_k = torch.tensor([[-300.0, 0.0, 400.0, 1.0, 2.0, 3.0, -4.0, 5.0, 6.0]], requires_grad=True)
+    a_rows, a_cols = torch.tensor([[50.0, -50.0]], requires_grad=True), torch.zeros(1, 3, requires_grad=True)
+    scale = kernel_scale_from_logits(a_rows, a_cols, a_k, (3, 3))
+    scale.sum().backward()
+    assert torch.isfinite(scale).all() and all(torch.isfinite(t.grad).all() for t in (a_k, a_rows, a_cols))
+    torch.testing.assert_close(scale.sum(dim=(-2, -1)), torch.full((1, 2, 3), 9.0))
