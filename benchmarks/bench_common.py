@@ -6,16 +6,23 @@ from typing import Callable
 
 import torch
 
+from coic_basicsr.utils.cpu_memory import keep_freed_memory
+
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
     parser.add_argument('--threads', type=int, default=0, help='CPU intra-op threads (0: leave as is)')
+    parser.add_argument('--no-malloc-cache', action='store_true',
+                        help="CPU: leave glibc's malloc as is (default: keep freed blocks, as training does with "
+                             'the cpu_malloc_cache option)')
 
 
 def setup_runtime(args: argparse.Namespace) -> None:
-    """Check the device, set the CPU threads and seed 0."""
+    """Check the device, set the CPU threads and the allocator as ``basicsr train`` does, and seed 0."""
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no CUDA device available')
+    if args.device == 'cpu' and not args.no_malloc_cache:
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -157,7 +157,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     repeats = args.repeats or (10 if cuda else 3)
     memory_format = 'channels_last' if args.channels_last else 'contiguous'
     print(f'device={args.device} batch={batch} input={size}x{size} threads={torch.get_num_threads()} '
-          f'context_dim={CONTEXT_DIM} memory_format={memory_format} generator_width={args.generator_width}\n'
+          f'context_dim={CONTEXT_DIM} memory_format={memory_format} generator_width={args.generator_width} '
+          f'malloc_cache={args.device == "cpu" and not args.no_malloc_cache}\n'
           f'(seconds: medians of {repeats} alternating runs per mode; ratio: median of z / z=None over neighbouring '
           'runs; memory: MiB one training step adds to the peak)')
     rows = []

@@ -101,7 +101,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         nets.append((f'ours width {args.generator_width}', compact))
     params = {name: sum(p.numel() for p in net.parameters()) for name, net in nets}
     print(f'device={args.device} batch={args.batch} input={args.size}x{args.size} threads={torch.get_num_threads()}'
-          f' (medians of {args.repeats} alternating runs, seconds)')
+          f' malloc_cache={not args.no_malloc_cache} (medians of {args.repeats} alternating runs, seconds)')
     print('parameters: ' + '  '.join(f'{name} {count:,}' for name, count in params.items()))
     ours_names = [name for name in runners if name != 'reference']
     header = ''.join(f'{name:>20} {"speed-up":>9}' for name in ours_names)

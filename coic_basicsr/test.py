@@ -12,6 +12,7 @@ from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_
 from basicsr.utils.options import dict2str
 
 from coic_basicsr.models.portable import build_model
+from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
 from coic_basicsr.utils.dist import barrier
 from coic_basicsr.utils.options import parse_options
 from coic_basicsr.utils.validate import check_options
@@ -28,6 +29,7 @@ def test_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = N
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
     logger.info(get_env_info())
     logger.info(dict2str(opt))
+    apply_cpu_malloc_option(opt, logger)
     test_loaders = []
     for _, dataset_opt in sorted(opt['datasets'].items()):
         test_set = build_dataset(dataset_opt)

@@ -19,6 +19,7 @@ from basicsr.utils.options import copy_opt_file, dict2str
 from coic_basicsr.data.samplers import ResumableSampler, build_sampler
 from coic_basicsr.models.portable import build_model
 from coic_basicsr.utils.checkpoint import latest_training_state, load_checkpoint
+from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
 from coic_basicsr.utils.dist import barrier
 from coic_basicsr.utils.errors import NonFiniteTrainingError
 from coic_basicsr.utils.options import parse_options
@@ -126,6 +127,7 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
     logger.info(get_env_info())
     logger.info(dict2str(opt))
+    apply_cpu_malloc_option(opt, logger)
     tb_logger = init_tb_loggers(opt)
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_dataloaders(opt, logger)
     model = build_model(opt)

@@ -5,6 +5,7 @@ from typing import Iterator, Tuple
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
 from coic_basicsr.registry import SAMPLER_REGISTRY, SCHEDULER_REGISTRY
+from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
 
 _BASICSR_SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
 
@@ -86,6 +87,7 @@ def check_options(opt: dict) -> None:
     if 'datasets' not in opt or not opt['datasets']:
         raise ValueError('datasets: the option file defines no dataset')
     check_registered_types(opt)
+    check_cpu_malloc_option(opt)
     check_dataset_paths(opt)
     if opt.get('is_train', True):
         check_coic_section(opt)
