@@ -1,17 +1,23 @@
-"""Stride-1 grouped / depthwise conv on the CPU with a faster kernel-gradient computation.
+"""Stride-1 grouped / depthwise conv on the CPU with faster gradients than the plain op's backward.
 
-Measured on the 2-core CPU box (``benchmarks/grouped_conv_weight_grad.py``, one thread): oneDNN's weight gradient of
-grouped convs with one output channel per group is slow for kernels of 5x5 and more at batch 1 (the per-sample path
-of ``modulation.py``: 1.2-49x slower than below, e.g. 39.4 vs 0.8 ms for 2042 channels at 8x8) and for small maps at
-any batch. Two exact rewrites of ``dL/dW[g, j, p, q] = sum_{b,h,w} x_pad[b, g*m+j, h + p*d, w + q*d] * dy[b, g, h, w]``
-are used instead:
+Measured on the 2-core CPU box (``benchmarks/grouped_conv_weight_grad.py``, one thread):
 
-- ``'as_conv'``: one grouped conv whose input is the padded x with (j, g*b) as (batch, channels) and whose kernel is
-  dy; its output positions are the k*k kernel offsets (stride = dilation). Used at batch 1.
-- ``'per_offset'``: one multiply-and-sum per kernel offset. Used for depthwise convs on maps up to 16x16.
+- Kernel gradient: oneDNN's is slow for grouped convs with one output channel per group and kernels of 5x5 and more
+  at batch 1 (the per-sample path of ``modulation.py``: 1.2-49x slower than below, e.g. 39.4 vs 0.8 ms for 2042
+  channels at 8x8) and for small maps at any batch. Two exact rewrites of
+  ``dL/dW[g, j, p, q] = sum_{b,h,w} x_pad[b, g*m+j, h + p*d, w + q*d] * dy[b, g, h, w]`` are used instead:
+  ``'as_conv'``, one grouped conv whose input is the padded x with (j, g*b) as (batch, channels) and whose kernel
+  is dy (its output positions are the k*k kernel offsets; stride = dilation), used at batch 1; ``'per_offset'``,
+  one multiply-and-sum per kernel offset, used at batch > 1 for depthwise convs on maps up to 16x16 and, in NCHW,
+  on any map.
+- Input gradient: for NCHW (not channels-last) inputs and for dilated convs the plain backward is 2-30x slower than
+  a forward conv of the output gradient with the flipped, per-group transposed kernel (``'as_forward'``; e.g. 49.7
+  vs 9.1 ms for DRSformer's 510 -> 255 channel-pair 5x5 conv at 64x64, 17.0 vs 0.6 ms for its dilated 7x7
+  depthwise one). Undilated channels-last convs keep the plain backward (as fast); so do depthwise 3x3 convs
+  (oneDNN's are fast in both formats).
 
-Everything else (CUDA, other shapes, no gradient) runs the plain op. Forward values and input gradients are the
-plain op's; the rewritten backward is once-differentiable (no double backward through these convs).
+Everything else (CUDA, other shapes, no gradient) runs the plain op. Forward values are the plain op's; the
+rewritten backward is once-differentiable (no double backward through these convs).
 """
 from typing import Optional, Tuple
 
@@ -19,24 +25,56 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
+from torch.nn.modules.utils import _pair
 
 _MAX_PER_OFFSET_PIXELS = 16 * 16
 
 
-def weight_grad_strategy(x: Tensor, weight: Tensor, stride, padding, groups: int) -> Optional[str]:
-    """'as_conv', 'per_offset' or None (use the plain op) for ``conv2d(x, weight, None, stride, padding, ...)``."""
+def _rewritable(x: Tensor, weight: Tensor, stride, padding, groups: int) -> bool:
+    """A stride-1, zero-padded CPU conv with one output channel per group and not a depthwise 3x3 one."""
     out_channels, per_group, kh, kw = weight.shape
     if x.device.type != 'cpu' or x.dim() != 4 or tuple(stride) != (1, 1) or isinstance(padding, str):
-        return None
+        return False
     if groups == 1 or out_channels != groups:
+        return False
+    return per_group > 1 or min(kh, kw) >= 5  # oneDNN's depthwise 3x3 kernels are fast
+
+
+def _channels_last(x: Tensor) -> bool:
+    return not x.is_contiguous()
+
+
+def weight_grad_strategy(x: Tensor, weight: Tensor, stride, padding, groups: int) -> Optional[str]:
+    """'as_conv', 'per_offset' or None (the plain op's) for the kernel gradient of ``conv2d(x, weight, ...)``."""
+    if not weight.requires_grad or not _rewritable(x, weight, stride, padding, groups):
         return None
-    if not weight.requires_grad or min(kh, kw) < 5:  # oneDNN's 3x3 kernels are fast
-        return None
-    if x.shape[0] == 1:
+    per_group, kh, kw = weight.shape[1:]
+    large = min(kh, kw) >= 5
+    if x.shape[0] == 1 and (large or not _channels_last(x)):
         return 'as_conv'
-    if per_group == 1 and x.shape[2] * x.shape[3] <= _MAX_PER_OFFSET_PIXELS:
+    if per_group == 1 and large and (x.shape[2] * x.shape[3] <= _MAX_PER_OFFSET_PIXELS or not _channels_last(x)):
         return 'per_offset'
     return None
+
+
+def input_grad_strategy(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> Optional[str]:
+    """'as_forward' or None (the plain op's) for the input gradient of ``conv2d(x, weight, ...)``."""
+    if not x.requires_grad or not _rewritable(x, weight, stride, padding, groups):
+        return None
+    if _channels_last(x) and _pair(dilation) == (1, 1):
+        return None
+    reach = [d * (k - 1) for d, k in zip(_pair(dilation), weight.shape[-2:])]
+    return 'as_forward' if all(0 <= p <= r for p, r in zip(_pair(padding), reach)) else None
+
+
+def input_grad_as_forward(grad_out: Tensor, weight: Tensor, padding: Tuple[int, int], dilation: Tuple[int, int],
+                          groups: int) -> Tensor:
+    """Input gradient of a stride-1 grouped conv as one forward conv of ``grad_out`` with the flipped kernel."""
+    out_channels, per_group, kh, kw = weight.shape
+    flipped = weight.reshape(groups, out_channels // groups, per_group, kh, kw).transpose(1, 2) \
+        .reshape(groups * per_group, out_channels // groups, kh, kw).flip(-2, -1)
+    reversed_padding = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+    return F.conv2d(grad_out, flipped, None, 1, reversed_padding, dilation, groups)
 
 
 def weight_grad_as_conv(x_pad: Tensor, grad_out: Tensor, dilation: Tuple[int, int], per_group: int) -> Tensor:
@@ -64,24 +102,28 @@ class _GroupedConv2d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Tuple[int, int],
-                dilation: Tuple[int, int], groups: int, strategy: str) -> Tensor:
+                dilation: Tuple[int, int], groups: int, strategies: Tuple[Optional[str], Optional[str]]) -> Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.conv = (padding, dilation, groups, strategy, bias is not None)
+        ctx.conv = (padding, dilation, groups, strategies, bias is not None)
         return F.conv2d(x, weight, bias, 1, padding, dilation, groups)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         x, weight = ctx.saved_tensors
-        padding, dilation, groups, strategy, has_bias = ctx.conv
+        padding, dilation, groups, (input_strategy, weight_strategy), has_bias = ctx.conv
+        need_x, need_w = ctx.needs_input_grad[:2]
+        plain_mask = (need_x and input_strategy is None, need_w and weight_strategy is None, False)
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(grad_out, x, weight, None, [1, 1], list(padding),
-                                                         list(dilation), False, [0, 0], groups,
-                                                         (True, False, False))[0]
-        if ctx.needs_input_grad[1]:
+        if any(plain_mask):
+            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(grad_out, x, weight, None, [1, 1], list(padding),
+                                                                    list(dilation), False, [0, 0], groups,
+                                                                    plain_mask)
+        if need_x and input_strategy == 'as_forward':
+            grad_x = input_grad_as_forward(grad_out, weight, padding, dilation, groups)
+        if need_w and weight_strategy is not None:
             x_pad = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-            grad_w = weight_grad_as_conv(x_pad, grad_out, dilation, weight.shape[1]) if strategy == 'as_conv' \
+            grad_w = weight_grad_as_conv(x_pad, grad_out, dilation, weight.shape[1]) if weight_strategy == 'as_conv' \
                 else weight_grad_per_offset(x_pad, grad_out, dilation, weight.shape[-2:])
             grad_w = grad_w.to(weight.dtype)
         if has_bias and ctx.needs_input_grad[2]:
@@ -90,8 +132,11 @@ class _GroupedConv2d(torch.autograd.Function):
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups: int) -> Tensor:
-    """``F.conv2d`` with the faster kernel gradient where it was measured to help (:func:`weight_grad_strategy`)."""
-    strategy = weight_grad_strategy(x, weight, stride, padding, groups) if torch.is_grad_enabled() else None
-    if strategy is None:
+    """``F.conv2d`` with the faster gradients where they were measured to help (the ``*_grad_strategy`` functions)."""
+    strategies = (None, None)
+    if torch.is_grad_enabled():
+        strategies = (input_grad_strategy(x, weight, stride, padding, dilation, groups),
+                      weight_grad_strategy(x, weight, stride, padding, groups))
+    if strategies == (None, None):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    return _GroupedConv2d.apply(x, weight, bias, tuple(padding), tuple(dilation), groups, strategy)
+    return _GroupedConv2d.apply(x, weight, bias, _pair(padding), _pair(dilation), groups, strategies)

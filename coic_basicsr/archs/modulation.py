@@ -12,7 +12,7 @@ How the per-sample kernels are applied was chosen by measurement (``benchmarks/m
 batch of one runs the plain conv op with the scaled kernel; on CUDA the batch is folded into the groups of one conv
 call; on the CPU each sample runs its own conv (``split``/``cat``, whose backward does not allocate a zero gradient
 per sample) — folding forces a copy to NCHW and a slow grouped path, 2-5x slower for channels-last inputs. Convs
-with zero padding go through :func:`grouped_conv.conv2d` (a faster CPU kernel gradient for large grouped kernels).
+with zero padding go through :func:`grouped_conv.conv2d` (faster CPU gradients for grouped kernels).
 
 The code reaches the layers through a shared :class:`ModulationContext` (thread-local, so DataParallel replicas
 each see their own chunk). Recomputation by activation checkpointing happens outside ``context.use`` and would

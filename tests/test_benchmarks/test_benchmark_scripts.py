@@ -35,12 +35,20 @@ def test_coic_overhead_channels_last_and_compact_generators_run():
     assert row[2] == '33,655,424' and float(row[4]) < 10  # the compact generators' parameter share
 
 
-def test_grouped_conv_weight_grad_checks_both_rewrites_and_names_the_choice():
-    proc = run_script('grouped_conv_weight_grad.py', '--tiny', '--repeats', '1', '--threads', '1')
+@pytest.mark.parametrize('layout', ['channels-last', 'nchw'])
+def test_grouped_conv_weight_grad_checks_every_rewrite_and_names_the_choice(layout: str):
+    proc = run_script('grouped_conv_weight_grad.py', '--tiny', '--repeats', '1', '--threads', '1',
+                      *(['--nchw'] if layout == 'nchw' else []))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (['1'], ['4'])]
-    assert len(rows) == 6
-    assert [row[-1] for row in rows] == ['as_conv', 'as_conv', 'as_conv', 'per_offset', 'plain', 'per_offset']
+    assert len(rows) == 8
+    kernel_picks = [row[-4] for row in rows]
+    if layout == 'nchw':  # batch 1: every shape as one conv; the 3x3 channel pairs too
+        assert kernel_picks == ['as_conv'] * 4 + ['per_offset', 'plain', 'per_offset', 'plain']
+        assert [row[-1] for row in rows] == ['as_forward'] * 8
+    else:
+        assert kernel_picks == ['as_conv'] * 3 + ['plain', 'per_offset', 'plain', 'per_offset', 'plain']
+        assert [row[-1] for row in rows] == ['plain', 'plain', 'as_forward', 'plain'] * 2  # dilated: as_forward
 
 
 def test_modulated_conv_overhead_checks_every_implementation_against_the_module():
