@@ -2,7 +2,7 @@
 
 For each layer shape of CoIC-DRSformer at a 64x64 input (MSFN depthwise and channel-pair convs per level, MEFC
 experts), in channels-last memory (``--nchw``: contiguous NCHW), times the kernel gradient (weight-only
-``convolution_backward`` of the plain op vs the ``'as_conv'`` and ``'per_offset'`` rewrites) and the input gradient
+``convolution_backward`` of the plain op vs the ``'as_conv'`` rewrite) and the input gradient
 (input-only ``convolution_backward`` vs ``'as_forward'``), checks every rewrite against the plain op, and names what
 ``weight_grad_strategy`` / ``input_grad_strategy`` pick (``plain`` = the op itself). Batch 1 is what each sample of
 the per-sample path of ``modulation.py`` runs; batch 4 is the plain (z=None) step.
@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from bench_common import add_runtime_args, median_ms, setup_runtime
 from coic_basicsr.archs.grouped_conv import (input_grad_as_forward, input_grad_strategy, weight_grad_as_conv,
-                                             weight_grad_per_offset, weight_grad_strategy)
+                                             weight_grad_strategy)
 
 # (in channels, input channels per group, map side, kernel, dilation) at a 64x64 input
 DRSFORMER_SHAPES = [(254, 1, 64, 5, 1), (254, 2, 64, 5, 1), (254, 2, 64, 3, 1), (510, 1, 64, 5, 1),
@@ -49,19 +49,16 @@ def measure(batch: int, channels: int, per_group: int, side: int, kernel: int, d
         return lambda: torch.ops.aten.convolution_backward(grad_out, x, weight, None, [1, 1], [pad, pad],
                                                            [dilation] * 2, False, [0, 0], groups, mask)[which]
 
-    weight_rewrites = {'as_conv': lambda: weight_grad_as_conv(x_pad, grad_out, (dilation, dilation), per_group)}
-    if per_group == 1:
-        weight_rewrites['per_offset'] = lambda: weight_grad_per_offset(x_pad, grad_out, (dilation, dilation),
-                                                                       (kernel, ) * 2)
-    expected = plain(1)()
-    cells = [f'{median_ms(plain(1), device, repeats):>8.1f}']
-    for name in ('as_conv', 'per_offset'):
-        cells.append(_checked_ms(weight_rewrites[name], expected, name, repeats, device) if name in weight_rewrites
-                     else f'{"-":>10}')
-    cells.append(f'{weight_grad_strategy(x, weight, (1, 1), (pad, pad), groups) or "plain":>10}')
-    as_forward = lambda: input_grad_as_forward(grad_out, weight.detach(), (pad, pad), (dilation, dilation), groups)
-    cells += [f'{median_ms(plain(0), device, repeats):>8.1f}', _checked_ms(as_forward, plain(0)(), 'as_forward',
-                                                                          repeats, device)]
+    def as_conv() -> Tensor:
+        return weight_grad_as_conv(x_pad, grad_out, (dilation, dilation), per_group)
+
+    def as_forward() -> Tensor:
+        return input_grad_as_forward(grad_out, weight.detach(), (pad, pad), (dilation, dilation), groups)
+
+    cells = [f'{median_ms(plain(1), device, repeats):>8.1f}', _checked_ms(as_conv, plain(1)(), 'as_conv', repeats, device),
+             f'{weight_grad_strategy(x, weight, (1, 1), (pad, pad), groups) or "plain":>10}',
+             f'{median_ms(plain(0), device, repeats):>8.1f}',
+             _checked_ms(as_forward, plain(0)(), 'as_forward', repeats, device)]
     picked = input_grad_strategy(x.requires_grad_(), weight, (1, 1), (pad, pad), (dilation, dilation), groups)
     label = f'{batch:>5} {channels:>8} {per_group:>5} {side:>4}x{side:<4} {kernel}x{kernel} d{dilation}'
     return f'{label} {" ".join(cells)} {picked or "plain":>10}'
@@ -78,10 +75,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     setup_runtime(args)
     memory_format = torch.contiguous_format if args.nchw else torch.channels_last
     print(f'device={args.device} threads={torch.get_num_threads()} {"NCHW" if args.nchw else "channels-last"}; ms per '
-          f'gradient (median of {args.repeats}); kernel gradient: plain, as_conv, per_offset, picked; input gradient: '
+          f'gradient (median of {args.repeats}); kernel gradient: plain, as_conv, picked; input gradient: '
           'plain, as_forward, picked')
     print(f'{"batch":>5} {"channels":>8} {"per_g":>5} {"map":>9} {"kernel":>9} {"plain":>8} {"as_conv":>10} '
-          f'{"per_offset":>10} {"picked":>10} {"plain":>8} {"as_forward":>10} {"picked":>10}')
+          f'{"picked":>10} {"plain":>8} {"as_forward":>10} {"picked":>10}')
     for batch in args.batches:
         for shape in TINY_SHAPES if args.tiny else DRSFORMER_SHAPES:
             print(measure(batch, *shape, args.repeats, args.device, memory_format), flush=True)

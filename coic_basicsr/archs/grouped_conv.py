@@ -1,23 +1,21 @@
 """Stride-1 grouped / depthwise conv on the CPU with faster gradients than the plain op's backward.
 
-Measured on the 2-core CPU box (``benchmarks/grouped_conv_weight_grad.py``, one thread):
+Measured on the 2-core CPU box (``benchmarks/grouped_conv_weight_grad.py``, one thread), for grouped convs with one
+output channel per group (DRSformer's MSFN and MEFC layers) — every gradient is exact, only the computation differs:
 
-- Kernel gradient: oneDNN's is slow for grouped convs with one output channel per group and kernels of 5x5 and more
-  at batch 1 (the per-sample path of ``modulation.py``: 1.2-49x slower than below, e.g. 39.4 vs 0.8 ms for 2042
-  channels at 8x8) and for small maps at any batch. Two exact rewrites of
-  ``dL/dW[g, j, p, q] = sum_{b,h,w} x_pad[b, g*m+j, h + p*d, w + q*d] * dy[b, g, h, w]`` are used instead:
-  ``'as_conv'``, one grouped conv whose input is the padded x with (j, g*b) as (batch, channels) and whose kernel
-  is dy (its output positions are the k*k kernel offsets; stride = dilation), used at batch 1; ``'per_offset'``,
-  one multiply-and-sum per kernel offset, used at batch > 1 for depthwise convs on maps up to 16x16 and, in NCHW,
-  on any map.
+- Kernel gradient ``dL/dW[g, j, p, q] = sum_{b,h,w} x_pad[b, g*m+j, h + p*d, w + q*d] * dy[b, g, h, w]``: oneDNN's
+  is slow for kernels of 5x5 and more and, in NCHW, for 3x3 too. ``'as_conv'`` computes it per sample as one
+  grouped conv whose input is the padded x with (j, g) as (batch, channels) and whose kernel is dy (its output
+  positions are the k*k kernel offsets; stride = dilation), and sums over the batch: e.g. 25.6 -> 3.4 ms at batch 1
+  and 103.8 -> 14.7 ms at batch 4 for the 510 -> 255 channel-pair 5x5 conv at 64x64 in NCHW (folding the batch into
+  that conv's channels instead is as slow as oneDNN). Channels-last 3x3 convs keep the plain op.
 - Input gradient: for NCHW (not channels-last) inputs and for dilated convs the plain backward is 2-30x slower than
-  a forward conv of the output gradient with the flipped, per-group transposed kernel (``'as_forward'``; e.g. 49.7
-  vs 9.1 ms for DRSformer's 510 -> 255 channel-pair 5x5 conv at 64x64, 17.0 vs 0.6 ms for its dilated 7x7
-  depthwise one). Undilated channels-last convs keep the plain backward (as fast); so do depthwise 3x3 convs
-  (oneDNN's are fast in both formats).
+  ``'as_forward'``, a forward conv of the output gradient with the flipped, per-group transposed kernel (e.g. 38.1
+  -> 9.0 ms for the channel-pair conv above, 17.5 -> 0.5 ms for the dilated 7x7 depthwise one). Undilated
+  channels-last convs keep the plain backward (as fast).
 
-Everything else (CUDA, other shapes, no gradient) runs the plain op. Forward values are the plain op's; the
-rewritten backward is once-differentiable (no double backward through these convs).
+Depthwise 3x3 convs (fast in oneDNN), CUDA, strides, other group layouts and calls without gradients run the plain
+op. Forward values are the plain op's; the rewritten backward is once-differentiable (no double backward).
 """
 from typing import Optional, Tuple
 
@@ -26,9 +24,6 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
-
-_MAX_PER_OFFSET_PIXELS = 16 * 16
-
 
 def _rewritable(x: Tensor, weight: Tensor, stride, padding, groups: int) -> bool:
     """A stride-1, zero-padded CPU conv with one output channel per group and not a depthwise 3x3 one."""
@@ -45,16 +40,10 @@ def _channels_last(x: Tensor) -> bool:
 
 
 def weight_grad_strategy(x: Tensor, weight: Tensor, stride, padding, groups: int) -> Optional[str]:
-    """'as_conv', 'per_offset' or None (the plain op's) for the kernel gradient of ``conv2d(x, weight, ...)``."""
+    """'as_conv' or None (the plain op's) for the kernel gradient of ``conv2d(x, weight, ...)``."""
     if not weight.requires_grad or not _rewritable(x, weight, stride, padding, groups):
         return None
-    per_group, kh, kw = weight.shape[1:]
-    large = min(kh, kw) >= 5
-    if x.shape[0] == 1 and (large or not _channels_last(x)):
-        return 'as_conv'
-    if per_group == 1 and large and (x.shape[2] * x.shape[3] <= _MAX_PER_OFFSET_PIXELS or not _channels_last(x)):
-        return 'per_offset'
-    return None
+    return 'as_conv' if min(weight.shape[-2:]) >= 5 or not _channels_last(x) else None
 
 
 def input_grad_strategy(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> Optional[str]:
@@ -78,23 +67,13 @@ def input_grad_as_forward(grad_out: Tensor, weight: Tensor, padding: Tuple[int, 
 
 
 def weight_grad_as_conv(x_pad: Tensor, grad_out: Tensor, dilation: Tuple[int, int], per_group: int) -> Tensor:
-    """Kernel gradient (groups, per_group, kh, kw) from the padded input and the output gradient, as one conv."""
-    b, channels, hp, wp = x_pad.shape
+    """Kernel gradient (groups, per_group, kh, kw) from the padded input and the output gradient, one conv a sample."""
     groups = grad_out.shape[1]
-    inputs = x_pad.reshape(b, groups, per_group, hp, wp).permute(2, 1, 0, 3, 4).reshape(per_group, groups * b, hp, wp)
-    kernels = grad_out.transpose(0, 1).contiguous()  # (groups, b, H_out, W_out)
-    return F.conv2d(inputs, kernels, stride=dilation, groups=groups).transpose(0, 1)
-
-
-def weight_grad_per_offset(x_pad: Tensor, grad_out: Tensor, dilation: Tuple[int, int],
-                            kernel_size: Tuple[int, int]) -> Tensor:
-    """Kernel gradient (C, 1, kh, kw) of a depthwise conv, one multiply-and-sum per kernel offset."""
-    h, w = grad_out.shape[-2:]
-    grad = x_pad.new_empty(grad_out.shape[1], 1, *kernel_size)
-    for p in range(kernel_size[0]):
-        for q in range(kernel_size[1]):
-            window = x_pad[..., p * dilation[0]:p * dilation[0] + h, q * dilation[1]:q * dilation[1] + w]
-            grad[:, 0, p, q] = (window * grad_out).sum((0, 2, 3))
+    grad = None
+    for x_one, grad_one in zip(x_pad.split(1), grad_out.split(1)):
+        inputs = x_one.reshape(groups, per_group, *x_one.shape[-2:]).transpose(0, 1)  # (per_group, groups, Hp, Wp)
+        sample = F.conv2d(inputs, grad_one.transpose(0, 1), stride=dilation, groups=groups).transpose(0, 1)
+        grad = sample if grad is None else grad.add_(sample)
     return grad
 
 
@@ -123,9 +102,7 @@ class _GroupedConv2d(torch.autograd.Function):
             grad_x = input_grad_as_forward(grad_out, weight, padding, dilation, groups)
         if need_w and weight_strategy is not None:
             x_pad = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-            grad_w = weight_grad_as_conv(x_pad, grad_out, dilation, weight.shape[1]) if weight_strategy == 'as_conv' \
-                else weight_grad_per_offset(x_pad, grad_out, dilation, weight.shape[-2:])
-            grad_w = grad_w.to(weight.dtype)
+            grad_w = weight_grad_as_conv(x_pad, grad_out, dilation, weight.shape[1]).to(weight.dtype)
         if has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None, None, None, None

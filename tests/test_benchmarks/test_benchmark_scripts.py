@@ -43,12 +43,12 @@ def test_grouped_conv_weight_grad_checks_every_rewrite_and_names_the_choice(layo
     rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (['1'], ['4'])]
     assert len(rows) == 8
     kernel_picks = [row[-4] for row in rows]
-    if layout == 'nchw':  # batch 1: every shape as one conv; the 3x3 channel pairs too
-        assert kernel_picks == ['as_conv'] * 4 + ['per_offset', 'plain', 'per_offset', 'plain']
+    if layout == 'nchw':  # every shape, the 3x3 channel pairs too
+        assert kernel_picks == ['as_conv'] * 8
         assert [row[-1] for row in rows] == ['as_forward'] * 8
-    else:
-        assert kernel_picks == ['as_conv'] * 3 + ['plain', 'per_offset', 'plain', 'per_offset', 'plain']
-        assert [row[-1] for row in rows] == ['plain', 'plain', 'as_forward', 'plain'] * 2  # dilated: as_forward
+    else:  # channels-last 3x3 keeps the plain kernel gradient; only the dilated conv's input gradient is rewritten
+        assert kernel_picks == ['as_conv', 'as_conv', 'as_conv', 'plain'] * 2
+        assert [row[-1] for row in rows] == ['plain', 'plain', 'as_forward', 'plain'] * 2
 
 
 def test_modulated_conv_overhead_checks_every_implementation_against_the_module():
