@@ -14,7 +14,7 @@ applied = keep_freed_memory() if sys.argv[1] == 'keep' else None
 for _ in range(2):  # the first uses of a 64 MiB block fault its pages in either way
     torch.empty(64 << 18).fill_(1)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
+for _ in range(8):
     torch.empty(64 << 18).fill_(1)
 print(json.dumps({'applied': applied, 'faults': resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
 """
@@ -31,8 +31,9 @@ def test_kept_blocks_are_reused_instead_of_faulting_in_again():
     if not kept['applied']:
         pytest.skip('no glibc mallopt in this Python (e.g. musl)')
     pages_per_block = (64 << 20) // 4096
-    assert default['faults'] >= 2 * pages_per_block  # glibc maps and unmaps each 64 MiB block
-    assert kept['faults'] < pages_per_block // 4, (default, kept)
+    assert default['faults'] >= 6 * pages_per_block, (default, kept)  # glibc maps and unmaps each 64 MiB block
+    # kept: at most one fresh block in 8 uses (a small allocation may split the freed block once, growing the heap)
+    assert kept['faults'] < 2 * pages_per_block, (default, kept)
 
 
 class _Log:
