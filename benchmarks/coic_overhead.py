@@ -1,15 +1,18 @@
-"""Cost of CoIC in the Transformer backbones: parameters, training step, forward and peak memory, z vs z=None.
+"""Cost of CoIC per backbone: parameters, training step, forward and peak memory, z vs z=None.
 
-For CoICRestormer, CoICDRSformer and CoICIDT at the paper's width, one training step is forward + L1 loss +
-backward + AdamW step of the generator (the CoIC encoder and contrastive loss are not included). ``z=None`` is the
+For every CoIC backbone at its paper configuration (CoICRestormer, CoICDRSformer, CoICIDT, CoICBRN, CoICRCDNet,
+CoICDGUNet), one training step is forward + L1 loss (summed over the stage outputs of the multi-stage nets, as
+their option files' losses are) + backward + AdamW step of the generator (the CoIC encoder and contrastive loss are
+not included). ``z=None`` is the
 plain backbone (stage 1); with ``z`` every CoI-M layer and K/V context is active (stage 2). The two kinds of steps
-alternate and the medians are compared, so a machine whose load drifts affects both alike. IDT pads inputs to a
-multiple of 128 (its windows are fixed by img_size 128), so its effective input size is reported. The forward is
+alternate and the medians are compared, so a machine whose load drifts affects both alike. The input size the net
+runs at is reported: IDT pads to a multiple of 128 (its windows are fixed by img_size 128), Restormer, DRSformer
+and DGUNet to a multiple of 8, BRN and RCDNet not at all. The forward is
 timed in eval mode without gradients. Peak memory of one training step is measured in a fresh process per arch and
 mode: on CUDA the allocator's peak above what was allocated before the step, on the CPU (Linux) the growth of the
 process's peak resident set (VmHWM) over the step (activations, gradients and optimizer state).
 
-Example: python benchmarks/coic_overhead.py --threads 1 --repeats 5   (~4 minutes on 2 idle cores)
+Example: python benchmarks/coic_overhead.py --threads 1 --repeats 5   (~6 minutes on 2 idle cores)
          python benchmarks/coic_overhead.py --threads 1 --repeats 3 --batch 4 --channels-last
          python benchmarks/coic_overhead.py --threads 1 --repeats 5 --generator-width 4
          python benchmarks/coic_overhead.py --device cuda --batch 4 --size 128
@@ -17,25 +20,35 @@ Example: python benchmarks/coic_overhead.py --threads 1 --repeats 5   (~4 minute
 import argparse
 import multiprocessing
 import statistics
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench_common import add_runtime_args, setup_runtime, sync, timed
+from coic_basicsr.archs.coic_brn_arch import CoICBRN
+from coic_basicsr.archs.coic_dgunet_arch import CoICDGUNet
 from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
 from coic_basicsr.archs.coic_idt_arch import CoICIDT
+from coic_basicsr.archs.coic_rcdnet_arch import CoICRCDNet
 from coic_basicsr.archs.coic_restormer_arch import CoICRestormer
 from coic_basicsr.archs.modulation import ContextEmbedding, KernelScaleGenerator, split_modulation_parameters
 
 CONTEXT_DIM = 128
 ARCHS: Dict[str, Callable[..., nn.Module]] = {'CoICRestormer': CoICRestormer, 'CoICDRSformer': CoICDRSformer,
-                                              'CoICIDT': CoICIDT}
+                                              'CoICIDT': CoICIDT, 'CoICBRN': CoICBRN, 'CoICRCDNet': CoICRCDNet,
+                                              'CoICDGUNet': CoICDGUNet}
+PADDED_TO = {'CoICRestormer': 8, 'CoICDRSformer': 8, 'CoICDGUNet': 8}  # CoICIDT: its size_multiple; others: none
 
 
 def count(params: List[nn.Parameter]) -> int:
     return sum(p.numel() for p in params)
+
+
+def l1_over_outputs(out: Union[Tensor, Sequence[Tensor]], gt: Tensor) -> Tensor:
+    """L1 of the output, or the sum over the stage outputs of a multi-stage net."""
+    return F.l1_loss(out, gt) if isinstance(out, Tensor) else sum(F.l1_loss(o, gt) for o in out)
 
 
 def make_step(net: nn.Module, x: Tensor) -> Callable[[Optional[Tensor]], None]:
@@ -45,7 +58,7 @@ def make_step(net: nn.Module, x: Tensor) -> Callable[[Optional[Tensor]], None]:
     def step(code: Optional[Tensor]) -> None:
         net.train()
         optimizer.zero_grad(set_to_none=True)
-        F.l1_loss(net(x, code), gt).backward()
+        l1_over_outputs(net(x, code), gt).backward()
         optimizer.step()
 
     return step
@@ -123,8 +136,8 @@ def measure(name: str, batch: int, size: int, repeats: int, device: str, threads
     backbone, modulation = split_modulation_parameters(net)
     if count(backbone) != n_plain:
         raise RuntimeError(f'{name}: backbone of the CoIC arch ({count(backbone)}) != plain arch ({n_plain})')
-    row = dict(name=name, size=-(-size // getattr(net, 'size_multiple', 8)) * getattr(net, 'size_multiple', 8),
-               plain=n_plain, extra=count(modulation))
+    multiple = getattr(net, 'size_multiple', PADDED_TO.get(name, 1))
+    row = dict(name=name, size=-(-size // multiple) * multiple, plain=n_plain, extra=count(modulation))
     row['step'] = time_alternating(make_step(net, x), z, repeats, device)
     row['forward'] = time_alternating(make_forward(net, x), z, repeats, device)
     row['memory'] = (float('nan'), float('nan'))

@@ -35,6 +35,14 @@ def test_coic_overhead_channels_last_and_compact_generators_run():
     assert row[2] == '33,655,424' and float(row[4]) < 10  # the compact generators' parameter share
 
 
+def test_coic_overhead_steps_multi_stage_nets_on_all_their_outputs():
+    proc = run_script('coic_overhead.py', '--archs', 'CoICRCDNet', '--size', '16', '--repeats', '1', '--threads', '1',
+                      '--no-memory')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = [line for line in proc.stdout.splitlines() if line.startswith('CoICRCDNet')][0].split()
+    assert row[2] == '2,975,186' and float(row[6]) > 0 and float(row[7]) > 0  # paper-size RCDNet, both steps timed
+
+
 @pytest.mark.parametrize('layout', ['channels-last', 'nchw'])
 def test_grouped_conv_weight_grad_checks_every_rewrite_and_names_the_choice(layout: str):
     proc = run_script('grouped_conv_weight_grad.py', '--tiny', '--repeats', '1', '--threads', '1',
