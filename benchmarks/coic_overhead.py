@@ -39,7 +39,6 @@ CONTEXT_DIM = 128
 ARCHS: Dict[str, Callable[..., nn.Module]] = {'CoICRestormer': CoICRestormer, 'CoICDRSformer': CoICDRSformer,
                                               'CoICIDT': CoICIDT, 'CoICBRN': CoICBRN, 'CoICRCDNet': CoICRCDNet,
                                               'CoICDGUNet': CoICDGUNet}
-PADDED_TO = {'CoICRestormer': 8, 'CoICDRSformer': 8, 'CoICDGUNet': 8}  # CoICIDT: its size_multiple; others: none
 
 
 def count(params: List[nn.Parameter]) -> int:
@@ -136,7 +135,7 @@ def measure(name: str, batch: int, size: int, repeats: int, device: str, threads
     backbone, modulation = split_modulation_parameters(net)
     if count(backbone) != n_plain:
         raise RuntimeError(f'{name}: backbone of the CoIC arch ({count(backbone)}) != plain arch ({n_plain})')
-    multiple = getattr(net, 'size_multiple', PADDED_TO.get(name, 1))
+    multiple = getattr(net, 'size_multiple', 1)  # BRN and RCDNet run at any size
     row = dict(name=name, size=-(-size // multiple) * multiple, plain=n_plain, extra=count(modulation))
     row['step'] = time_alternating(make_step(net, x), z, repeats, device)
     row['forward'] = time_alternating(make_forward(net, x), z, repeats, device)

@@ -46,6 +46,8 @@ class CoICDGUNet(nn.Module):
             grouped convs, then 16), which their checkpoints need. Default: null.
     """
 
+    size_multiple = _SIZE_MULTIPLE  # inputs are padded to this (read by benchmarks)
+
     def __init__(self, in_channels: int = 3, n_feat: int = 40, scale_unetfeats: int = 20, scale_orsnetfeats: int = 16,
                  num_cab: int = 8, kernel_size: int = 3, reduction: int = 4, bias: bool = False, depth: int = 5,
                  context_dim: int = 128, modulate: bool = True, gate_layout: str = 'paper',
@@ -84,7 +86,7 @@ class CoICDGUNet(nn.Module):
 
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> List[Tensor]:
         """Derain ``x`` (B, C, H, W); returns the ``depth + 2`` stage outputs (final last), each (B, C, H, W)."""
-        return conditioned_forward(self, x, z, self._unfold, _SIZE_MULTIPLE, min_size=_SIZE_MULTIPLE)
+        return conditioned_forward(self, x, z, self._unfold, self.size_multiple, min_size=self.size_multiple)
 
     def _unfold(self, img: Tensor) -> List[Tensor]:
         stages = []

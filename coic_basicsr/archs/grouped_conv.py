@@ -25,6 +25,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
+
 def _rewritable(x: Tensor, weight: Tensor, stride, padding, groups: int) -> bool:
     """A stride-1, zero-padded CPU conv with one output channel per group and not a depthwise 3x3 one."""
     out_channels, per_group, kh, kw = weight.shape
@@ -36,6 +37,7 @@ def _rewritable(x: Tensor, weight: Tensor, stride, padding, groups: int) -> bool
 
 
 def _channels_last(x: Tensor) -> bool:
+    """Not contiguous NCHW: channels-last (or another layout, which keeps the plain backward too)."""
     return not x.is_contiguous()
 
 
@@ -58,10 +60,10 @@ def input_grad_strategy(x: Tensor, weight: Tensor, stride, padding, dilation, gr
 
 def input_grad_as_forward(grad_out: Tensor, weight: Tensor, padding: Tuple[int, int], dilation: Tuple[int, int],
                           groups: int) -> Tensor:
-    """Input gradient of a stride-1 grouped conv as one forward conv of ``grad_out`` with the flipped kernel."""
-    out_channels, per_group, kh, kw = weight.shape
-    flipped = weight.reshape(groups, out_channels // groups, per_group, kh, kw).transpose(1, 2) \
-        .reshape(groups * per_group, out_channels // groups, kh, kw).flip(-2, -1)
+    """Input gradient of a stride-1 conv with one output channel per group, as one forward conv of ``grad_out``
+    whose kernel for input channel ``g*m + j`` is ``weight[g, j]`` flipped."""
+    kh, kw = weight.shape[-2:]
+    flipped = weight.reshape(-1, 1, kh, kw).flip(-2, -1)
     reversed_padding = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
     return F.conv2d(grad_out, flipped, None, 1, reversed_padding, dilation, groups)
 
