@@ -1,14 +1,16 @@
-"""Our CoIC-DRSformer vs the CoIC authors' published CoIC-DRSformer: training step and forward, same input.
+"""Our CoIC network vs the CoIC authors' published one: training step and forward, same input.
 
 The reference is imported from a local copy of https://github.com/Schizophreni/CoIC (``--reference-dir``: the
-folder holding ``models/DRSformer_CoIM.py``). Keep that copy outside this repository and never commit it; it needs
-``pip install einops``. Both networks are built at the paper's width (dim 48, blocks [4, 6, 6, 8], context 128),
-receive the same input, code z and L1 target, and are stepped with AdamW; their steps alternate so a drifting load
-affects both alike. Reported: parameters, the median training step (forward + L1 + backward + AdamW) and the median
+folder holding ``models/DRSformer_CoIM.py`` and ``models/BRN_CoIM.py``). Keep that copy outside this repository and
+never commit it; its DRSformer needs ``pip install einops``. ``--arch drsformer`` (default) builds both at the
+paper's width (dim 48, blocks [4, 6, 6, 8]), ``--arch brn`` both BRNs as published (32 channels, 8 recursions); the
+context is 128-d. Both networks receive the same input, code z and L1 target, and are stepped with AdamW; their
+steps alternate so a drifting load affects both alike. Reported: parameters, the median training step (forward + L1 + backward + AdamW) and the median
 forward (eval, no grad) of each with z ("tran" mode in the reference) and without ("normal" mode), and the speed-up
 ours / reference.
 
 Example: python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --threads 1     (~8 min on 2 cores)
+         python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --threads 1 --arch brn --batch 1
          python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --threads 1 --channels-last \
              --generator-width 4
 """
@@ -20,32 +22,49 @@ import io
 import os.path as osp
 import statistics
 import sys
-from typing import Callable, Dict, List, Optional
+from types import SimpleNamespace
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench_common import add_runtime_args, setup_runtime, timed
+from coic_basicsr.archs.coic_brn_arch import CoICBRN
 from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
 
 CONTEXT_DIM = 128
 
 
-def load_reference(reference_dir: str) -> nn.Module:
-    """The authors' CoIC-DRSformer at its defaults (the paper's configuration)."""
-    if not osp.isfile(osp.join(reference_dir, 'models', 'DRSformer_CoIM.py')):
-        raise SystemExit(f'--reference-dir {reference_dir}: no models/DRSformer_CoIM.py there (a copy of '
+class Pair(NamedTuple):
+    module: str  # the reference's module under models/
+    reference: Callable[[object, str], nn.Module]  # (imported module, device) -> the authors' network
+    ours: Callable[..., nn.Module]  # our registered class, built with context_dim and generator_width
+
+
+PAIRS = {
+    'drsformer': Pair('DRSformer_CoIM', lambda module, device: module.DRSformer(opt=None), CoICDRSformer),
+    # use_GPU only decides where the reference puts its zero LSTM states
+    'brn': Pair('BRN_CoIM', lambda module, device: module.BRN(SimpleNamespace(
+        inter_iter=8, dim_in=CONTEXT_DIM, use_GPU=device == 'cuda')), CoICBRN),
+}
+
+
+def load_reference(reference_dir: str, arch: str = 'drsformer', device: str = 'cpu') -> nn.Module:
+    """The authors' network for ``arch`` at its published configuration."""
+    module_name = PAIRS[arch].module
+    if not osp.isfile(osp.join(reference_dir, 'models', f'{module_name}.py')):
+        raise SystemExit(f'--reference-dir {reference_dir}: no models/{module_name}.py there (a copy of '
                          'https://github.com/Schizophreni/CoIC is expected)')
     sys.path.insert(0, osp.abspath(reference_dir))
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the reference prints a banner on import
-            module = importlib.import_module('models.DRSformer_CoIM')
+            module = importlib.import_module(f'models.{module_name}')
     except ImportError as err:
         raise SystemExit(f'cannot import the reference model ({err}); it needs: pip install einops') from err
     finally:
         sys.path.pop(0)
-    return module.DRSformer(opt=None)
+    return PAIRS[arch].reference(module, device)
 
 
 def make_runners(net: nn.Module, call: Callable[[Optional[Tensor]], Tensor], x: Tensor,
@@ -71,6 +90,7 @@ def make_runners(net: nn.Module, call: Callable[[Optional[Tensor]], Tensor], x: 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--reference-dir', required=True, help='local copy of github.com/Schizophreni/CoIC')
+    parser.add_argument('--arch', choices=sorted(PAIRS), default='drsformer', help='which pair of networks')
     add_runtime_args(parser)
     parser.add_argument('--batch', type=int, default=4)
     parser.add_argument('--size', type=int, default=64)
@@ -81,8 +101,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='also time ours with network_g.generator_width set to this (compact CoI-M generators)')
     args = parser.parse_args(argv)
     setup_runtime(args)
-    reference = load_reference(args.reference_dir).to(args.device)
-    ours = CoICDRSformer(context_dim=CONTEXT_DIM).to(args.device)
+    reference = load_reference(args.reference_dir, args.arch, args.device).to(args.device)
+    ours_class = PAIRS[args.arch].ours
+    ours = ours_class(context_dim=CONTEXT_DIM).to(args.device)
     x = torch.rand(args.batch, 3, args.size, args.size, device=args.device)
     z = F.normalize(torch.randn(args.batch, CONTEXT_DIM, device=args.device), dim=1)
     runners = {
@@ -94,13 +115,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         x_cl = x.contiguous(memory_format=torch.channels_last)
         runners['ours channels-last'] = make_runners(ours_cl, lambda c: ours_cl(x_cl, c), x_cl, z)
     if args.generator_width:
-        compact = CoICDRSformer(context_dim=CONTEXT_DIM, generator_width=args.generator_width).to(args.device)
+        compact = ours_class(context_dim=CONTEXT_DIM, generator_width=args.generator_width).to(args.device)
         runners[f'ours width {args.generator_width}'] = make_runners(compact, lambda c: compact(x, c), x, z)
     nets = [('reference', reference), ('ours', ours)]
     if args.generator_width:
         nets.append((f'ours width {args.generator_width}', compact))
     params = {name: sum(p.numel() for p in net.parameters()) for name, net in nets}
-    print(f'device={args.device} batch={args.batch} input={args.size}x{args.size} threads={torch.get_num_threads()}'
+    print(f'arch={args.arch} device={args.device} batch={args.batch} input={args.size}x{args.size} threads={torch.get_num_threads()}'
           f' malloc_cache={not args.no_malloc_cache} (medians of {args.repeats} alternating runs, seconds)')
     print('parameters: ' + '  '.join(f'{name} {count:,}' for name, count in params.items()))
     ours_names = [name for name in runners if name != 'reference']

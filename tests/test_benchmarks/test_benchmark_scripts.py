@@ -71,6 +71,42 @@ def test_reference_step_names_a_missing_reference_copy(tmp_path):
     proc = run_script('reference_step.py', '--reference-dir', str(tmp_path))
     assert proc.returncode != 0
     assert 'models/DRSformer_CoIM.py' in proc.stderr and 'Schizophreni/CoIC' in proc.stderr
+    proc = run_script('reference_step.py', '--reference-dir', str(tmp_path), '--arch', 'brn')
+    assert proc.returncode != 0 and 'models/BRN_CoIM.py' in proc.stderr
+
+
+# A stand-in with the interface of the authors' models/BRN_CoIM.py (their code is never part of this repository): it
+# checks how the script builds and calls it.
+STAND_IN_BRN = """
+import torch
+from torch import nn
+
+
+class BRN(nn.Module):
+    def __init__(self, opt):
+        super().__init__()
+        assert (opt.inter_iter, opt.dim_in, opt.use_GPU) == (8, 128, False)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.code = nn.Linear(128, 3)
+
+    def forward(self, input, tran_x, mode='normal'):
+        assert (mode == 'normal') == (tran_x is None) and mode in ('normal', 'tran')
+        out = self.conv(input)
+        return out if tran_x is None else out + self.code(tran_x)[:, :, None, None]
+"""
+
+
+def test_reference_step_times_the_brn_pair(tmp_path):
+    (tmp_path / 'models').mkdir()
+    (tmp_path / 'models' / '__init__.py').write_text('')
+    (tmp_path / 'models' / 'BRN_CoIM.py').write_text(STAND_IN_BRN)
+    proc = run_script('reference_step.py', '--reference-dir', str(tmp_path), '--arch', 'brn', '--batch', '2',
+                      '--size', '16', '--repeats', '1', '--threads', '1', '--generator-width', '4')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'arch=brn ' in proc.stdout and 'reference 471  ours 580,749  ours width 4 ' in proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(('step', 'forward'))]
+    assert [' '.join(row[:2]) for row in rows] == ['step z', 'step z=None', 'forward z', 'forward z=None']
+    assert all(len(row) == 7 and row[4].endswith('x') and row[6].endswith('x') for row in rows)
 
 
 @pytest.mark.timeout(600)
