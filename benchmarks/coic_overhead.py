@@ -3,12 +3,11 @@
 For every CoIC backbone at its paper configuration (CoICRestormer, CoICDRSformer, CoICIDT, CoICBRN, CoICRCDNet,
 CoICDGUNet), one training step is forward + L1 loss (summed over the stage outputs of the multi-stage nets, as
 their option files' losses are) + backward + AdamW step of the generator (the CoIC encoder and contrastive loss are
-not included). ``z=None`` is the
-plain backbone (stage 1); with ``z`` every CoI-M layer and K/V context is active (stage 2). The two kinds of steps
-alternate and the medians are compared, so a machine whose load drifts affects both alike. The input size the net
-runs at is reported: IDT pads to a multiple of 128 (its windows are fixed by img_size 128), Restormer, DRSformer
-and DGUNet to a multiple of 8, BRN and RCDNet not at all. The forward is
-timed in eval mode without gradients. Peak memory of one training step is measured in a fresh process per arch and
+not included). ``z=None`` is the plain backbone (stage 1); with ``z`` every CoI-M layer and K/V context is active
+(stage 2). The two kinds of steps alternate and the medians are compared, so a machine whose load drifts affects
+both alike. The input size the net runs at is reported: IDT pads to a multiple of 128 (its windows are fixed by
+img_size 128), Restormer, DRSformer and DGUNet to a multiple of 8, BRN and RCDNet not at all. The forward is timed
+in eval mode without gradients. Peak memory of one training step is measured in a fresh process per arch and
 mode: on CUDA the allocator's peak above what was allocated before the step, on the CPU (Linux) the growth of the
 process's peak resident set (VmHWM) over the step (activations, gradients and optimizer state).
 

@@ -55,7 +55,8 @@ def measure(batch: int, channels: int, per_group: int, side: int, kernel: int, d
     def as_forward() -> Tensor:
         return input_grad_as_forward(grad_out, weight.detach(), (pad, pad), (dilation, dilation), groups)
 
-    cells = [f'{median_ms(plain(1), device, repeats):>8.1f}', _checked_ms(as_conv, plain(1)(), 'as_conv', repeats, device),
+    cells = [f'{median_ms(plain(1), device, repeats):>8.1f}',
+             _checked_ms(as_conv, plain(1)(), 'as_conv', repeats, device),
              f'{weight_grad_strategy(x, weight, (1, 1), (pad, pad), groups) or "plain":>10}',
              f'{median_ms(plain(0), device, repeats):>8.1f}',
              _checked_ms(as_forward, plain(0)(), 'as_forward', repeats, device)]

@@ -5,9 +5,9 @@ folder holding ``models/DRSformer_CoIM.py`` and ``models/BRN_CoIM.py``). Keep th
 never commit it; its DRSformer needs ``pip install einops``. ``--arch drsformer`` (default) builds both at the
 paper's width (dim 48, blocks [4, 6, 6, 8]), ``--arch brn`` both BRNs as published (32 channels, 8 recursions); the
 context is 128-d. Both networks receive the same input, code z and L1 target, and are stepped with AdamW; their
-steps alternate so a drifting load affects both alike. Reported: parameters, the median training step (forward + L1 + backward + AdamW) and the median
-forward (eval, no grad) of each with z ("tran" mode in the reference) and without ("normal" mode), and the speed-up
-ours / reference.
+steps alternate so a drifting load affects both alike. Reported: parameters, the median training step (forward + L1
++ backward + AdamW) and the median forward (eval, no grad) of each with z ("tran" mode in the reference) and without
+("normal" mode), and the speed-up ours / reference.
 
 Example: python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --threads 1     (~8 min on 2 cores)
          python benchmarks/reference_step.py --reference-dir /tmp/coic_ref --threads 1 --arch brn --batch 1
@@ -61,7 +61,8 @@ def load_reference(reference_dir: str, arch: str = 'drsformer', device: str = 'c
         with contextlib.redirect_stdout(io.StringIO()):  # the reference prints a banner on import
             module = importlib.import_module(f'models.{module_name}')
     except ImportError as err:
-        raise SystemExit(f'cannot import the reference model ({err}); it needs: pip install einops') from err
+        raise SystemExit(f'cannot import the reference model ({err}); its DRSformer needs: pip install einops'
+                         ) from err
     finally:
         sys.path.pop(0)
     return PAIRS[arch].reference(module, device)
@@ -121,8 +122,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.generator_width:
         nets.append((f'ours width {args.generator_width}', compact))
     params = {name: sum(p.numel() for p in net.parameters()) for name, net in nets}
-    print(f'arch={args.arch} device={args.device} batch={args.batch} input={args.size}x{args.size} threads={torch.get_num_threads()}'
-          f' malloc_cache={not args.no_malloc_cache} (medians of {args.repeats} alternating runs, seconds)')
+    print(f'arch={args.arch} device={args.device} batch={args.batch} input={args.size}x{args.size} '
+          f'threads={torch.get_num_threads()} malloc_cache={not args.no_malloc_cache} '
+          f'(medians of {args.repeats} alternating runs, seconds)')
     print('parameters: ' + '  '.join(f'{name} {count:,}' for name, count in params.items()))
     ours_names = [name for name in runners if name != 'reference']
     header = ''.join(f'{name:>20} {"speed-up":>9}' for name in ours_names)
