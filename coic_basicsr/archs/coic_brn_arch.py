@@ -95,7 +95,7 @@ class CoICBRN(nn.Module):
             setattr(self, f'res_conv{k}_r', ResUnit(c))
         self._add_gates('_r', c)
         self.conv_r = ConvUnit(c, in_channels, None)
-        self.context = ModulationContext(generator_width)
+        self.context = ModulationContext(generator_width, 'network_g.generator_width')
         if self.modulate:
             modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 

@@ -80,7 +80,7 @@ class CoICDGUNet(nn.Module):
         self.r6 = nn.Parameter(torch.tensor([0.5]))
         self.concat67 = conv(n_feat * 2, n_feat + scale_orsnetfeats, kernel_size, bias)
         self.tail = conv(n_feat + scale_orsnetfeats, in_channels, kernel_size, bias)
-        self.context = ModulationContext(generator_width)
+        self.context = ModulationContext(generator_width, 'network_g.generator_width')
         if self.modulate:
             modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 

@@ -72,7 +72,7 @@ class CoICDRSformer(nn.Module):
         self.context_dim = context_dim
         self.modulate = modulate
         self.mefc = mefc
-        self.context = ModulationContext(generator_width)
+        self.context = ModulationContext(generator_width, 'network_g.generator_width')
         ctx = self.context if modulate else None
 
         def stage(level: int, n: int, channels: Optional[int] = None) -> nn.Sequential:

@@ -69,7 +69,7 @@ class CoICIDT(nn.Module):
                              f'{list(num_heads)}')
         self.context_dim = context_dim
         self.modulate = modulate
-        self.context = ModulationContext(generator_width)
+        self.context = ModulationContext(generator_width, 'network_g.generator_width')
         ctx = self.context if modulate else None
         level_dims = [embed_dim * 2**i for i in (0, 1, 2, 3, 4, 4, 3, 2, 1)]  # decoders run on concatenations
         levels = (0, 1, 2, 3, 4, 3, 2, 1, 0)

@@ -42,7 +42,7 @@ class CoICNet(nn.Module):
         if unknown:
             raise ValueError(f'CoICNet: unknown key(s) {unknown} in modulate (allowed: {list(_MODULATE_KEYS)})')
         self.context_dim = int(context_dim)
-        self.context = ModulationContext(modulate.get('generator_width'))
+        self.context = ModulationContext(modulate.get('generator_width'), 'network_g.modulate.generator_width')
         self.backbone = build_network(backbone)
         self.modulated_layers: List[str] = modulate_convs(self.backbone, self.context, self.context_dim,
                                                           modulate.get('include'), modulate.get('exclude'))

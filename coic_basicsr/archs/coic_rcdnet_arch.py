@@ -118,7 +118,7 @@ class CoICRCDNet(nn.Module):
         self.proxNet_B_S = nn.Sequential(*[ProxNet(bz_channels, num_block, False) for _ in range(self.num_stage)])
         self.proxNet_B_0 = ProxNet(bz_channels, num_block, False)
         self.proxNet_B_L = ProxNet(bz_channels, num_block, False)
-        self.context = ModulationContext(generator_width)
+        self.context = ModulationContext(generator_width, 'network_g.generator_width')
         if self.modulate:
             modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 

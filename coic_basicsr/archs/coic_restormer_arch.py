@@ -230,7 +230,7 @@ class CoICRestormer(nn.Module):
         self.context_dim = context_dim
         self.modulate = modulate
         self.dual_pixel_task = dual_pixel_task
-        self.context = ModulationContext(generator_width)
+        self.context = ModulationContext(generator_width, 'network_g.generator_width')
         ctx = self.context if modulate else None
 
         def stage(level: int, n: int, channels: Optional[int] = None) -> nn.Sequential:

@@ -115,7 +115,8 @@ CASES = {
                                    'none.pth'),
     'pretrained-weights-do-not-fit': (_mismatched_checkpoint, 'does not fit CoICRestormer'),
     'pretrained-generator-width-differs': (_other_generator_width, 'follow network_g.generator_width'),
-    'bad-generator-width': (_set(['network_g', 'generator_width'], 0), 'generator_width must be a positive integer'),
+    'bad-generator-width': (_set(['network_g', 'generator_width'], 0),
+                            'error: network_g.generator_width must be a positive integer'),
     'bad-cpu-malloc-cache': (_set(['cpu_malloc_cache'], 'yes'), "cpu_malloc_cache must be true or false, got 'yes'"),
     'corrupt-resume-state': (_bad_state, 'bad.state'),
 }
