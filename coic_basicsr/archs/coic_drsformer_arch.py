@@ -8,13 +8,12 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from coic_basicsr.archs.coic_restormer_arch import PatchEmbed, Resample
-from coic_basicsr.archs.drsformer_blocks import FeatureCompensator, SparseTransformerBlock
 from coic_basicsr.archs.arch_util import conditioned_forward
+from coic_basicsr.archs.drsformer_blocks import FeatureCompensator, SparseTransformerBlock
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
+from coic_basicsr.archs.restormer_blocks import LAYER_NORM_TYPES, PatchEmbed, Resample
 from basicsr.utils.registry import ARCH_REGISTRY
 
-_LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 _SIZE_MULTIPLE = 8  # three 2x down-samplings
 # Where CoI-M goes (the CoIC authors' placement); modulate_convs skips 1x1 convs, so in the compensators only the
 # separable / dilated depthwise convs are modulated. The output conv stays plain, as in CoICRestormer.
@@ -62,8 +61,8 @@ class CoICDRSformer(nn.Module):
         super().__init__()
         if len(num_blocks) != 4 or len(heads) != 4:
             raise ValueError(f'network_g: num_blocks and heads need 4 entries, got {list(num_blocks)}, {list(heads)}')
-        if LayerNorm_type not in _LAYER_NORM_TYPES:
-            raise ValueError(f"network_g.LayerNorm_type must be one of {_LAYER_NORM_TYPES}, got '{LayerNorm_type}'")
+        if LayerNorm_type not in LAYER_NORM_TYPES:
+            raise ValueError(f"network_g.LayerNorm_type must be one of {LAYER_NORM_TYPES}, got '{LayerNorm_type}'")
         for level, n_heads in enumerate(heads):
             channels = dim * 2**level
             if channels % n_heads or channels // n_heads < 2:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.archs.coic_restormer_arch import ChannelLayerNorm, CoICTransformerBlock, MDTAttention
+from coic_basicsr.archs.restormer_blocks import ChannelLayerNorm, CoICTransformerBlock, MDTAttention
 from coic_basicsr.archs.modulation import ContextEmbedding, ModulationContext
 
 # Top-k fractions (numerator, denominator) of the four sparse attention branches, as in the official code.

@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from basicsr.utils.registry import ARCH_REGISTRY
-from coic_basicsr.archs.coic_restormer_arch import ChannelLayerNorm
+from coic_basicsr.archs.restormer_blocks import ChannelLayerNorm
 from helpers.modulated_arch import activate_modulation, perturbed
 
 CL = torch.channels_last

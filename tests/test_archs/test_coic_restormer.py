@@ -10,7 +10,8 @@ from torch.nn import functional as F
 import coic_basicsr  # noqa: F401  (installs the shim and registers the archs)
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
-from coic_basicsr.archs.coic_restormer_arch import CoICRestormer, MDTAttention
+from coic_basicsr.archs.coic_restormer_arch import CoICRestormer
+from coic_basicsr.archs.restormer_blocks import MDTAttention
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
                                            split_modulation_parameters)
 from helpers.modulated_arch import (RefNorm, activate_context_embeddings, activate_modulation,
