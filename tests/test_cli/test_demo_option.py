@@ -1,14 +1,8 @@
 """The embedded default (options/coic_restormer_demo.yml) runs end to end, shrunk with --force_yml."""
 import socket
-from os import path as osp
 
+from helpers.demo import DEMO, SHRINK
 from helpers.run import basicsr, torchrun
-
-DEMO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', 'options', 'coic_restormer_demo.yml'))
-SHRINK = ['train:total_iter=4', 'train:coic:stage1_iter=2', 'train:scheduler:periods=[2,2]', 'val:val_freq=4',
-          'logger:save_checkpoint_freq=4', 'logger:print_freq=1', 'datasets:train:num_per_source=4',
-          'datasets:val:num_per_source=1', 'datasets:train:batch_size_per_gpu=2', 'network_g:dim=8',
-          'network_g:num_blocks=[1,1,1,1]', 'network_g:heads=[1,1,1,1]']
 
 
 def test_demo_option_file_trains_both_stages_validates_and_tests(tmp_path):
