@@ -2,7 +2,7 @@
 
 Builds a 3-source mix of rendered rain pairs (Rain200-sized 321x481 by default) in a temporary folder, then times a
 torch DataLoader (batch 8, crop 128, MixedDatasetSampler) over MixedRainDataset for each backend and worker count;
-also times SyntheticRainDataset (rain rendered on the fly). Usage:
+also times MixedSyntheticRainDataset (rain rendered on the fly). Usage:
 
     /work/venv/bin/python benchmarks/data_pipeline.py [--pairs 24] [--height 321 --width 481] [--batches 25]
         [--threads 1]   # torch intra-op threads of the main process (matters for workers=0 on a busy machine)
@@ -25,7 +25,7 @@ from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from coic_basicsr.data.mixed_rain_dataset import MixedRainDataset
 from coic_basicsr.data.mixed_sampler import MixedDatasetSampler
 from coic_basicsr.data.synthetic_rain import render_rain
-from coic_basicsr.data.synthetic_rain_dataset import SyntheticRainDataset, load_skimage_background
+from coic_basicsr.data.synthetic_rain_dataset import MixedSyntheticRainDataset, load_skimage_background
 
 PRESETS = ('light_sparse', 'heavy_dense', 'slanted_long')
 
@@ -88,7 +88,7 @@ def main() -> None:
         sources = build_sources(root, args.pairs, args.height, args.width)
         datasets = {f'{k} {args.height}x{args.width}': MixedRainDataset(dict(common, name=k, sources=v))
                     for k, v in sources.items()}
-        datasets['synthetic on the fly 192x192'] = SyntheticRainDataset(
+        datasets['synthetic on the fly 192x192'] = MixedSyntheticRainDataset(
             dict(common, name='syn', bg_size=192, num_per_source=args.pairs,
                  sources=[dict(name=n, preset=n) for n in PRESETS]))
         for label, dataset in datasets.items():

@@ -24,7 +24,7 @@ class MixedDatasetSampler(Sampler):
     synthetic pairs)`` draws by ``weighting`` and real sources share ``real_fraction`` times that many.
 
     The dataset should expose ``source_names``, ``source_indices`` and ``source_is_real`` (MixedRainDataset,
-    SyntheticRainDataset); any other dataset is treated as one synthetic source.
+    MixedSyntheticRainDataset); any other dataset is treated as one synthetic source.
 
     YAML keys (``datasets.train.sampler``):
         type (str): 'MixedDatasetSampler'.

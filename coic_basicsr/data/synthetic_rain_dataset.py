@@ -29,7 +29,7 @@ def load_skimage_background(name: str) -> np.ndarray:
 
 
 @DATASET_REGISTRY.register()
-class SyntheticRainDataset(RainSourcesDataset):
+class MixedSyntheticRainDataset(RainSourcesDataset):
     """Rainy/clean pairs rendered on the fly; each source is one rain preset (or parameter set).
 
     Item ``k`` of source ``s`` is a pure function of ``(seed, phase, s, k)``: a random crop (scale, position,
@@ -39,7 +39,7 @@ class SyntheticRainDataset(RainSourcesDataset):
     different stream than train. Items have the same keys as MixedRainDataset.
 
     YAML keys:
-        name (str): Dataset name. Default: 'SyntheticRainDataset'.
+        name (str): Dataset name. Default: 'MixedSyntheticRainDataset'.
         sources (list[dict]): One entry per source with keys
             name (str): Unique source name. Required.
             preset (str): A key of RAIN_PRESETS ('light_sparse', 'heavy_dense', 'slanted_long', 'mist').

@@ -146,7 +146,7 @@ class CoICModel(PortableModelMixin, SRModel):
         if self.in_stage2(current_iter):
             if self.lq_global is None or self.gt_global is None:
                 raise ValueError('train.coic needs lq_global/gt_global in the training batches '
-                                 '(use MixedRainDataset or SyntheticRainDataset)')
+                                 '(use MixedRainDataset or MixedSyntheticRainDataset)')
             z, anchor = self.net_enc(self.lq_global)
             with torch.no_grad():
                 momentum_update(self.net_enc_key, self.get_bare_model(self.net_enc), self.coic_opt['momentum'])

@@ -72,7 +72,7 @@ def collect_sources(opt: dict, keys: Optional[Sequence[str]], folders: Sequence[
         dataset = build_dataset(dataset_opt)
         if not getattr(dataset, 'source_names', None):
             raise ValueError(f"datasets.{key} ({dataset_opt.get('type')}): items carry no source; use a "
-                             'SyntheticRainDataset / MixedRainDataset, or --folders')
+                             'MixedSyntheticRainDataset / MixedRainDataset, or --folders')
         for s, name in enumerate(dataset.source_names):
             indices = dataset.source_indices[s]
             label = name if len(keys) == 1 else f'{key}/{name}'

@@ -1,4 +1,4 @@
-"""Tiny CoIC experiment options (CoICRestormer + CoICEncoder on SyntheticRainDataset) for CPU tests."""
+"""Tiny CoIC experiment options (CoICRestormer + CoICEncoder on MixedSyntheticRainDataset) for CPU tests."""
 import copy
 
 SOURCES = [{'name': 'light', 'preset': 'light_sparse'}, {'name': 'heavy', 'preset': 'heavy_dense'},
@@ -9,11 +9,11 @@ def tiny_coic_options(name: str = 'tiny_coic', total_iter: int = 4, stage1_iter:
     opt = {
         'name': name, 'model_type': 'CoICModel', 'num_gpu': 0, 'manual_seed': 3,
         'datasets': {
-            'train': {'name': 'train', 'type': 'SyntheticRainDataset', 'sources': copy.deepcopy(SOURCES),
+            'train': {'name': 'train', 'type': 'MixedSyntheticRainDataset', 'sources': copy.deepcopy(SOURCES),
                       'num_per_source': 4, 'bg_size': 32, 'gt_size': 24, 'global_size': 32, 'seed': 0,
                       'sampler': {'type': 'MixedDatasetSampler', 'weighting': 'balanced'},
                       'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1},
-            'val': {'name': 'val', 'type': 'SyntheticRainDataset', 'sources': copy.deepcopy(SOURCES),
+            'val': {'name': 'val', 'type': 'MixedSyntheticRainDataset', 'sources': copy.deepcopy(SOURCES),
                     'num_per_source': 1, 'bg_size': 32, 'global_size': 32, 'seed': 1},
         },
         'network_g': {'type': 'CoICRestormer', 'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1,

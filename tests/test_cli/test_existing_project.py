@@ -28,7 +28,7 @@ def test_basicsr_own_pipelines_train_and_test_our_option_files_after_import(tmp_
     result = _run_project_script(tmp_path, 'train', '-opt', DEMO, '--force_yml', *SHRINK)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stderr
-    assert 'Model [CoICModel] is created.' in log and 'Dataset [SyntheticRainDataset]' in log
+    assert 'Model [CoICModel] is created.' in log and 'Dataset [MixedSyntheticRainDataset]' in log
     assert 'l_con' in log and 'con_top1' in log  # stage 2 (z from the encoder + contrastive loss) ran
     for source in ('heavy_dense', 'slanted_long', 'mist'):
         assert f'[{source}] (1 images)' in log  # our per-source validation, through BasicSR's own validation call

@@ -163,7 +163,7 @@ def test_logs_per_source_counts_on_rank0_only():
 def test_registry_construction_with_synthetic_dataset():
     opt = dict(name='syn', phase='train', num_per_source=6, bg_size=32, gt_size=16, global_size=8,
                sources=[dict(name='light', preset='light_sparse'), dict(name='mist', preset='mist', real=True)])
-    ds = DATASET_REGISTRY.get('SyntheticRainDataset')(opt)
+    ds = DATASET_REGISTRY.get('MixedSyntheticRainDataset')(opt)
     cls = SAMPLER_REGISTRY.get('MixedDatasetSampler')
     assert 'seed' in inspect.signature(cls.__init__).parameters
     sampler = cls(ds, 1, 0, 2, seed=11, weighting='balanced', real_fraction=1.0)  # the pipeline's call pattern

@@ -1,4 +1,4 @@
-"""render_rain / RAIN_PRESETS statistics and determinism; SyntheticRainDataset items, phases and errors."""
+"""render_rain / RAIN_PRESETS statistics and determinism; MixedSyntheticRainDataset items, phases and errors."""
 import time
 
 import cv2
@@ -11,7 +11,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from coic_basicsr.data.synthetic_rain import RAIN_PRESETS, render_rain, resolve_rain_params
 from coic_basicsr.data.transforms import global_view
 
-SyntheticRainDataset = DATASET_REGISTRY.get('SyntheticRainDataset')
+MixedSyntheticRainDataset = DATASET_REGISTRY.get('MixedSyntheticRainDataset')
 GRAY = np.full((64, 64, 3), 0.4, np.float32)
 
 
@@ -89,7 +89,7 @@ def _opt(**kw):
 
 
 def test_dataset_items_sources_and_reproducibility():
-    ds = SyntheticRainDataset(_opt())
+    ds = MixedSyntheticRainDataset(_opt())
     assert len(ds) == 12 and ds.source_names == ['light', 'heavy', 'custom']
     assert ds.source_indices[2] == [8, 9, 10, 11] and ds.source_is_real == [False, False, True]
     item = ds[5]
@@ -97,12 +97,12 @@ def test_dataset_items_sources_and_reproducibility():
     assert item['source'] == 1 and item['lq_path'] == 'heavy/heavy_00001_rain'
     # whole-image items (no crop randomness) are a pure function of (seed, index)
     whole = _opt(gt_size=48, use_hflip=False, use_rot=False)
-    a, b = SyntheticRainDataset(whole), SyntheticRainDataset(whole)
+    a, b = MixedSyntheticRainDataset(whole), MixedSyntheticRainDataset(whole)
     for index in (0, 7):
         torch.testing.assert_close(a[index]['lq'], b[index]['lq'], rtol=0, atol=0)
         assert torch.allclose(a[index]['gt_global'], global_view(a[index]['gt'], 16), atol=1e-6)
     assert not torch.equal(a[0]['gt'], a[1]['gt'])
-    assert not torch.equal(a[0]['gt'], SyntheticRainDataset(dict(whole, seed=3))[0]['gt'])
+    assert not torch.equal(a[0]['gt'], MixedSyntheticRainDataset(dict(whole, seed=3))[0]['gt'])
     rain = [np.mean([(a[i]['lq'] - a[i]['gt']).mean().item() for i in ds.source_indices[s]]) for s in range(3)]
     assert rain[1] > 3 * rain[0] and rain[2] > rain[0]
     # backgrounds vary: distinct clean images across items
@@ -111,19 +111,19 @@ def test_dataset_items_sources_and_reproducibility():
 
 
 def test_val_phase_fixed_and_different_from_train():
-    val = SyntheticRainDataset(_opt(phase='val'))
+    val = MixedSyntheticRainDataset(_opt(phase='val'))
     item = val[3]
     assert set(item) == {'lq', 'gt', 'lq_global', 'source', 'lq_path', 'gt_path'}
     assert item['lq'].shape == (3, 48, 48)
-    torch.testing.assert_close(SyntheticRainDataset(_opt(phase='val'))[3]['lq'], item['lq'], rtol=0, atol=0)
-    train = SyntheticRainDataset(_opt(gt_size=48, use_hflip=False, use_rot=False))
+    torch.testing.assert_close(MixedSyntheticRainDataset(_opt(phase='val'))[3]['lq'], item['lq'], rtol=0, atol=0)
+    train = MixedSyntheticRainDataset(_opt(gt_size=48, use_hflip=False, use_rot=False))
     assert not torch.equal(train[3]['gt'], item['gt'])
 
 
 def test_clean_folder_and_errors(tmp_path):
     for i in range(2):
         cv2.imwrite(str(tmp_path / f'{i}.png'), np.full((40, 50, 3), 60 + 100 * i, np.uint8))
-    ds = SyntheticRainDataset(_opt(clean_folder=str(tmp_path), bg_size=32, gt_size=32, use_hflip=False))
+    ds = MixedSyntheticRainDataset(_opt(clean_folder=str(tmp_path), bg_size=32, gt_size=32, use_hflip=False))
     values = {round(ds[i]['gt'].mean().item() * 255) for i in range(len(ds))}
     assert values <= {60, 160} and len(values) == 2
     bad = [
@@ -136,5 +136,5 @@ def test_clean_folder_and_errors(tmp_path):
     ]
     for kw, fragment in bad:
         with pytest.raises((ValueError, FileNotFoundError)) as info:
-            SyntheticRainDataset(_opt(**kw))
+            MixedSyntheticRainDataset(_opt(**kw))
         assert fragment in str(info.value)
