@@ -24,9 +24,9 @@ class PortableModelMixin:
 
     YAML keys it adds:
         find_unused_parameters (bool): Passed to DDP. Default: False.
-        channels_last (bool): Keep every network's conv weights and 4-D inputs in channels-last memory format;
-            a CoIC-DRSformer training step is 1.1-1.4x faster on CPU (docs/benchmarks.md; not measured on GPU).
-            Checkpoints are unchanged. Default: False.
+        channels_last (bool): Keep every network's conv weights and 4-D inputs in channels-last memory format
+            (on the CPU the CoIC-DRSformer step now takes the same time either way, docs/benchmarks.md; not measured
+            on GPU). Checkpoints are unchanged. Default: False.
         train.optim_* (dict): ``type`` may be any ``torch.optim`` class name (Adam, AdamW, SGD, ...).
         train.scheduler (dict): ``type`` may also be a name in ``coic_basicsr.registry.SCHEDULER_REGISTRY``.
         train.grad_clip (float): Max global gradient norm (models calling ``_gradients_finite``). Default: null.
@@ -167,9 +167,28 @@ class PortableModelMixin:
             if len(resume_state[key]) != len(mine):
                 raise ValueError(f'path.resume_state: the state has {len(resume_state[key])} {key}, '
                                  f'this model has {len(mine)}')
-        super().resume_training(resume_state)
+        schedulers = [_progress_of(saved, mine, index)
+                      for index, (saved, mine) in enumerate(zip(resume_state['schedulers'], self.schedulers))]
+        super().resume_training(dict(resume_state, schedulers=schedulers))
         self.load_extra_training_state(resume_state.get('extra', {}))
         get_root_logger().info(f"Resumed optimizers/schedulers at iter {resume_state['iter']}.")
+
+
+# What a saved scheduler state adds to the schedule that the option file defines: how far it got. The schedule itself
+# (periods, milestones, restart weights, minima) stays the option file's, so a resumed run can be extended.
+_SCHEDULER_PROGRESS_KEYS = ('last_epoch', '_step_count', 'base_lrs', '_last_lr', '_get_lr_called_within_step',
+                            '_is_initial')
+
+
+def _progress_of(saved: dict, scheduler, index: int) -> dict:
+    """The progress keys of a saved scheduler state; logs the schedule settings that the option file changes."""
+    current = to_plain(scheduler.state_dict())
+    changed = [f'{key}: {saved[key]} -> {value}' for key, value in current.items()
+               if key not in _SCHEDULER_PROGRESS_KEYS and key in saved and saved[key] != value]
+    if changed:
+        get_root_logger().info(f"Scheduler {index} resumes with the option file's schedule, not the state's: "
+                               f"{'; '.join(changed)}")
+    return {key: value for key, value in saved.items() if key in _SCHEDULER_PROGRESS_KEYS}
 
 
 _PORTABLE_CLASSES: Dict[type, type] = {}

@@ -35,10 +35,32 @@ def check_registered_types(opt: dict) -> None:
             known = ', '.join(sorted(registry.keys()))
             raise ValueError(f"{key}: type '{name}' is not registered in the {registry._name} registry "
                              f'(known: {known})')
-    scheduler = (opt.get('train') or {}).get('scheduler')
-    if scheduler and scheduler.get('type') not in _BASICSR_SCHEDULERS and scheduler.get('type') not in SCHEDULER_REGISTRY:
-        raise ValueError(f"train.scheduler.type: '{scheduler.get('type')}' is not a known scheduler (known: "
-                         f"{', '.join(list(_BASICSR_SCHEDULERS) + sorted(SCHEDULER_REGISTRY.keys()))})")
+    for key, scheduler in _schedulers(opt):
+        if scheduler.get('type') not in _BASICSR_SCHEDULERS and scheduler.get('type') not in SCHEDULER_REGISTRY:
+            raise ValueError(f"train.{key}.type: '{scheduler.get('type')}' is not a known scheduler (known: "
+                             f"{', '.join(list(_BASICSR_SCHEDULERS) + sorted(SCHEDULER_REGISTRY.keys()))})")
+
+
+def _schedulers(opt: dict) -> Iterator[Tuple[str, dict]]:
+    """(key, section) of ``train.scheduler`` and CoICModel's ``train.scheduler_mod`` where given."""
+    for key in ('scheduler', 'scheduler_mod'):
+        section = (opt.get('train') or {}).get(key)
+        if isinstance(section, dict):
+            yield key, section
+
+
+def check_scheduler_periods(opt: dict) -> None:
+    """Cyclic cosine schedules must cover ``train.total_iter``: past their last period they fail mid-training."""
+    total = (opt.get('train') or {}).get('total_iter')
+    for key, scheduler in _schedulers(opt):
+        periods = scheduler.get('periods')
+        if not isinstance(total, (int, float)) or not isinstance(periods, (list, tuple)) or not periods:
+            continue
+        if not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in periods):
+            raise ValueError(f'train.{key}.periods: expected positive integers, got {list(periods)}')
+        if sum(periods) < total - 1:  # the scheduler steps from the second iteration on
+            raise ValueError(f'train.{key}.periods: {list(periods)} add up to {sum(periods)}, but train.total_iter '
+                             f'({int(total)}) needs at least {int(total) - 1}; the schedule would end before training')
 
 
 def check_dataset_paths(opt: dict) -> None:
@@ -91,3 +113,4 @@ def check_options(opt: dict) -> None:
     check_dataset_paths(opt)
     if opt.get('is_train', True):
         check_coic_section(opt)
+        check_scheduler_periods(opt)

@@ -117,6 +117,8 @@ CASES = {
     'pretrained-generator-width-differs': (_other_generator_width, 'follow network_g.generator_width'),
     'bad-generator-width': (_set(['network_g', 'generator_width'], 0),
                             'error: network_g.generator_width must be a positive integer'),
+    'schedule-shorter-than-training': (_set(['train', 'total_iter'], 10),
+                                       'train.scheduler.periods: [2, 2] add up to 4, but train.total_iter (10)'),
     'bad-cpu-malloc-cache': (_set(['cpu_malloc_cache'], 'yes'), "cpu_malloc_cache must be true or false, got 'yes'"),
     'corrupt-resume-state': (_bad_state, 'bad.state'),
 }

@@ -9,6 +9,7 @@ from basicsr.utils import set_random_seed
 from torch.utils.data import DataLoader
 
 from coic_basicsr.archs.modulation import split_modulation_parameters
+from coic_basicsr.models.lr_schedulers import CosineAnnealingRestartCyclicLR
 from coic_basicsr.models.portable import build_model
 from helpers.coic import in_memory, tiny_coic_options
 from helpers.run import basicsr
@@ -78,6 +79,27 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
         for key, tensors in full.items():
             for name, tensor in tensors.items():
                 assert torch.allclose(resumed[key][name], tensor, atol=1e-6), (file_name, key, name)
+
+
+def test_resumed_run_takes_a_longer_schedule_from_the_option_file(tmp_path):
+    opt = tiny_coic_options(name='extended', total_iter=4, stage1_iter=2)  # periods [2, 2]
+    assert basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'a.yml'))], cwd=str(tmp_path)).returncode == 0
+    opt['train']['total_iter'] = 7
+    opt['train']['scheduler']['periods'] = [2, 4]
+    opt['logger']['save_checkpoint_freq'] = 7
+    result = basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'b.yml')), '--auto_resume'], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]  # the state's periods [2, 2] would end at iteration 5
+    assert "Scheduler 0 resumes with the option file's schedule, not the state's: periods: [2, 2] -> [2, 4]" \
+        in result.stderr
+    saved = torch.load(tmp_path / 'experiments' / 'extended' / 'training_states' / '7.state', weights_only=True)
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    scheduler = CosineAnnealingRestartCyclicLR(optimizer, **{k: v for k, v in opt['train']['scheduler'].items()
+                                                             if k != 'type'})
+    for _ in range(6):  # BasicSR steps the schedulers from the second iteration on
+        optimizer.step()
+        scheduler.step()
+    assert saved['schedulers'][0]['last_epoch'] == 6
+    assert saved['schedulers'][0]['_last_lr'] == pytest.approx(scheduler.get_last_lr())
 
 
 def test_validation_and_test_report_every_source(tmp_path):
