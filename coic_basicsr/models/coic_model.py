@@ -1,4 +1,5 @@
 """CoICModel: two-stage joint training of a backbone with CoI-M and the rain-/detail-aware contrastive encoder."""
+import warnings
 from collections import OrderedDict
 from copy import deepcopy
 from typing import Dict, Optional
@@ -128,6 +129,13 @@ class CoICModel(PortableModelMixin, SRModel):
         train_opt = self.opt['train']
         return train_opt.get('scheduler_mod') or train_opt['scheduler'] if optimizer_index == 1 else \
             train_opt['scheduler']
+
+    def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
+        # optim_mod idles through stage 1 while its schedule follows the iteration count; torch's warning about a
+        # scheduler stepped before its optimizer is expected here, not a wrong call order.
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before')
+            super().update_learning_rate(current_iter, warmup_iter)
 
     # ---------------------------------------------------------------- training
     def feed_data(self, data: dict) -> None:

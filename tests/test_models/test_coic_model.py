@@ -1,5 +1,6 @@
 """CoICModel: stage switch, separate optimizers, resume equality, baseline mode, per-source validation."""
 import json
+import warnings
 
 import pytest
 import torch
@@ -45,6 +46,20 @@ def test_stage_switch_updates_generators_and_encoder_only_after_stage1(tmp_path)
             assert moved == [True, True, True, True], current_iter
             log = model.get_current_log()
             assert log['l_con'] > 0 and 0 <= log['con_top1'] <= 1
+
+
+def test_stage1_schedule_of_the_idle_modulation_optimizer_does_not_warn(tmp_path):
+    opt = in_memory(tiny_coic_options(total_iter=4, stage1_iter=2), tmp_path)
+    model = build_model(opt)
+    batches = iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for current_iter in range(1, 5):  # the pipeline's order: learning rate, then the step
+            model.update_learning_rate(current_iter)
+            model.feed_data(next(batches))
+            model.optimize_parameters(current_iter)
+    assert not [w for w in caught if 'lr_scheduler.step()' in str(w.message)]
+    assert model.schedulers[1].last_epoch == 3 and model.optimizer_mod.state  # stepped, and trained in stage 2
 
 
 def test_baseline_without_coic_is_an_ordinary_model(tmp_path):
