@@ -14,7 +14,7 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
 from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_root_logger, get_time_str,
                            init_tb_logger, init_wandb_logger, make_exp_dirs, mkdir_and_rename, set_random_seed)
-from basicsr.utils.options import copy_opt_file, dict2str
+from basicsr.utils.options import dict2str
 
 from coic_basicsr.data.samplers import ResumableSampler, build_sampler
 from coic_basicsr.models.portable import build_model
@@ -22,7 +22,7 @@ from coic_basicsr.utils.checkpoint import latest_training_state, load_checkpoint
 from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
 from coic_basicsr.utils.dist import barrier
 from coic_basicsr.utils.errors import NonFiniteTrainingError
-from coic_basicsr.utils.options import parse_options
+from coic_basicsr.utils.options import parse_options, save_options_as_run
 from coic_basicsr.utils.signals import GracefulStop
 from coic_basicsr.utils.validate import check_options
 
@@ -122,7 +122,7 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
         if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
             mkdir_and_rename(osp.join(root_path, 'tb_logger', opt['name']))
     barrier()
-    copy_opt_file(args.opt, opt['path']['experiments_root'])
+    save_options_as_run(args, opt['path']['experiments_root'])
     log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
     logger.info(get_env_info())

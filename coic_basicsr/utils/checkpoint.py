@@ -47,7 +47,8 @@ def load_checkpoint(path: str, device: Optional[torch.device] = None) -> Any:
 
 def describe_shape_mismatches(net: nn.Module, state_dict: Mapping[str, Any]) -> str:
     """'N tensors differ in shape (e.g. ...)' for the keys of ``state_dict`` whose shapes differ from ``net``'s, with a
-    hint when CoI-M generators differ (their shapes follow ``generator_width``); '' when all common shapes agree."""
+    hint when only CoI-M generators differ (their shapes follow ``generator_width``); '' when all common shapes
+    agree."""
     own = net.state_dict()
     differing = [k for k, v in state_dict.items() if k in own and hasattr(v, 'shape') and v.shape != own[k].shape]
     if not differing:
@@ -55,7 +56,7 @@ def describe_shape_mismatches(net: nn.Module, state_dict: Mapping[str, Any]) -> 
     first = differing[0]
     text = (f'{len(differing)} tensors differ in shape (e.g. {first}: checkpoint {tuple(state_dict[first].shape)}, '
             f'network {tuple(own[first].shape)})')
-    if any('.generator.' in key for key in differing):
+    if all('.generator.' in key for key in differing):
         text += ('; CoI-M generator shapes follow network_g.generator_width: set the value the checkpoint was '
                  'trained with')
     return text

@@ -8,8 +8,8 @@ from typing import List, Optional, Tuple
 import torch
 import yaml
 from basicsr.utils import set_random_seed
-from basicsr.utils.dist_util import get_dist_info
-from basicsr.utils.options import ordered_yaml
+from basicsr.utils.dist_util import get_dist_info, master_only
+from basicsr.utils.options import copy_opt_file, ordered_yaml
 
 from coic_basicsr.utils.dist import init_dist
 
@@ -97,6 +97,24 @@ def _set_paths(opt: dict, root_path: str, is_train: bool) -> None:
     else:
         root = osp.join(root_path, 'results', opt['name'])
         opt['path'].update(results_root=root, log=root, visualization=osp.join(root, 'visualization'))
+
+
+@master_only
+def save_options_as_run(args: argparse.Namespace, experiments_root: str) -> None:
+    """BasicSR's copy of the option file into the experiment folder, with the ``--force_yml`` overrides applied: the
+    tools that read an experiment folder (``basicsr derain/analyze -opt experiments/<name>``) then build the network
+    that was trained. Without overrides the file is copied as it is (comments kept)."""
+    copy_opt_file(args.opt, experiments_root)
+    if not args.force_yml:
+        return
+    opt = load_option_file(args.opt)
+    apply_force_yml(opt, args.force_yml)
+    copy = osp.join(experiments_root, osp.basename(args.opt))
+    with open(copy, encoding='utf-8') as f:
+        header = ''.join(line for line in f.readlines()[:3] if line.startswith('#'))  # copy_opt_file's time and CMD
+    with open(copy, 'w', encoding='utf-8') as f:
+        f.write(f'{header}# {args.opt} as run: its --force_yml overrides are applied below.\n\n')
+        yaml.dump(opt, f, Dumper=ordered_yaml()[1], sort_keys=False, allow_unicode=True)
 
 
 def parse_options(argv: Optional[List[str]], root_path: str, is_train: bool,

@@ -7,6 +7,7 @@ from basicsr.archs import build_network
 
 from coic_basicsr.archs.modulation import (KernelScaleGenerator, ModulatedConv2d, ModulatedConvTranspose2d,
                                            split_modulation_parameters)
+from coic_basicsr.utils.checkpoint import describe_shape_mismatches
 
 TINY = {
     'CoICRestormer': dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8], context_dim=8),
@@ -77,3 +78,14 @@ def test_paper_scale_overhead_is_under_ten_percent_with_width_4(name: str) -> No
         assert sum(p.numel() for p in backbone) == n_plain
         ratios[width] = sum(p.numel() for p in modulation) / n_plain
     assert ratios[None] > 0.15 and ratios[4] < 0.10
+
+
+def test_shape_mismatch_hint_names_generator_width_only_when_only_generators_differ() -> None:
+    net = build_network(dict(TINY['CoICRestormer'], type='CoICRestormer'))
+    compact = build_network(dict(TINY['CoICRestormer'], type='CoICRestormer', generator_width=2))
+    wider = build_network(dict(TINY['CoICRestormer'], type='CoICRestormer', dim=16))
+    assert describe_shape_mismatches(net, net.state_dict()) == ''
+    assert 'network_g.generator_width' in describe_shape_mismatches(net, compact.state_dict())
+    backbone_differs = describe_shape_mismatches(net, wider.state_dict())
+    assert 'tensors differ in shape' in backbone_differs
+    assert 'generator_width' not in backbone_differs

@@ -1,6 +1,10 @@
 """The embedded default (options/coic_restormer_demo.yml) runs end to end, shrunk with --force_yml."""
 import socket
 
+import cv2
+import numpy as np
+import yaml
+
 from helpers.demo import DEMO, SHRINK
 from helpers.run import basicsr, torchrun
 
@@ -15,6 +19,15 @@ def test_demo_option_file_trains_both_stages_validates_and_tests(tmp_path):
     assert (exp / 'models' / 'net_g_latest.pth').is_file() and (exp / 'models' / 'net_enc_latest.pth').is_file()
     assert (exp / 'training_states' / '4.state').is_file()
     assert list((tmp_path / 'tb_logger' / 'coic_restormer_demo').glob('events.*'))
+    # the experiment's option copy is the file as run (--force_yml applied), so the tools rebuild the trained network
+    copied = yaml.safe_load((exp / 'coic_restormer_demo.yml').read_text())
+    assert copied['network_g']['dim'] == 8 and copied['train']['total_iter'] == 4
+    (tmp_path / 'rainy').mkdir()
+    cv2.imwrite(str(tmp_path / 'rainy' / 'a.png'), np.random.default_rng(0).integers(0, 255, (20, 28, 3), np.uint8))
+    result = basicsr(['derain', '-opt', str(exp), str(tmp_path / 'rainy'), str(tmp_path / 'derained')],
+                     cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert cv2.imread(str(tmp_path / 'derained' / 'a.png')).shape == (20, 28, 3)
 
 
 def test_demo_option_file_under_torchrun_two_processes_gloo(tmp_path):
