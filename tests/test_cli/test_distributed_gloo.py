@@ -30,6 +30,26 @@ def test_torchrun_two_processes_gloo_completes(tmp_path):
     assert 'World size: 2' in result.stderr and 'Validation val' in result.stderr
 
 
+def test_torchrun_auto_resume_on_two_processes_matches_the_uninterrupted_run(tmp_path):
+    make_paired_folders(str(tmp_path / 'data'), count=8)
+    opt = stock_sr_options(str(tmp_path / 'data'), name='ddp_resume')
+    opt['logger']['save_checkpoint_freq'] = 2
+    opt_path = write_options(opt, str(tmp_path / 'train.yml'))
+    args = ['-m', 'coic_basicsr.train', '-opt', opt_path, '--launcher', 'pytorch']
+    assert torchrun(2, args, cwd=str(tmp_path), port=_free_port()).returncode == 0
+    exp = tmp_path / 'experiments' / 'ddp_resume'
+    uninterrupted = torch.load(exp / 'models' / 'net_g_4.pth', weights_only=True)
+    for name in ('training_states/4.state', 'models/net_g_4.pth', 'models/net_g_latest.pth'):
+        (exp / name).unlink()  # as if both ranks were killed after the iteration-2 save
+    result = torchrun(2, args + ['--auto_resume'], cwd=str(tmp_path), port=_free_port())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Resuming training from epoch: 1, iter: 2' in result.stderr and 'World size: 2' in result.stderr
+    resumed = torch.load(exp / 'models' / 'net_g_4.pth', weights_only=True)
+    for key, tensors in uninterrupted.items():
+        for name, tensor in tensors.items():
+            torch.testing.assert_close(resumed[key][name], tensor, rtol=0, atol=1e-6, msg=f'{key}.{name}')
+
+
 def _worker(rank: int, port: int, data_root: str, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE='2', LOCAL_RANK=str(rank))
     from coic_basicsr.models.portable import build_model
