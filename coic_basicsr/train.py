@@ -44,6 +44,8 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
     train_loader = train_sampler = None
     val_loaders = []
     for phase, dataset_opt in opt['datasets'].items():
+        if opt['num_gpu'] == 0 and dataset_opt.get('pin_memory'):  # a GPU option file on the CPU: nothing to pin for
+            dataset_opt = dict(dataset_opt, pin_memory=False)
         if phase == 'train':
             train_set = build_dataset(dataset_opt)
             train_sampler = ResumableSampler(

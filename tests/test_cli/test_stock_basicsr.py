@@ -1,8 +1,11 @@
 """`basicsr train/test` on a stock BasicSR option file (PairedImageDataset + MSRResNet), CPU."""
 import glob
+import logging
+import warnings
 
 import torch
 
+from coic_basicsr.train import create_dataloaders
 from helpers.run import basicsr
 from helpers.stock import make_paired_folders, stock_sr_options, write_options
 
@@ -85,3 +88,17 @@ def test_user_errors_are_one_clear_line(tmp_path):
 
     result = basicsr(['train', '-opt', opt_path, '--force_yml', 'train:no_such_key=1'], cwd=str(tmp_path))
     assert result.returncode == 2 and 'train:no_such_key' in result.stderr
+
+
+def test_a_gpu_option_file_on_the_cpu_does_not_pin_memory(tmp_path):
+    make_paired_folders(str(tmp_path / 'data'))
+    opt = stock_sr_options(str(tmp_path / 'data'))
+    opt.update(dist=False, rank=0, world_size=1, num_gpu=0, is_train=True)
+    for phase, dataset in opt['datasets'].items():
+        dataset.update(phase=phase, scale=opt['scale'], pin_memory=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        train_loader, _, val_loaders, _, _ = create_dataloaders(opt, logging.getLogger('test'))
+        next(iter(train_loader))
+    assert not train_loader.pin_memory and not val_loaders[0].pin_memory
+    assert not [w for w in caught if 'pin_memory' in str(w.message)]
