@@ -15,7 +15,8 @@ from basicsr.utils.dist_util import master_only
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from coic_basicsr.registry import SCHEDULER_REGISTRY
-from coic_basicsr.utils.checkpoint import atomic_save, describe_shape_mismatches, load_checkpoint, to_plain
+from coic_basicsr.utils.checkpoint import (GATE_LAYOUT_KEY, atomic_save, check_gate_layout,
+                                          describe_shape_mismatches, gate_layouts, load_checkpoint, to_plain)
 from coic_basicsr.utils.errors import NonFiniteTrainingError
 
 
@@ -92,11 +93,14 @@ class PortableModelMixin:
         for net_, key in zip(nets, param_keys):
             state_dict = self.get_bare_model(net_).state_dict()
             save_dict[key] = {k[7:] if k.startswith('module.') else k: v.cpu() for k, v in state_dict.items()}
+        if gate_layouts(self.get_bare_model(nets[0])) == {'official'}:  # keep the converted checkpoint's record
+            save_dict[GATE_LAYOUT_KEY] = 'official'
         atomic_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth'))
 
     def load_network(self, net, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
         """BasicSR's ``load_network`` reading the file with ``weights_only=True`` and one-line errors."""
         checkpoint = load_checkpoint(load_path)
+        check_gate_layout(self.get_bare_model(net), checkpoint, load_path)
         if param_key is not None:
             if param_key not in checkpoint and 'params' in checkpoint:
                 get_root_logger().info(f"Loading: '{param_key}' is not in {load_path}, using 'params'.")

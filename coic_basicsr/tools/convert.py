@@ -9,7 +9,8 @@ overrides them), and any key that maps to nothing (or any of ours left unfilled)
 Generators (CoI-M): the official ``g2pa_wgen`` MLPs become ``generator``, unchanged. The official conv builds a
 (C_in, C_out) gate and re-reads it with ``view`` as (C_out, C_in) — for non-square convs a different function from
 the paper's per-channel gate — so converted CoIC models are built with ``gate_layout: official``, under which our
-modulated convs compute exactly the authors' kernel scales.
+modulated convs compute exactly the authors' kernel scales. The file records it (``'gate_layout': 'official'`` next
+to ``'params'``), and loading it into a network with the paper layout is refused.
 """
 import argparse
 import re
@@ -24,7 +25,7 @@ from coic_basicsr.archs.coic_brn_arch import CoICBRN
 from coic_basicsr.archs.coic_dgunet_arch import CoICDGUNet
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
 from coic_basicsr.archs.coic_rcdnet_arch import CoICRCDNet
-from coic_basicsr.utils.checkpoint import atomic_save, load_checkpoint
+from coic_basicsr.utils.checkpoint import GATE_LAYOUT_KEY, atomic_save, load_checkpoint
 
 ARCHS = {'brn': CoICBRN, 'rcdnet': CoICRCDNet, 'dgunet': CoICDGUNet}
 _WRAPPER_KEYS = ('state_dict', 'model', 'params', 'params_ema', 'net')
@@ -205,7 +206,8 @@ def _run(argv: Optional[List[str]]) -> None:
         params, options, notes = convert_backbone(load_official(args.model), args.arch, args.plain, overrides)
         name = name or f"{args.arch}_{'coic' if options['modulate'] else 'plain'}"
         out = osp.join(args.out_dir, f'{name}_net_g.pth')
-        atomic_save({'params': params}, out)
+        record = {GATE_LAYOUT_KEY: options['gate_layout']} if 'gate_layout' in options else {}
+        atomic_save({'params': params, **record}, out)
         snippet.update(network_g=options, path={'pretrain_network_g': out, 'strict_load_g': True})
         for note in notes:
             print(f'note: {note}')

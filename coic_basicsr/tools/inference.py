@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from coic_basicsr.data.rain_sources import IMG_EXTENSIONS
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.tiling import tiled_forward
-from coic_basicsr.utils.checkpoint import describe_shape_mismatches, load_checkpoint
+from coic_basicsr.utils.checkpoint import check_gate_layout, describe_shape_mismatches, load_checkpoint
 from coic_basicsr.utils.options import load_option_file
 
 
@@ -89,6 +89,7 @@ def find_checkpoints(opt: dict, models_dir: Optional[str], checkpoint: Optional[
 def load_weights(net: nn.Module, path: str, keys: Sequence[str], what: str) -> str:
     """Load the first of ``keys`` present in checkpoint ``path`` into ``net`` (strict); return the key used."""
     ckpt = load_checkpoint(path)
+    check_gate_layout(net, ckpt, path)
     key = next((k for k in keys if isinstance(ckpt, dict) and k in ckpt), None)
     if key is None:
         found = sorted(ckpt)[:6] if isinstance(ckpt, dict) else type(ckpt).__name__

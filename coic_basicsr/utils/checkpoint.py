@@ -45,6 +45,27 @@ def load_checkpoint(path: str, device: Optional[torch.device] = None) -> Any:
         raise ValueError(f"checkpoint '{path}' cannot be loaded safely: {str(err).splitlines()[0]}") from None
 
 
+#: Recorded next to 'params' by ``basicsr convert-official`` (and kept by our saves) for CoI-M generators that compute
+#: kernel scales in the CoIC authors' layout; the tensors' shapes are the same in both layouts.
+GATE_LAYOUT_KEY = 'gate_layout'
+
+
+def gate_layouts(net: nn.Module) -> set:
+    """The ``gate_layout`` values of the modulated layers of ``net`` (empty without CoI-M)."""
+    return {m.gate_layout for m in net.modules() if hasattr(m, 'gate_layout')}
+
+
+def check_gate_layout(net: nn.Module, checkpoint: Any, path: str) -> None:
+    """A checkpoint that records a gate layout loads only into modulated layers computing that layout: with the
+    other one it would load without error and compute different kernel scales."""
+    recorded = checkpoint.get(GATE_LAYOUT_KEY) if isinstance(checkpoint, Mapping) else None
+    layouts = gate_layouts(net)
+    if recorded is None or not layouts or layouts == {recorded}:
+        return
+    raise ValueError(f"checkpoint '{path}' holds CoI-M generators for network_g.gate_layout: {recorded}, the network "
+                     f"uses {', '.join(sorted(layouts))}: set network_g.gate_layout: {recorded}")
+
+
 def describe_shape_mismatches(net: nn.Module, state_dict: Mapping[str, Any]) -> str:
     """'N tensors differ in shape (e.g. ...)' for the keys of ``state_dict`` whose shapes differ from ``net``'s, with a
     hint when only CoI-M generators differ (their shapes follow ``generator_width``); '' when all common shapes

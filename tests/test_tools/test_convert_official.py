@@ -16,7 +16,10 @@ from coic_basicsr.archs.coic_dgunet_arch import CoICDGUNet
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
 from coic_basicsr.archs.coic_rcdnet_arch import CoICRCDNet
 from coic_basicsr.archs.modulation import ModulatedConv2d, ModulatedConvTranspose2d
+from coic_basicsr.models.portable import build_model
 from coic_basicsr.tools.convert import convert_backbone, convert_encoder, load_official, main
+from coic_basicsr.tools.inference import load_weights
+from helpers.coic import in_memory, tiny_coic_options
 
 WEIGHTS = Path(__file__).resolve().parents[2].parent / 'shared' / 'weights'
 TINY_BRN = dict(channels=4, num_res_blocks=2, num_rain_res_blocks=1, iterations=2)
@@ -206,3 +209,28 @@ def test_official_baseline_brn_loads_strictly_into_plain_and_coic_archs():
     assert sum(v.numel() for v in params.values()) == sum(v.numel() for v in official.values())
     CoICBRN(modulate=False).load_state_dict(params, strict=True)
     CoICBRN().load_state_dict(params, strict=True)  # generators keep their zero init
+
+
+def test_converted_coic_checkpoint_records_its_gate_layout_and_refuses_the_other(tmp_path, capsys):
+    src, out_dir = tmp_path / 'coic_brn.pth', tmp_path / 'out'
+    torch.save(official_layout(CoICBRN(**TINY_BRN, context_dim=16)), src)
+    assert main(['--arch', 'brn', '--model', str(src), '--out-dir', str(out_dir), '--opt', 'iterations=2']) == 0
+    snippet = yaml.safe_load(capsys.readouterr().out.split('option file sections:\n')[1])
+    converted = snippet['path']['pretrain_network_g']
+    assert torch.load(converted, weights_only=True)['gate_layout'] == 'official'
+    official = build_network(snippet['network_g'])
+    assert load_weights(official, converted, ['params'], 'network_g') == 'params'
+    paper = build_network(dict(snippet['network_g'], gate_layout='paper'))
+    with pytest.raises(ValueError, match=r'gate_layout: official, the network uses paper: set network_g\.gate_layout'):
+        load_weights(paper, converted, ['params'], 'network_g')
+
+    # training from it keeps the record in every checkpoint it saves, and loading checks it as well
+    opt = in_memory(tiny_coic_options(), tmp_path)
+    opt['network_g'] = snippet['network_g']
+    model = build_model(opt)
+    model.load_network(model.net_g, converted)
+    model.save_network(model.net_g, 'net_g', 1)
+    saved = tmp_path / 'experiments' / 'tiny_coic' / 'models' / 'net_g_1.pth'
+    assert torch.load(saved, weights_only=True)['gate_layout'] == 'official'
+    with pytest.raises(ValueError, match='set network_g.gate_layout: official'):
+        model.load_network(paper, str(saved))
