@@ -31,9 +31,7 @@ def init_tb_loggers(opt: dict):
     """Tensorboard (and wandb syncing it) on rank 0, as BasicSR does; ``None`` for debug runs."""
     logger_opt = opt['logger']
     if (logger_opt.get('wandb') or {}).get('project') and 'debug' not in opt['name']:
-        if not logger_opt.get('use_tb_logger'):
-            raise ValueError('logger.use_tb_logger must be true when logger.wandb.project is set')
-        init_wandb_logger(opt)
+        init_wandb_logger(opt)  # check_logger made sure it can
     if logger_opt.get('use_tb_logger') and 'debug' not in opt['name']:
         return init_tb_logger(log_dir=osp.join(opt['root_path'], 'tb_logger', opt['name']))
     return None

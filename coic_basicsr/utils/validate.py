@@ -1,4 +1,5 @@
 """Checks run before any work starts, so a bad option file fails in one line naming the key."""
+import importlib.util
 from os import path as osp
 from typing import Iterator, Tuple
 
@@ -104,6 +105,18 @@ def check_coic_section(opt: dict) -> None:
         raise ValueError('train.coic: requires a network_enc section (e.g. {type: CoICEncoder})')
 
 
+def check_logger(opt: dict) -> None:
+    """wandb syncing needs the tensorboard logger and the wandb package (BasicSR would fail after setting up)."""
+    logger_opt = opt.get('logger') or {}
+    if not (logger_opt.get('wandb') or {}).get('project') or 'debug' in str(opt.get('name', '')):
+        return
+    if not logger_opt.get('use_tb_logger'):
+        raise ValueError('logger.use_tb_logger must be true when logger.wandb.project is set')
+    if importlib.util.find_spec('wandb') is None:
+        raise ValueError('logger.wandb.project is set but the wandb package is not installed '
+                         '(pip install wandb, or set logger.wandb.project: ~)')
+
+
 def check_options(opt: dict) -> None:
     """All pre-flight checks of an option dict."""
     if 'datasets' not in opt or not opt['datasets']:
@@ -114,3 +127,4 @@ def check_options(opt: dict) -> None:
     if opt.get('is_train', True):
         check_coic_section(opt)
         check_scheduler_periods(opt)
+        check_logger(opt)

@@ -1,4 +1,5 @@
 """Every bad input gets one clear line naming the option key or the file (table in docs/reliability.md)."""
+import importlib.util
 import os
 from os import path as osp
 
@@ -119,6 +120,8 @@ CASES = {
                             'error: network_g.generator_width must be a positive integer'),
     'schedule-shorter-than-training': (_set(['train', 'total_iter'], 10),
                                        'train.scheduler.periods: [2, 2] add up to 4, but train.total_iter (10)'),
+    'wandb-without-tensorboard': (_set(['logger', 'wandb'], {'project': 'p'}),
+                                  'logger.use_tb_logger must be true when logger.wandb.project is set'),
     'bad-cpu-malloc-cache': (_set(['cpu_malloc_cache'], 'yes'), "cpu_malloc_cache must be true or false, got 'yes'"),
     'corrupt-resume-state': (_bad_state, 'bad.state'),
 }
@@ -134,6 +137,18 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err and err[-1].startswith('basicsr train: error: ') and expected in err[-1], err[-1:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec('wandb') is not None, reason='wandb is installed here')
+def test_wandb_project_without_the_package_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    opt = tiny_coic_options(name='no_wandb')
+    opt['logger'].update(use_tb_logger=True, wandb={'project': 'p'})
+    monkeypatch.chdir(tmp_path)
+    code = train_main(['-opt', write_options(opt, str(tmp_path / 'opt.yml'))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == ('basicsr train: error: logger.wandb.project is set but the wandb package is not '
+                                     'installed (pip install wandb, or set logger.wandb.project: ~)')
+    assert not (tmp_path / 'experiments').exists()  # refused before the experiment folder is made
 
 
 @pytest.mark.parametrize('argv, expected', [
