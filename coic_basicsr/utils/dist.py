@@ -15,6 +15,9 @@ def default_backend() -> str:
 
 def _slurm_environment(port: Optional[int]) -> None:
     """Translate SLURM variables into the ``env://`` variables torch.distributed reads."""
+    for var in ('SLURM_PROCID', 'SLURM_NODELIST', 'SLURM_NTASKS'):
+        if var not in os.environ:
+            raise ValueError(f'--launcher slurm: environment variable {var} is not set (start the job with srun)')
     proc_id = int(os.environ['SLURM_PROCID'])
     node_list = os.environ['SLURM_NODELIST']
     gpus = max(torch.cuda.device_count(), 1)

@@ -156,9 +156,13 @@ def test_wandb_project_without_the_package_is_one_line_before_any_work(tmp_path,
     (['-opt', 'opt.yml', '--force_yml', 'train:nokey=1'], "option 'train:nokey' does not exist"),
     (['-opt', 'opt.yml', '--force_yml', 'train'], "'train' is not of the form key:subkey=value"),
     (['-opt', 'broken.yml'], 'is not valid YAML'),
+    (['-opt', 'opt.yml', '--launcher', 'pytorch'], '--launcher pytorch: environment variable RANK is not set'),
+    (['-opt', 'opt.yml', '--launcher', 'slurm'], '--launcher slurm: environment variable SLURM_PROCID is not set'),
 ])
 def test_bad_command_lines(argv, expected, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    for var in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NODELIST', 'SLURM_NTASKS'):
+        monkeypatch.delenv(var, raising=False)  # as if started without a launcher
     write_options(tiny_coic_options(), str(tmp_path / 'opt.yml'))
     (tmp_path / 'broken.yml').write_text('name: [unclosed\n')
     assert train_main(argv) == 2
