@@ -100,7 +100,8 @@ class PortableModelMixin:
     def load_network(self, net, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
         """BasicSR's ``load_network`` reading the file with ``weights_only=True`` and one-line errors."""
         checkpoint = load_checkpoint(load_path)
-        check_gate_layout(self.get_bare_model(net), checkpoint, load_path)
+        bare = self.get_bare_model(net)
+        check_gate_layout(bare, checkpoint, load_path)
         if param_key is not None:
             if param_key not in checkpoint and 'params' in checkpoint:
                 get_root_logger().info(f"Loading: '{param_key}' is not in {load_path}, using 'params'.")
@@ -109,7 +110,6 @@ class PortableModelMixin:
                 raise ValueError(f"checkpoint '{load_path}' has no '{param_key}' entry (has: {sorted(checkpoint)})")
             checkpoint = checkpoint[param_key]
         state_dict = {k[7:] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
-        bare = self.get_bare_model(net)
         get_root_logger().info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: '
                                f'[{param_key}].')
         self._print_different_keys_loading(bare, state_dict, strict)

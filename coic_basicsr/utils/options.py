@@ -1,6 +1,8 @@
 """Option parsing with BasicSR's rules, minus its CUDA assumptions and its ``eval`` of ``--force_yml`` values."""
 import argparse
 import random
+import sys
+import time
 from collections import OrderedDict
 from os import path as osp
 from typing import List, Optional, Tuple
@@ -104,16 +106,14 @@ def save_options_as_run(args: argparse.Namespace, experiments_root: str) -> None
     """BasicSR's copy of the option file into the experiment folder, with the ``--force_yml`` overrides applied: the
     tools that read an experiment folder (``basicsr derain/analyze -opt experiments/<name>``) then build the network
     that was trained. Without overrides the file is copied as it is (comments kept)."""
-    copy_opt_file(args.opt, experiments_root)
     if not args.force_yml:
+        copy_opt_file(args.opt, experiments_root)
         return
     opt = load_option_file(args.opt)
     apply_force_yml(opt, args.force_yml)
-    copy = osp.join(experiments_root, osp.basename(args.opt))
-    with open(copy, encoding='utf-8') as f:
-        header = ''.join(line for line in f.readlines()[:3] if line.startswith('#'))  # copy_opt_file's time and CMD
-    with open(copy, 'w', encoding='utf-8') as f:
-        f.write(f'{header}# {args.opt} as run: its --force_yml overrides are applied below.\n\n')
+    with open(osp.join(experiments_root, osp.basename(args.opt)), 'w', encoding='utf-8') as f:
+        f.write(f"# GENERATE TIME: {time.asctime()}\n# CMD:\n# {' '.join(sys.argv)}\n"  # copy_opt_file's header
+                f'# {args.opt} as run: its --force_yml overrides are applied below.\n\n')
         yaml.dump(opt, f, Dumper=ordered_yaml()[1], sort_keys=False, allow_unicode=True)
 
 
