@@ -16,7 +16,7 @@ from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, 
                            init_tb_logger, init_wandb_logger, make_exp_dirs, mkdir_and_rename, set_random_seed)
 from basicsr.utils.options import dict2str
 
-from coic_basicsr.data.samplers import ResumableSampler, build_sampler
+from coic_basicsr.data.samplers import ResumableSampler, SeededDraws, build_sampler
 from coic_basicsr.models.portable import build_model
 from coic_basicsr.utils.checkpoint import latest_training_state, load_checkpoint
 from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
@@ -47,9 +47,14 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
         if phase == 'train':
             train_set = build_dataset(dataset_opt)
             train_sampler = ResumableSampler(
-                build_sampler(train_set, dataset_opt, opt['world_size'], opt['rank'], opt['manual_seed']))
-            train_loader = build_dataloader(train_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
+                build_sampler(train_set, dataset_opt, opt['world_size'], opt['rank'], opt['manual_seed']),
+                seed=opt['manual_seed'], rank=opt['rank'])
+            train_loader = build_dataloader(SeededDraws(train_set), dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
                                             sampler=train_sampler, seed=opt['manual_seed'])
+            if dataset_opt.get('prefetch_mode') == 'cpu' and not dataset_opt.get('num_worker_per_gpu'):
+                logger.warning('datasets.train.prefetch_mode: cpu with num_worker_per_gpu: 0 makes the training data '
+                               'in a thread that shares the random state with training: the run is not reproducible '
+                               'and a resumed run will not match; use num_worker_per_gpu >= 1 with it.')
             iters_per_epoch = max(len(train_loader), 1)
             total_iters = int(opt['train']['total_iter'])
             total_epochs = math.ceil(total_iters / iters_per_epoch)

@@ -102,3 +102,17 @@ def test_a_gpu_option_file_on_the_cpu_does_not_pin_memory(tmp_path):
         next(iter(train_loader))
     assert not train_loader.pin_memory and not val_loaders[0].pin_memory
     assert not [w for w in caught if 'pin_memory' in str(w.message)]
+
+
+def test_cpu_prefetch_without_workers_warns_that_the_run_is_not_reproducible(tmp_path, caplog):
+    make_paired_folders(str(tmp_path / 'data'))
+    opt = stock_sr_options(str(tmp_path / 'data'))
+    opt.update(dist=False, rank=0, world_size=1, num_gpu=0, is_train=True)
+    for phase, dataset in opt['datasets'].items():
+        dataset.update(phase=phase, scale=opt['scale'])
+    for workers, warned in ((1, False), (0, True)):
+        opt['datasets']['train'].update(prefetch_mode='cpu', num_worker_per_gpu=workers)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger='test'):
+            create_dataloaders(opt, logging.getLogger('test'))
+        assert any('num_worker_per_gpu >= 1' in r.getMessage() for r in caplog.records) == warned

@@ -72,11 +72,12 @@ def test_baseline_without_coic_is_an_ordinary_model(tmp_path):
     assert set(model.get_current_log()) == {'l_pix'}
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path):
+def test_resumed_run_with_loader_workers_matches_uninterrupted_run_without(tmp_path):
     opt = tiny_coic_options(name='full', total_iter=6, stage1_iter=2)
     opt['logger']['save_checkpoint_freq'] = 3
     assert basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'full.yml'))], cwd=str(tmp_path)).returncode == 0
-    opt['name'] = 'cut'
+    # augmentation is seeded per draw, not per worker: two workers and a resume change no crop or flip
+    opt['name'], opt['datasets']['train']['num_worker_per_gpu'] = 'cut', 2
     cut_path = write_options(opt, str(tmp_path / 'cut.yml'))
     assert basicsr(['train', '-opt', cut_path], cwd=str(tmp_path)).returncode == 0
     exp = tmp_path / 'experiments' / 'cut'
