@@ -22,7 +22,8 @@ from basicsr.data import build_dataset
 
 from coic_basicsr.tools import analysis_plots as plots
 from coic_basicsr.tools.analysis_stats import Analysis, Loader, cosine_distance, pca_2d, relationship_matrix
-from coic_basicsr.tools.inference import add_model_arguments, list_images, model_from_args, read_image
+from coic_basicsr.tools.image_io import list_images, read_image
+from coic_basicsr.tools.inference import add_model_arguments, model_from_args
 
 EDITS = ('rain_removed', 'details_blurred', 'rain_swapped')
 

@@ -5,7 +5,9 @@
 The representation z comes from the key encoder on the whole image (as in testing) and is shared by every tile of
 a large image (``--tile``: overlapping windows, averaged where they overlap). A folder is scanned recursively; each
 result is written (atomically) as soon as it is ready, to ``OUTPUT/<same relative path>``. Files without an image
-extension are ignored and listed; unreadable images are reported and skipped (exit status 1 at the end).
+extension are ignored and listed; unreadable images are reported and skipped (exit status 1 at the end). A result
+keeps its input's form where the output format allows: grey-scale stays grey-scale, the alpha channel is copied
+(PNG, TIFF, WebP), 16-bit depth stays 16-bit (PNG, TIFF), and 16-bit inputs are derained at their full precision.
 """
 import argparse
 import sys
@@ -17,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from coic_basicsr.data.rain_sources import IMG_EXTENSIONS
-from coic_basicsr.tools.inference import add_model_arguments, list_images, model_from_args, read_image, write_image
+from coic_basicsr.tools.image_io import list_images, read_image_and_form, write_image
+from coic_basicsr.tools.inference import add_model_arguments, model_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,11 +75,12 @@ def derain(argv: Optional[List[str]] = None) -> int:
     failed: List[str] = []
     seconds, done = 0.0, 0
     for src, dst in tqdm(jobs, desc='derain', unit='img', disable=args.quiet or None):
-        lq = read_image(src)
-        if lq is None:
+        read = read_image_and_form(src)
+        if read is None:
             failed.append(src)
             tqdm.write(f"basicsr derain: skipping '{src}': empty, corrupt or not an image", file=sys.stderr)
             continue
+        lq, form = read
         start = time.perf_counter()
         try:
             out = model.restore(lq)
@@ -87,7 +91,7 @@ def derain(argv: Optional[List[str]] = None) -> int:
             torch.cuda.empty_cache()
             continue
         seconds += time.perf_counter() - start
-        write_image(out, dst)
+        write_image(out, dst, form)
         done += 1
     per_image = f' ({seconds / done:.3f} s/image on {model.device})' if done else ''
     print(f'basicsr derain: wrote {done} image(s) to {args.output}{per_image}', flush=True)

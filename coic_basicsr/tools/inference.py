@@ -1,21 +1,17 @@
 """A trained model ready for the tools: options from a file or an experiment folder, safe checkpoint loading, the
-representation ``z`` from the key encoder, and (tiled) restoration; plus image listing/reading/writing helpers."""
+representation ``z`` from the key encoder, and (tiled) restoration."""
 import argparse
 import glob
 import os
 import re
 from os import path as osp
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import coic_basicsr  # noqa: F401  (torchvision shim + registries before basicsr)
-import cv2
-import numpy as np
 import torch
 from basicsr.archs import build_network
-from basicsr.utils import img2tensor, imfrombytes, tensor2img
 from torch import Tensor, nn
 
-from coic_basicsr.data.rain_sources import IMG_EXTENSIONS
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.tiling import tiled_forward
 from coic_basicsr.utils.checkpoint import check_gate_layout, describe_shape_mismatches, load_checkpoint
@@ -195,40 +191,3 @@ def model_from_args(args: argparse.Namespace) -> InferenceModel:
     if model.tile and not 0 <= model.overlap < model.tile:
         raise ValueError(f'--overlap: must be in [0, tile size {model.tile}), got {model.overlap}')
     return model
-
-
-def list_images(folder: str, exclude: Optional[str] = None) -> Tuple[List[str], List[str]]:
-    """Relative paths (sorted, recursive, hidden entries skipped) of ``(image files, other files)`` in ``folder``;
-    anything under ``exclude`` is left out."""
-    images, others = [], []
-    exclude = osp.abspath(exclude) if exclude else None
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and osp.abspath(osp.join(root, d)) != exclude)
-        for name in sorted(files):
-            if not name.startswith('.'):
-                rel = osp.relpath(osp.join(root, name), folder)
-                (images if name.lower().endswith(IMG_EXTENSIONS) else others).append(rel)
-    return images, others
-
-
-def read_image(path: str) -> Optional[Tensor]:
-    """RGB float32 (1, 3, H, W) tensor in [0, 1], or None when the file is empty, corrupt or not an image."""
-    with open(path, 'rb') as f:
-        content = f.read()
-    img = imfrombytes(content, 'color') if content else None
-    if img is None:
-        return None
-    return img2tensor(img.astype(np.float32) / 255., bgr2rgb=True, float32=True).unsqueeze(0)
-
-
-def write_image(img: Tensor, path: str) -> None:
-    """Write a (1, 3, H, W) [0, 1] tensor; the format follows the extension; atomic (temp file, then rename)."""
-    ok, buf = cv2.imencode(osp.splitext(path)[1], tensor2img(img.detach().cpu(), rgb2bgr=True, min_max=(0, 1)))
-    if not ok:
-        raise ValueError(f"cannot encode an image as '{path}'")
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = osp.join(osp.dirname(osp.abspath(path)), f'.{osp.basename(path)}.tmp')
-    with open(tmp, 'wb') as f:
-        f.write(buf.tobytes())
-    os.replace(tmp, path)
-

@@ -14,7 +14,8 @@ from torch import nn
 from coic_basicsr.archs.modulation import ContextEmbedding, KernelScaleGenerator
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.tools.derain import main
-from coic_basicsr.tools.inference import load_model, read_image
+from coic_basicsr.tools.image_io import read_image
+from coic_basicsr.tools.inference import load_model
 
 from basicsr.archs import build_network  # noqa: E402  (after coic_basicsr: torchvision shim)
 from basicsr.utils import tensor2img  # noqa: E402
@@ -100,6 +101,36 @@ def test_folder_mirrors_tree_and_matches_the_nets(tmp_path, capsys):
     assert main(['-opt', str(exp), str(inp), str(out), '--quiet', '--skip-existing', '--ext', 'png']) == 0
     assert files(out) == ['a.png', 'sub/b.png', 'sub/deeper/c.jpg', 'sub/deeper/c.png']
     assert os.stat(out / 'a.png').st_mtime_ns == stamp
+
+
+@torch.no_grad()
+def test_results_keep_grey_scale_alpha_and_16_bit_depth_of_their_input(tmp_path):
+    exp, ema, key, _ = make_experiment(tmp_path)
+    rng = np.random.default_rng(7)
+    colour16 = rng.integers(0, 65536, (24, 32, 3), dtype=np.uint16)
+    gray, alpha = rng.integers(0, 256, (24, 32), dtype=np.uint8), rng.integers(0, 256, (24, 32), dtype=np.uint8)
+    inp = tmp_path / 'in'
+    inp.mkdir()
+    cv2.imwrite(str(inp / 'deep.png'), colour16)
+    cv2.imwrite(str(inp / 'gray.png'), gray)
+    cv2.imwrite(str(inp / 'rgba.png'), np.dstack([gray, gray[::-1], gray[:, ::-1], alpha]))
+    assert main(['-opt', str(exp), str(inp), str(tmp_path / 'out'), '--quiet']) == 0
+    assert main(['-opt', str(exp), str(inp), str(tmp_path / 'jpg'), '--ext', 'jpg', '--quiet']) == 0
+
+    deep = cv2.imread(str(tmp_path / 'out/deep.png'), cv2.IMREAD_UNCHANGED)
+    x = torch.from_numpy(colour16[..., ::-1] / 65535.).permute(2, 0, 1)[None].float()  # all 16 bits go in
+    want = (ema(x, key(global_view(x, 32))[0]).clamp(0, 1)[0].permute(1, 2, 0).numpy()[..., ::-1] * 65535).round()
+    assert deep.dtype == np.uint16 and np.abs(deep - want).max() <= 2
+    assert np.abs(deep.astype(float) / 257 - expected(ema, key, inp / 'deep.png')).max() > 1  # not the 8-bit input
+
+    grey_out = cv2.imread(str(tmp_path / 'out/gray.png'), cv2.IMREAD_UNCHANGED)
+    want = cv2.cvtColor(expected(ema, key, inp / 'gray.png'), cv2.COLOR_BGR2GRAY)
+    assert grey_out.shape == (24, 32) and np.abs(grey_out.astype(int) - want).max() <= 1
+    rgba = cv2.imread(str(tmp_path / 'out/rgba.png'), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (24, 32, 4) and np.array_equal(rgba[..., 3], alpha)
+    for name, shape in (('deep.jpg', (24, 32, 3)), ('gray.jpg', (24, 32)), ('rgba.jpg', (24, 32, 3))):
+        written = cv2.imread(str(tmp_path / 'jpg' / name), cv2.IMREAD_UNCHANGED)  # JPEG: 8 bits, no alpha
+        assert written.shape == shape and written.dtype == np.uint8
 
 
 def test_tiled_matches_untiled_where_the_model_allows(tmp_path):

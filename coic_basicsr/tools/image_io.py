@@ -1,0 +1,94 @@
+"""Image files for the tools: listing a folder, reading any image as the RGB tensor a network takes, and writing a
+result in the input's own form (grey-scale, alpha channel and 16-bit depth kept where the output format has them)."""
+import os
+from dataclasses import dataclass
+from os import path as osp
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from coic_basicsr.data.rain_sources import IMG_EXTENSIONS
+
+_ALPHA_FORMATS = ('.png', '.tif', '.tiff', '.webp')
+_16_BIT_FORMATS = ('.png', '.tif', '.tiff')
+
+
+@dataclass
+class StoredForm:
+    """How an input image was stored, so its result can be stored the same way."""
+    gray: bool = False
+    alpha: Optional[np.ndarray] = None  # (H, W) of the input's dtype, written back unchanged
+    dtype: type = np.uint8
+
+
+def list_images(folder: str, exclude: Optional[str] = None) -> Tuple[List[str], List[str]]:
+    """Relative paths (sorted, recursive, hidden entries skipped) of ``(image files, other files)`` in ``folder``;
+    anything under ``exclude`` is left out."""
+    images, others = [], []
+    exclude = osp.abspath(exclude) if exclude else None
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and osp.abspath(osp.join(root, d)) != exclude)
+        for name in sorted(files):
+            if not name.startswith('.'):
+                rel = osp.relpath(osp.join(root, name), folder)
+                (images if name.lower().endswith(IMG_EXTENSIONS) else others).append(rel)
+    return images, others
+
+
+def _scale(dtype: np.dtype) -> float:
+    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+
+
+def read_image_and_form(path: str) -> Optional[Tuple[Tensor, StoredForm]]:
+    """RGB float32 (1, 3, H, W) tensor in [0, 1] at the file's full bit depth, and its :class:`StoredForm`; None when
+    the file is empty, corrupt or not an image."""
+    with open(path, 'rb') as f:
+        content = np.frombuffer(f.read(), np.uint8)
+    if content.size == 0:
+        return None
+    raw = cv2.imdecode(content, cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        return None
+    alpha = raw[:, :, -1] if raw.ndim == 3 and raw.shape[2] in (2, 4) else None
+    if alpha is None:  # decoded again so that EXIF orientation applies (IMREAD_UNCHANGED ignores it)
+        img = cv2.imdecode(content, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    else:
+        img = raw[:, :, 0] if raw.shape[2] == 2 else raw[:, :, :3]
+    form = StoredForm(gray=img.ndim == 2, alpha=alpha, dtype=img.dtype.type)
+    rgb = img.astype(np.float32) / _scale(img.dtype)
+    rgb = np.repeat(rgb[:, :, None], 3, axis=2) if form.gray else rgb[:, :, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).clamp_(0, 1).unsqueeze(0), form
+
+
+def read_image(path: str) -> Optional[Tensor]:
+    """RGB float32 (1, 3, H, W) tensor in [0, 1], or None when the file is empty, corrupt or not an image."""
+    read = read_image_and_form(path)
+    return None if read is None else read[0]
+
+
+def write_image(img: Tensor, path: str, form: Optional[StoredForm] = None) -> None:
+    """Write a (1, 3, H, W) [0, 1] tensor; the format follows the extension; atomic (temp file, then rename).
+
+    With the input's ``form``: a grey-scale input gives a grey-scale file, its alpha channel is kept where the format
+    has one (PNG, TIFF, WebP), and 16-bit depth where the format has it (PNG, TIFF); otherwise 8-bit colour.
+    """
+    form = form or StoredForm()
+    ext = osp.splitext(path)[1].lower()
+    dtype = form.dtype if ext in _16_BIT_FORMATS and form.dtype in (np.uint8, np.uint16) else np.uint8
+    out = img.detach().float().cpu().clamp(0, 1)[0].numpy().transpose(1, 2, 0)[:, :, ::-1]  # BGR
+    out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2GRAY) if form.gray else out
+    out = (out * _scale(dtype)).round().astype(dtype)
+    if form.alpha is not None and ext in _ALPHA_FORMATS:
+        alpha = (form.alpha.astype(np.float64) * (_scale(dtype) / _scale(form.alpha.dtype))).round().astype(dtype)
+        out = np.dstack([cv2.cvtColor(out, cv2.COLOR_GRAY2BGR) if form.gray else out, alpha])  # no 2-channel files
+    ok, buf = cv2.imencode(ext, out)
+    if not ok:
+        raise ValueError(f"cannot encode an image as '{path}'")
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = osp.join(osp.dirname(osp.abspath(path)), f'.{osp.basename(path)}.tmp')
+    with open(tmp, 'wb') as f:
+        f.write(buf.tobytes())
+    os.replace(tmp, path)
