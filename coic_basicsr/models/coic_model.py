@@ -139,6 +139,8 @@ class CoICModel(PortableModelMixin, SRModel):
 
     # ---------------------------------------------------------------- training
     def feed_data(self, data: dict) -> None:
+        if 'gt' not in data and hasattr(self, 'gt'):  # else an item without gt is scored against the last one's gt
+            del self.gt
         super().feed_data(data)
         self.lq_global = data['lq_global'].to(self.device) if 'lq_global' in data else None
         self.gt_global = data['gt_global'].to(self.device) if 'gt_global' in data else None
@@ -221,7 +223,8 @@ class CoICModel(PortableModelMixin, SRModel):
         if self.opt['val'].get('metrics') and 'all' in results:
             self._initialize_best_metric_results(name)
             for metric in self.opt['val']['metrics']:
-                self._update_best_metric_result(name, metric, results['all'][metric], current_iter)
+                if metric in results['all']:  # a set without clean images has no full-reference scores
+                    self._update_best_metric_result(name, metric, results['all'][metric], current_iter)
         if not self.is_train:
             write_result_tables(results, self.opt['path']['results_root'], name)
 

@@ -1,14 +1,17 @@
 """Validation that reports metrics per val set AND per source (Rain200L, Rain200H, ... inside one mixed set)."""
 import csv
+import inspect
 import json
 import time
 from collections import defaultdict
 from os import path as osp
-from typing import Dict
+from typing import Dict, Optional
 
+import numpy as np
 import torch
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.registry import METRIC_REGISTRY
 
 
 def _source_name(dataset, data: dict) -> str:
@@ -46,13 +49,14 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
         visuals = model.get_current_visuals()
         restored = tensor2img([visuals['result']])
         scores = {'count': 1.0}
-        if 'gt' in visuals:
-            clean = tensor2img([visuals['gt']])
-            for name, metric_opt in metrics.items():
-                scores[name] = calculate_metric({'img': restored, 'img2': clean}, metric_opt)
-                if report_input:
-                    rainy = tensor2img([visuals['lq']])
-                    scores[f'{name}_input'] = calculate_metric({'img': rainy, 'img2': clean}, metric_opt)
+        clean = tensor2img([visuals['gt']]) if 'gt' in visuals else None
+        rainy = tensor2img([visuals['lq']]) if report_input else None
+        for name, metric_opt in metrics.items():
+            if clean is None and _needs_reference(metric_opt):
+                continue  # full-reference metrics need the clean image; no-reference ones (NIQE) run without
+            scores[name] = _score(name, metric_opt, restored, clean, f'{dataset_name}: {image_name}')
+            if report_input:
+                scores[f'{name}_input'] = _score(name, metric_opt, rainy, clean, f'{dataset_name}: {image_name}')
         for group in ('all', source):
             for key, value in scores.items():
                 sums[group][key] += value
@@ -67,6 +71,20 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
         results['all']['seconds_per_image'] = seconds / results['all']['count']
     _log(dataset_name, results, metrics, current_iter, tb_logger)
     return results
+
+
+def _needs_reference(metric_opt: dict) -> bool:
+    return 'img2' in inspect.signature(METRIC_REGISTRY.get(metric_opt['type'])).parameters
+
+
+def _score(name: str, metric_opt: dict, img: np.ndarray, clean: Optional[np.ndarray], where: str) -> float:
+    """One metric value; a metric that fails names its key and the image (BasicSR's NIQE needs >= 192 px, ...)."""
+    data = {'img': img} if clean is None else {'img': img, 'img2': clean}
+    try:
+        return float(calculate_metric(data, metric_opt))
+    except Exception as err:
+        raise ValueError(f"val.metrics.{name} ({metric_opt['type']}) failed on '{where}' "
+                         f'({img.shape[0]}x{img.shape[1]}): {type(err).__name__}: {err}') from err
 
 
 def _log(dataset_name: str, results: Dict, metrics: dict, current_iter, tb_logger) -> None:

@@ -2,6 +2,8 @@
 import json
 import warnings
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from basicsr.archs import build_network
@@ -126,15 +128,33 @@ def test_validation_and_test_report_every_source(tmp_path):
         assert f'[{source}] (1 images)' in result.stderr
     models = tmp_path / 'experiments' / 'val_run' / 'models'
     test_opt = {k: v for k, v in opt.items() if k not in ('train', 'logger')}
-    test_opt.update(name='val_run_test', datasets={'test_1': dict(opt['datasets']['val'], name='synthetic_test')})
+    photos = tmp_path / 'photos'  # a real-rain set without clean images, after one with them
+    photos.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(photos / f'rain{i}.png'), np.random.default_rng(i).integers(0, 256, (192, 208, 3), np.uint8))
+    test_opt.update(name='val_run_test', datasets={
+        'test_1': dict(opt['datasets']['val'], name='synthetic_test', bg_size=192),
+        'test_2': {'name': 'photos', 'type': 'SingleImageDataset', 'dataroot_lq': str(photos),
+                   'io_backend': {'type': 'disk'}}})
+    test_opt['val'] = dict(test_opt['val'], metrics=dict(test_opt['val']['metrics'],
+                                                         niqe={'type': 'calculate_niqe', 'crop_border': 0}))
     test_opt['path'] = {'pretrain_network_g': str(models / 'net_g_latest.pth'), 'param_key_g': 'params_ema',
                         'pretrain_network_enc': str(models / 'net_enc_latest.pth')}
     result = basicsr(['test', '-opt', write_options(test_opt, str(tmp_path / 'test.yml'))], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     table = json.loads((tmp_path / 'results' / 'val_run_test' / 'synthetic_test_metrics.json').read_text())
     assert set(table) == {'all', 'light', 'heavy', 'mist'} and table['all']['count'] == 3
-    assert all('psnr' in row and 'psnr_input' in row for row in table.values())
+    assert all('psnr' in row and 'psnr_input' in row and 'niqe' in row for row in table.values())
     assert (tmp_path / 'results' / 'val_run_test' / 'synthetic_test_metrics.md').is_file()
+    table = json.loads((tmp_path / 'results' / 'val_run_test' / 'photos_metrics.json').read_text())
+    assert table['all']['count'] == 2 and 'niqe' in table['all'] and 'niqe_input' in table['all']
+    assert 'psnr' not in table['all']  # no clean image: full-reference metrics are left out, not scored against
+    # the previous set's last clean image
+
+    test_opt['datasets'] = {'test_1': dict(opt['datasets']['val'], name='small')}  # NIQE needs larger images
+    result = basicsr(['test', '-opt', write_options(test_opt, str(tmp_path / 'test.yml'))], cwd=str(tmp_path))
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        "basicsr test: error: val.metrics.niqe (calculate_niqe) failed on 'small: light_00000_rain' (32x32)")
 
 
 def test_ema_copy_follows_batchnorm_statistics(tmp_path):
