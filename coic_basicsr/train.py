@@ -16,6 +16,7 @@ from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, 
                            init_tb_logger, init_wandb_logger, make_exp_dirs, mkdir_and_rename, set_random_seed)
 from basicsr.utils.options import dict2str
 
+from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.data.samplers import ResumableSampler, SeededDraws, build_sampler
 from coic_basicsr.models.portable import build_model
 from coic_basicsr.utils.checkpoint import latest_training_state, load_checkpoint
@@ -142,6 +143,9 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
         current_iter = resume_state['iter']
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
     prefetcher = create_prefetcher(opt, train_loader)
+    progressive = ProgressivePatches.from_options(opt['datasets']['train'], opt.get('scale', 1))
+    if progressive is not None:
+        logger.info(f'Progressive learning: {progressive.describe()}.')
     data_timer, iter_timer = AvgTimer(), AvgTimer()
     stop = GracefulStop()
     start_time = time.time()
@@ -163,6 +167,8 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
             current_iter += 1
             model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
             seed_for(opt, current_iter, stream=1)
+            if progressive is not None:  # after the per-iteration seed: a resumed run cuts the same batches
+                train_data = progressive(train_data, current_iter)
             model.feed_data(train_data)
             try:
                 model.optimize_parameters(current_iter)

@@ -31,6 +31,7 @@ class PortableModelMixin:
         train.optim_* (dict): ``type`` may be any ``torch.optim`` class name (Adam, AdamW, SGD, ...).
         train.scheduler (dict): ``type`` may also be a name in ``coic_basicsr.registry.SCHEDULER_REGISTRY``.
         train.grad_clip (float): Max global gradient norm (models calling ``_gradients_finite``). Default: null.
+        train.use_grad_clip (bool): Restormer's switch: clip at norm 0.01 when grad_clip is not set. Default: false.
         train.max_nonfinite_steps (int): Consecutive skipped non-finite steps before aborting. Default: 10.
     """
 
@@ -128,6 +129,8 @@ class PortableModelMixin:
         ``train.max_nonfinite_steps`` consecutive ones. DDP has already averaged the gradients, so every rank
         takes the same decision."""
         clip = self.opt['train'].get('grad_clip')
+        if clip is None and self.opt['train'].get('use_grad_clip'):
+            clip = 0.01  # Restormer's switch and its fixed norm
         params = [p for opt_ in self.optimizers for group in opt_.param_groups for p in group['params']]
         norm = torch.nn.utils.clip_grad_norm_(params, float(clip) if clip else float('inf'))
         if torch.isfinite(norm):

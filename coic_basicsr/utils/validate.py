@@ -5,6 +5,7 @@ from typing import Iterator, Tuple
 
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
+from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.registry import SAMPLER_REGISTRY, SCHEDULER_REGISTRY
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
 
@@ -117,6 +118,17 @@ def check_logger(opt: dict) -> None:
                          '(pip install wandb, or set logger.wandb.project: ~)')
 
 
+def check_training_recipe(opt: dict) -> None:
+    """Restormer's progressive-learning keys must agree; its switches we do not implement are refused, not ignored."""
+    train_set = (opt.get('datasets') or {}).get('train')
+    if isinstance(train_set, dict):
+        ProgressivePatches.from_options(train_set, opt.get('scale', 1))
+    mixing = (opt.get('train') or {}).get('mixing_augs') or {}
+    if mixing.get('mixup'):
+        raise ValueError("train.mixing_augs.mixup: Restormer's mixup augmentation is not supported (it would blend "
+                         'rain of different sources in one image); set it to false')
+
+
 def check_options(opt: dict) -> None:
     """All pre-flight checks of an option dict."""
     if 'datasets' not in opt or not opt['datasets']:
@@ -128,3 +140,4 @@ def check_options(opt: dict) -> None:
         check_coic_section(opt)
         check_scheduler_periods(opt)
         check_logger(opt)
+        check_training_recipe(opt)

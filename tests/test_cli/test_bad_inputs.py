@@ -124,6 +124,11 @@ CASES = {
                                   'logger.use_tb_logger must be true when logger.wandb.project is set'),
     'bad-cpu-malloc-cache': (_set(['cpu_malloc_cache'], 'yes'), "cpu_malloc_cache must be true or false, got 'yes'"),
     'corrupt-resume-state': (_bad_state, 'bad.state'),
+    'progressive-patch-larger-than-crop': (
+        lambda opt, tmp: (opt['datasets']['train'].update(mini_batch_sizes=[2], iters=[4], gt_sizes=[32]), opt)[1],
+        'datasets.train.gt_sizes: 32 is larger than datasets.train.gt_size (24)'),
+    'restormer-mixup': (_set(['train', 'mixing_augs'], {'mixup': True, 'mixup_beta': 1.2}),
+                        "train.mixing_augs.mixup: Restormer's mixup augmentation is not supported"),
 }
 
 

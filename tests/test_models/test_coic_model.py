@@ -201,3 +201,19 @@ def test_channels_last_option_trains_like_nchw_and_saves_ordinary_checkpoints(tm
 
     with pytest.raises(ValueError, match='channels_last must be true or false'):
         build_model(dict(opt, channels_last='yes'))
+
+
+@pytest.mark.parametrize('train_changes, max_norm', [
+    ({'grad_clip': None, 'use_grad_clip': True}, 0.01),  # Restormer's switch and norm
+    ({'grad_clip': 0.5, 'use_grad_clip': True}, 0.5),
+    ({'grad_clip': None}, float('inf')),
+])
+def test_restormer_use_grad_clip_clips_at_its_norm(train_changes, max_norm, tmp_path, monkeypatch):
+    opt = in_memory(tiny_coic_options(total_iter=2, stage1_iter=1), tmp_path)
+    opt['train'].update(train_changes)
+    model = build_model(opt)
+    norms, clip = [], torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, 'clip_grad_norm_', lambda params, norm: (norms.append(norm), clip(params, norm))[1])
+    model.feed_data(next(iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2))))
+    model.optimize_parameters(1)
+    assert norms == [max_norm]
