@@ -213,7 +213,12 @@ def test_restormer_use_grad_clip_clips_at_its_norm(train_changes, max_norm, tmp_
     opt['train'].update(train_changes)
     model = build_model(opt)
     norms, clip = [], torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(torch.nn.utils, 'clip_grad_norm_', lambda params, norm: (norms.append(norm), clip(params, norm))[1])
+
+    def recording_clip(params, norm):
+        norms.append(norm)
+        return clip(params, norm)
+
+    monkeypatch.setattr(torch.nn.utils, 'clip_grad_norm_', recording_clip)
     model.feed_data(next(iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2))))
     model.optimize_parameters(1)
     assert norms == [max_norm]
