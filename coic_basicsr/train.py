@@ -87,6 +87,10 @@ def load_resume_state(opt: dict) -> Optional[dict]:
         return None
     state = load_checkpoint(state_path, torch.device(opt['device']))
     check_resume(opt, state['iter'])
+    if opt.get('manual_seed_drawn') and state.get('manual_seed') is not None:  # the interrupted run's data and seeds
+        opt['manual_seed'] = int(state['manual_seed'])
+        set_random_seed(opt['manual_seed'] + opt['rank'])
+        print(f"Set manual_seed to the resumed run's {opt['manual_seed']} (not set in the option file)", flush=True)
     return state
 
 

@@ -166,6 +166,7 @@ class PortableModelMixin:
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
             'extra': self.extra_training_state(),
+            'manual_seed': self.opt.get('manual_seed'),  # a resume of a run without manual_seed reuses it
         }
         atomic_save(to_plain(state), osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 

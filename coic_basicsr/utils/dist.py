@@ -66,3 +66,12 @@ def barrier() -> None:
     """Synchronise all ranks (no-op when not distributed)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def rank0_value(value):
+    """``value`` as rank 0 has it, on every rank (itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

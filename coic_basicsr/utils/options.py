@@ -13,7 +13,7 @@ from basicsr.utils import set_random_seed
 from basicsr.utils.dist_util import get_dist_info, master_only
 from basicsr.utils.options import copy_opt_file, ordered_yaml
 
-from coic_basicsr.utils.dist import init_dist
+from coic_basicsr.utils.dist import init_dist, rank0_value
 
 
 def build_arg_parser(prog: str) -> argparse.ArgumentParser:
@@ -139,8 +139,8 @@ def parse_options(argv: Optional[List[str]], root_path: str, is_train: bool,
     if not opt['dist'] and opt['num_gpu'] > 0:
         device = torch.device('cuda')
     opt['device'] = str(device)
-    if opt.get('manual_seed') is None:
-        opt['manual_seed'] = random.randint(1, 10000)
+    if opt.get('manual_seed') is None:  # rank 0's draw: every rank must derive the same sampler plans
+        opt['manual_seed'], opt['manual_seed_drawn'] = rank0_value(random.randint(1, 10000)), True
     set_random_seed(opt['manual_seed'] + opt['rank'])
     opt['auto_resume'] = args.auto_resume
     opt['is_train'] = is_train

@@ -91,3 +91,26 @@ def test_two_ranks_disjoint_data_synchronised_ddp_and_reduced_losses(tmp_path):
     assert len(set(seen0) | set(seen1)) == 8
     assert rank0['ddp'] == 'DistributedDataParallel' and rank0['same_params']
     assert rank0['reduced']['l_test'] == pytest.approx(1.5)  # mean of 1 and 2 on rank 0
+
+
+def _seed_worker(rank: int, port: int, opt_path: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE='2',
+                      LOCAL_RANK=str(rank))
+    from coic_basicsr.utils.options import parse_options
+
+    opt, _ = parse_options(['-opt', opt_path, '--launcher', 'pytorch'], out_dir, is_train=True)
+    seeds = [None, None]
+    dist.all_gather_object(seeds, opt['manual_seed'])
+    torch.save(seeds, os.path.join(out_dir, f'seeds{rank}.pt'))
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_ranks_share_the_manual_seed_drawn_when_the_option_file_has_none(tmp_path):
+    # MixedDatasetSampler derives its epoch plans from manual_seed on every rank: they must agree
+    opt = stock_sr_options(str(tmp_path / 'data'))
+    opt.pop('manual_seed', None)
+    opt_path = write_options(opt, str(tmp_path / 'train.yml'))
+    mp.spawn(_seed_worker, args=(_free_port(), opt_path, str(tmp_path)), nprocs=2, join=True)
+    seeds = torch.load(tmp_path / 'seeds1.pt', weights_only=True)
+    assert seeds[0] == seeds[1] and 1 <= seeds[0] <= 10000

@@ -70,6 +70,24 @@ def test_auto_resume_continues_and_matches_uninterrupted_run(tmp_path):
             assert torch.allclose(resumed[key][name], tensor, atol=1e-6), (key, name)
 
 
+def test_a_run_without_manual_seed_resumes_with_the_seed_it_drew(tmp_path):
+    opt, _ = _setup(tmp_path, name='seedless', total_iter=4)
+    del opt['manual_seed']
+    opt_path = write_options(opt, str(tmp_path / 'train.yml'))
+    assert basicsr(['train', '-opt', opt_path], cwd=str(tmp_path)).returncode == 0
+    exp = tmp_path / 'experiments' / 'seedless'
+    full = torch.load(exp / 'models' / 'net_g_4.pth', weights_only=True)
+    drawn = torch.load(exp / 'training_states' / '2.state', weights_only=True)['manual_seed']
+    for name in ('training_states/4.state', 'models/net_g_4.pth', 'models/net_g_latest.pth'):
+        (exp / name).unlink()
+    result = basicsr(['train', '-opt', opt_path, '--auto_resume'], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Set manual_seed to the resumed run's {drawn}" in result.stdout
+    resumed = torch.load(exp / 'models' / 'net_g_4.pth', weights_only=True)
+    for name, tensor in full['params'].items():  # the same crops as the interrupted run drew
+        assert torch.allclose(resumed['params'][name], tensor, atol=1e-6), name
+
+
 def test_user_errors_are_one_clear_line(tmp_path):
     opt, opt_path = _setup(tmp_path)
     result = basicsr(['train', '-opt', str(tmp_path / 'missing.yml')], cwd=str(tmp_path))
