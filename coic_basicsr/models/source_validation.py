@@ -62,9 +62,11 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
                 sums[group][key] += value
         if save_img:
             tag = current_iter if model.opt['is_train'] else (val_opt.get('suffix') or model.opt['name'])
-            folder = model.opt['path']['visualization']
-            sub = image_name if model.opt['is_train'] else osp.join(dataset_name, source)
-            imwrite(restored, osp.join(folder, sub, f'{image_name}_{tag}.png'))
+            # <set>[/<source>] first: val sets of one benchmark family share file names (norain-1.png, ...)
+            parts = [dataset_name] + ([source] if source != dataset_name else [])
+            if model.opt['is_train']:
+                parts.append(image_name)  # BasicSR's folder per image, one file per validation
+            imwrite(restored, osp.join(model.opt['path']['visualization'], *parts, f'{image_name}_{tag}.png'))
     results = {group: {k: (v if k == 'count' else v / values['count']) for k, v in values.items()}
                for group, values in sums.items()}
     if 'all' in results:

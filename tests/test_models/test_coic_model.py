@@ -122,10 +122,15 @@ def test_resumed_run_takes_a_longer_schedule_from_the_option_file(tmp_path):
 
 def test_validation_and_test_report_every_source(tmp_path):
     opt = tiny_coic_options(name='val_run', total_iter=3, stage1_iter=1)
+    opt['datasets']['val_again'] = dict(opt['datasets']['val'], name='val_again')  # the same file names
+    opt['val']['save_img'] = True
     result = basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'train.yml'))], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     for source in ('light', 'heavy', 'mist'):
         assert f'[{source}] (1 images)' in result.stderr
+    shown = tmp_path / 'experiments' / 'val_run' / 'visualization'
+    assert sorted(str(p.relative_to(shown)) for p in shown.rglob('light*.png')) == [
+        'val/light/light_00000_rain/light_00000_rain_3.png', 'val_again/light/light_00000_rain/light_00000_rain_3.png']
     models = tmp_path / 'experiments' / 'val_run' / 'models'
     test_opt = {k: v for k, v in opt.items() if k not in ('train', 'logger')}
     photos = tmp_path / 'photos'  # a real-rain set without clean images, after one with them
@@ -150,6 +155,9 @@ def test_validation_and_test_report_every_source(tmp_path):
     assert table['all']['count'] == 2 and 'niqe' in table['all'] and 'niqe_input' in table['all']
     assert 'psnr' not in table['all']  # no clean image: full-reference metrics are left out, not scored against
     # the previous set's last clean image
+    shown = tmp_path / 'results' / 'val_run_test' / 'visualization'
+    assert (shown / 'synthetic_test' / 'mist' / 'mist_00000_rain_val_run_test.png').is_file()
+    assert (shown / 'photos' / 'rain1_val_run_test.png').is_file()  # one folder for a set of one source
 
     test_opt['datasets'] = {'test_1': dict(opt['datasets']['val'], name='small')}  # NIQE needs larger images
     result = basicsr(['test', '-opt', write_options(test_opt, str(tmp_path / 'test.yml'))], cwd=str(tmp_path))
