@@ -67,7 +67,7 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
             if model.opt['is_train']:
                 parts.append(image_name)  # BasicSR's folder per image, one file per validation
             imwrite(restored, osp.join(model.opt['path']['visualization'], *parts, f'{image_name}_{tag}.png'))
-    results = {group: {k: (v if k == 'count' else v / values['count']) for k, v in values.items()}
+    results = {group: {k: (int(v) if k == 'count' else v / values['count']) for k, v in values.items()}
                for group, values in sums.items()}
     if 'all' in results:
         results['all']['seconds_per_image'] = seconds / results['all']['count']
