@@ -24,6 +24,7 @@ import coic_basicsr  # noqa: F401  (shim + registries before basicsr)
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from coic_basicsr.data.mixed_rain_dataset import MixedRainDataset
 from coic_basicsr.data.mixed_sampler import MixedDatasetSampler
+from coic_basicsr.data.samplers import ResumableSampler, SeededDraws
 from coic_basicsr.data.synthetic_rain import render_rain
 from coic_basicsr.data.synthetic_rain_dataset import MixedSyntheticRainDataset, load_skimage_background
 
@@ -55,9 +56,10 @@ def build_sources(root: str, pairs: int, height: int, width: int) -> Dict[str, L
 
 def items_per_second(dataset: torch.utils.data.Dataset, workers: int, batches: int, batch_size: int) -> float:
     """Time ``batches`` batches after 2 warm-up batches (workers started) through a DataLoader."""
-    sampler = MixedDatasetSampler(dataset, 1, 0, ratio=100, seed=0, weighting='balanced')
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                         drop_last=True)
+    # wrapped as basicsr train wraps them: indices carry their draw's seed, the dataset seeds each item from it
+    sampler = ResumableSampler(MixedDatasetSampler(dataset, 1, 0, ratio=100, seed=0, weighting='balanced'), seed=0)
+    loader = torch.utils.data.DataLoader(SeededDraws(dataset), batch_size=batch_size, sampler=sampler,
+                                         num_workers=workers, drop_last=True)
     iterator = iter(loader)
     for _ in range(2):
         next(iterator)
