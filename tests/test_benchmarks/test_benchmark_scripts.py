@@ -132,3 +132,14 @@ def test_coic_vs_baseline_trains_tests_and_tabulates_both_arms(tmp_path):
                                                            'mist_textures', 'all']
     assert 'generator_width: 2' in (tmp_path / 'coic_width2_restormer-tiny_seed0.yml').read_text()
     assert 'generator_width' not in (tmp_path / 'baseline_restormer-tiny_seed0.yml').read_text()
+
+
+def test_data_pipeline_times_every_backend_and_worker_count():
+    proc = run_script('data_pipeline.py', '--pairs', '2', '--height', '64', '--width', '80', '--batches', '2',
+                      '--batch-size', '2', '--crop', '32', '--workers', '0', '1', '--threads', '1')
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = [[cell.strip() for cell in line.strip('|').split('|')] for line in proc.stdout.splitlines()
+            if line.startswith('| ') and 'items/s' not in line]
+    assert [(data.split()[0], workers) for data, workers, _ in rows] == [
+        ('png', '0'), ('png', '1'), ('lmdb', '0'), ('lmdb', '1'), ('synthetic', '0'), ('synthetic', '1')]
+    assert all(float(speed) > 0 for *_, speed in rows)
