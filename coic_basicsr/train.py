@@ -86,7 +86,13 @@ def load_resume_state(opt: dict) -> Optional[dict]:
     if not state_path:
         return None
     state = load_checkpoint(state_path, torch.device(opt['device']))
+    # the networks saved with the state: the models/ folder next to its training_states/ (another run's, when
+    # path.resume_state forks a run under a new name); else this run's, as in BasicSR
+    own_models = opt['path']['models']
+    beside_state = osp.join(osp.dirname(osp.dirname(osp.abspath(state_path))), 'models')
+    opt['path']['models'] = beside_state if osp.isdir(beside_state) else own_models
     check_resume(opt, state['iter'])
+    opt['path']['models'] = own_models
     if opt.get('manual_seed_drawn') and state.get('manual_seed') is not None:  # the interrupted run's data and seeds
         opt['manual_seed'] = int(state['manual_seed'])
         set_random_seed(opt['manual_seed'] + opt['rank'])
@@ -131,6 +137,9 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
         make_exp_dirs(opt)
         if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
             mkdir_and_rename(osp.join(root_path, 'tb_logger', opt['name']))
+    elif opt['rank'] == 0:  # resuming, maybe another run's state under a new name: keep what exists, add what is missing
+        for key in ('experiments_root', 'models', 'training_states', 'visualization'):
+            os.makedirs(opt['path'][key], exist_ok=True)
     barrier()
     save_options_as_run(args, opt['path']['experiments_root'])
     log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")

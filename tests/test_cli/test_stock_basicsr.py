@@ -88,6 +88,22 @@ def test_a_run_without_manual_seed_resumes_with_the_seed_it_drew(tmp_path):
         assert torch.allclose(resumed['params'][name], tensor, atol=1e-6), name
 
 
+def test_path_resume_state_forks_another_run_under_a_new_name(tmp_path):
+    opt, opt_path = _setup(tmp_path, name='origin', total_iter=4)
+    assert basicsr(['train', '-opt', opt_path], cwd=str(tmp_path)).returncode == 0
+    origin = tmp_path / 'experiments' / 'origin'
+    opt['name'] = 'fork'
+    opt['path']['resume_state'] = str(origin / 'training_states' / '2.state')
+    result = basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'fork.yml'))], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Set pretrain_network_g to {origin / 'models' / 'net_g_2.pth'}" in result.stdout  # weights of the state
+    fork = torch.load(tmp_path / 'experiments' / 'fork' / 'models' / 'net_g_4.pth', weights_only=True)
+    full = torch.load(origin / 'models' / 'net_g_4.pth', weights_only=True)
+    for name, tensor in full['params'].items():
+        assert torch.allclose(fork['params'][name], tensor, atol=1e-6), name
+    assert (tmp_path / 'experiments' / 'fork' / 'training_states' / '4.state').is_file()
+
+
 def test_user_errors_are_one_clear_line(tmp_path):
     opt, opt_path = _setup(tmp_path)
     result = basicsr(['train', '-opt', str(tmp_path / 'missing.yml')], cwd=str(tmp_path))
