@@ -51,7 +51,7 @@ class CoICModel(PortableModelMixin, SRModel):
         train.max_nonfinite_steps (int): Consecutive non-finite steps (skipped) before aborting. Default: 10.
         val.tile (dict): ``{size: int, overlap: int}`` tiled inference for large images. Default: null.
         val.global_size (int): Size of the encoder's view when a batch has no ``lq_global``. Default: 128.
-        val.report_input (bool): Also score the rainy input per source. Default: true.
+        val.report_input (bool): Also score the rainy input per source. Default: true (false when ``scale`` > 1).
     """
 
     def __init__(self, opt: dict):

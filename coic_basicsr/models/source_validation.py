@@ -31,13 +31,14 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
     """Run ``model.test()`` on every item; return and log mean metrics overall and per source.
 
     Besides each metric of ``val.metrics`` it records ``<metric>_input`` (the rainy input scored against the clean
-    image, when ``val.report_input`` is true, the default) so gains over the input are visible per source.
+    image, when ``val.report_input`` is true, the default for ``scale`` 1) so gains over the input are visible per
+    source.
     """
     dataset = dataloader.dataset
     dataset_name = dataset.opt['name']
     val_opt = model.opt['val']
     metrics = val_opt.get('metrics') or {}
-    report_input = val_opt.get('report_input', True)
+    report_input = val_opt.get('report_input', model.opt.get('scale', 1) == 1)  # an SR input is smaller than gt
     sums: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
     seconds = 0.0
     for index, data in enumerate(dataloader):

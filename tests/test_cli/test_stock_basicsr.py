@@ -104,6 +104,15 @@ def test_path_resume_state_forks_another_run_under_a_new_name(tmp_path):
     assert (tmp_path / 'experiments' / 'fork' / 'training_states' / '4.state').is_file()
 
 
+def test_coic_model_validates_a_super_resolution_option_file(tmp_path):
+    # CoICModel without train.coic is a plain restoration model; at scale 2 the input cannot be scored against gt
+    opt, _ = _setup(tmp_path, name='sr_with_coic_model')
+    opt['model_type'] = 'CoICModel'
+    result = basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'sr.yml'))], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '[all] (6 images) psnr: ' in result.stderr and 'psnr_input' not in result.stderr
+
+
 def test_user_errors_are_one_clear_line(tmp_path):
     opt, opt_path = _setup(tmp_path)
     result = basicsr(['train', '-opt', str(tmp_path / 'missing.yml')], cwd=str(tmp_path))
