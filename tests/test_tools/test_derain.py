@@ -205,6 +205,19 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, case, message):
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize('output, ext', [('in', None), ('in/a.png', None), ('in', 'png')])
+def test_inputs_are_never_overwritten(tmp_path, capsys, output, ext):
+    exp, *_ = make_experiment(tmp_path)
+    write_img(tmp_path / 'in' / 'a.png', 16, 16, 0)
+    write_img(tmp_path / 'in' / 'b.jpg', 16, 16, 1)  # with --ext png b.jpg -> b.png is new, a.png -> a.png is not
+    before = {p.name: p.read_bytes() for p in (tmp_path / 'in').iterdir()}
+    source = str(tmp_path / 'in' / 'a.png') if output.endswith('.png') else str(tmp_path / 'in')
+    args = ['-opt', str(exp), source, str(tmp_path / output), '--quiet'] + (['--ext', ext] if ext else [])
+    assert main(args) == 2
+    assert 'is one of the input images; derain does not overwrite its inputs' in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'in').iterdir()} == before
+
+
 def test_unreadable_images_are_reported_and_the_others_written(tmp_path, capsys):
     exp, ema, key, _ = make_experiment(tmp_path)
     inp = tmp_path / 'in'
