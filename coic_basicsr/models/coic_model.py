@@ -15,7 +15,7 @@ from coic_basicsr.archs.modulation import split_modulation_parameters
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.portable import PortableModelMixin
 from coic_basicsr.models.source_validation import validate_per_source, write_result_tables
-from coic_basicsr.models.tiling import tiled_forward
+from coic_basicsr.models.tiling import tile_settings, tiled_forward
 from coic_basicsr.utils.checkpoint import load_checkpoint
 
 _LOG_NAMES = {'pixel': 'pix', 'perceptual': 'percep'}  # BasicSR's log names for its two loss sections
@@ -211,8 +211,8 @@ class CoICModel(PortableModelMixin, SRModel):
             out = net(x, z) if self.net_enc_key is not None else net(x)
             return out[-1] if isinstance(out, (list, tuple)) else out
 
-        tile = (self.opt.get('val') or {}).get('tile')
-        self.output = tiled_forward(run, self.lq, tile['size'], tile.get('overlap', 32)) if tile else run(self.lq)
+        tile = tile_settings(self.opt.get('val'))
+        self.output = tiled_forward(run, self.lq, *tile) if tile else run(self.lq)
         net.train(was_training)
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:

@@ -1,8 +1,30 @@
 """Tiled inference for images too large to restore in one pass."""
-from typing import Callable
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+
+DEFAULT_OVERLAP = 32
+
+
+def tile_settings(val_opt: Optional[dict]) -> Optional[Tuple[int, int]]:
+    """``val.tile`` (``{size: int, overlap: int}``) as ``(size, overlap)``; None without tiling. Bad values get a
+    one-line error naming the key (checked before any work by ``check_options``)."""
+    tile = (val_opt or {}).get('tile')
+    if tile is None:
+        return None
+    if not isinstance(tile, dict) or 'size' not in tile or set(tile) - {'size', 'overlap'}:
+        shown = dict(tile) if isinstance(tile, dict) else tile
+        raise ValueError(f'val.tile: expected {{size: int, overlap: int}} (overlap optional), got {shown!r}')
+    size, overlap = tile['size'], tile.get('overlap', DEFAULT_OVERLAP)
+    for key, value, low in (('size', size, 1), ('overlap', overlap, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f'val.tile.{key}: expected an integer >= {low}, got {value!r}')
+    if overlap >= size:
+        default = '' if 'overlap' in tile else ', the default'
+        raise ValueError(f'val.tile.overlap ({overlap}{default}) must be smaller than val.tile.size ({size})')
+    return size, overlap
 
 
 def _starts(length: int, tile: int, stride: int):

@@ -13,7 +13,7 @@ from basicsr.archs import build_network
 from torch import Tensor, nn
 
 from coic_basicsr.data.transforms import global_view
-from coic_basicsr.models.tiling import tiled_forward
+from coic_basicsr.models.tiling import DEFAULT_OVERLAP, tile_settings, tiled_forward
 from coic_basicsr.utils.checkpoint import check_gate_layout, describe_shape_mismatches, load_checkpoint
 from coic_basicsr.utils.options import load_option_file
 
@@ -28,7 +28,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         'network_g file, else path.pretrain_network_enc)')
     parser.add_argument('--device', default='auto', help="'auto' (GPU when available), 'cpu', 'cuda', 'cuda:1', ...")
     parser.add_argument('--tile', type=int, help='tile size for large images; 0 = no tiling (default: val.tile)')
-    parser.add_argument('--overlap', type=int, help='overlap of neighbouring tiles (default: val.tile.overlap or 32)')
+    parser.add_argument('--overlap', type=int,
+                        help='overlap of neighbouring tiles (default: val.tile.overlap or 32, at most --tile / 4)')
 
 
 def resolve_options(source: str) -> Tuple[dict, Optional[str]]:
@@ -142,8 +143,7 @@ class InferenceModel:
             self.key_encoder.to(device).eval()
         val = opt.get('val') or {}
         self.global_size = int(val.get('global_size', 128))
-        tile = val.get('tile') or {}
-        self.tile, self.overlap = tile.get('size'), int(tile.get('overlap', 32))
+        self.tile, self.overlap = tile_settings(val) or (None, DEFAULT_OVERLAP)
 
     @torch.no_grad()
     def encode(self, views: Tensor) -> Tensor:
@@ -186,6 +186,8 @@ def model_from_args(args: argparse.Namespace) -> InferenceModel:
     model = load_model(args.opt, args.checkpoint, args.encoder_checkpoint, args.device)
     if args.tile is not None:
         model.tile = args.tile or None
+        if args.overlap is None and model.tile:  # the option file's overlap may not fit a smaller --tile
+            model.overlap = min(model.overlap, model.tile // 4)
     if args.overlap is not None:
         model.overlap = args.overlap
     if model.tile and not 0 <= model.overlap < model.tile:

@@ -6,6 +6,7 @@ from typing import Iterator, Tuple
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
 from coic_basicsr.data.progressive import ProgressivePatches
+from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.registry import SAMPLER_REGISTRY, SCHEDULER_REGISTRY
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
 
@@ -136,6 +137,7 @@ def check_options(opt: dict) -> None:
     check_registered_types(opt)
     check_cpu_malloc_option(opt)
     check_dataset_paths(opt)
+    tile_settings(opt.get('val'))
     if opt.get('is_train', True):
         check_coic_section(opt)
         check_scheduler_periods(opt)

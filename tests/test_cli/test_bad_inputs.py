@@ -127,6 +127,9 @@ CASES = {
     'progressive-patch-larger-than-crop': (
         lambda opt, tmp: (opt['datasets']['train'].update(mini_batch_sizes=[2], iters=[4], gt_sizes=[32]), opt)[1],
         'datasets.train.gt_sizes: 32 is larger than datasets.train.gt_size (24)'),
+    'tile-not-a-mapping': (_set(['val', 'tile'], 256), 'val.tile: expected {size: int, overlap: int}'),
+    'tile-overlap-too-large': (_set(['val', 'tile'], {'size': 16}),
+                               'val.tile.overlap (32, the default) must be smaller than val.tile.size (16)'),
     'restormer-mixup': (_set(['train', 'mixing_augs'], {'mixup': True, 'mixup_beta': 1.2}),
                         "train.mixing_augs.mixup: Restormer's mixup augmentation is not supported"),
 }

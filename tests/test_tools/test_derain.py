@@ -151,6 +151,14 @@ def test_tiled_matches_untiled_where_the_model_allows(tmp_path):
     assert np.array_equal(cv2.imread(str(tmp_path / 'tiled/big.png')), cv2.imread(str(tmp_path / 'plain/big.png')))
 
 
+def test_a_small_tile_without_overlap_gets_a_fitting_overlap(tmp_path):
+    exp, *_ = make_experiment(tmp_path, {'type': 'CoICToolsPointwiseTestNet', 'context_dim': 16})
+    write_img(tmp_path / 'in' / 'big.png', 40, 56, 3)
+    args = ['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'out'), '--tile', '16', '--quiet']
+    assert main(args) == 0  # the default overlap, 32, does not fit a 16-pixel tile: 4 is used
+    assert cv2.imread(str(tmp_path / 'out' / 'big.png')).shape == (40, 56, 3)
+
+
 def test_restormer_tiles_odd_sizes_and_single_files(tmp_path):
     exp, ema, key, raw = make_experiment(tmp_path)
     write_img(tmp_path / 'odd.png', 45, 37, 4)
