@@ -3,7 +3,8 @@ import importlib.util
 from os import path as osp
 from typing import Iterator, Tuple
 
-from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.models.tiling import tile_settings
@@ -26,6 +27,9 @@ def _typed_sections(opt: dict) -> Iterator[Tuple[str, dict, object]]:
     for key, section in (opt.get('train') or {}).items():
         if key.endswith('_opt') and isinstance(section, dict):
             yield f'train.{key}', section, LOSS_REGISTRY
+    for name, section in ((opt.get('val') or {}).get('metrics') or {}).items():
+        if isinstance(section, dict):
+            yield f'val.metrics.{name}', section, METRIC_REGISTRY
 
 
 def check_registered_types(opt: dict) -> None:
@@ -107,9 +111,30 @@ def check_coic_section(opt: dict) -> None:
         raise ValueError('train.coic: requires a network_enc section (e.g. {type: CoICEncoder})')
 
 
+def check_optimizers(opt: dict) -> None:
+    """Every ``train.optim_*`` must be a torch.optim class that accepts its options (tried on a dummy parameter)."""
+    for key, section in (opt.get('train') or {}).items():
+        if not (key.startswith('optim_') and isinstance(section, dict)):
+            continue
+        options = dict(section)
+        name = options.pop('type', None)
+        optim_cls = getattr(torch.optim, str(name), None)
+        if not (isinstance(optim_cls, type) and issubclass(optim_cls, torch.optim.Optimizer)):
+            raise ValueError(f"train.{key}.type: '{name}' is not a torch.optim optimizer")
+        try:
+            optim_cls([torch.zeros(1, requires_grad=True)], **options)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'train.{key}: {name} does not accept these options: {err}') from None
+
+
 def check_logger(opt: dict) -> None:
-    """wandb syncing needs the tensorboard logger and the wandb package (BasicSR would fail after setting up)."""
+    """Print/save frequencies are positive; wandb syncing needs the tensorboard logger and the wandb package
+    (BasicSR would fail after setting up)."""
     logger_opt = opt.get('logger') or {}
+    for key in ('print_freq', 'save_checkpoint_freq'):
+        value = logger_opt.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f'logger.{key}: expected a positive number of iterations, got {value!r}')
     if not (logger_opt.get('wandb') or {}).get('project') or 'debug' in str(opt.get('name', '')):
         return
     if not logger_opt.get('use_tb_logger'):
@@ -142,4 +167,5 @@ def check_options(opt: dict) -> None:
         check_coic_section(opt)
         check_scheduler_periods(opt)
         check_logger(opt)
+        check_optimizers(opt)
         check_training_recipe(opt)

@@ -127,6 +127,11 @@ CASES = {
     'progressive-patch-larger-than-crop': (
         lambda opt, tmp: (opt['datasets']['train'].update(mini_batch_sizes=[2], iters=[4], gt_sizes=[32]), opt)[1],
         'datasets.train.gt_sizes: 32 is larger than datasets.train.gt_size (24)'),
+    'optimizer-bad-option': (_set(['train', 'optim_g', 'lr'], 'fast'), 'train.optim_g: AdamW does not accept these'),
+    'unknown-metric-type': (_set(['val', 'metrics', 'psnr', 'type'], 'calc_psnr'),
+                            "val.metrics.psnr: type 'calc_psnr' is not registered in the metric registry"),
+    'print-freq-zero': (_set(['logger', 'print_freq'], 0),
+                        'logger.print_freq: expected a positive number of iterations, got 0'),
     'tile-not-a-mapping': (_set(['val', 'tile'], 256), 'val.tile: expected {size: int, overlap: int}'),
     'tile-overlap-too-large': (_set(['val', 'tile'], {'size': 16}),
                                'val.tile.overlap (32, the default) must be smaller than val.tile.size (16)'),
