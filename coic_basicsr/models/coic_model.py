@@ -23,6 +23,13 @@ COIC_DEFAULTS = {'stage1_iter': 40000, 'contrastive_weight': 0.2, 'temperature':
                  'archive_size': 64, 'momentum': 0.999}
 
 
+def _build_loss(key: str, loss_opt: dict) -> torch.nn.Module:
+    try:
+        return build_loss(loss_opt)
+    except ValueError as err:  # e.g. BasicSR's "Unsupported reduction mode", which names no key
+        raise ValueError(f"train.{key}: {err}") from None
+
+
 @MODEL_REGISTRY.register()
 class CoICModel(PortableModelMixin, SRModel):
     """Restoration model with CoIC; without ``train.coic`` and ``network_enc`` it is a plain (baseline) model.
@@ -94,7 +101,8 @@ class CoICModel(PortableModelMixin, SRModel):
         loss_keys = [k for k, v in train_opt.items() if k.endswith('_opt') and isinstance(v, dict)]
         if not loss_keys:
             raise ValueError('train: define at least one loss section (e.g. pixel_opt: {type: L1Loss})')
-        self.losses = {_LOG_NAMES.get(k[:-len('_opt')], k[:-len('_opt')]): build_loss(train_opt[k]).to(self.device) for k in loss_keys}
+        self.losses = {_LOG_NAMES.get(k[:-len('_opt')], k[:-len('_opt')]): _build_loss(k, train_opt[k]).to(self.device)
+                       for k in loss_keys}
         # SRModel builds pixel/perceptual losses itself; ours are in self.losses
         self.opt['train'] = {k: v for k, v in train_opt.items() if k not in loss_keys}
         self.opt['train']['pixel_opt'] = train_opt[loss_keys[0]]

@@ -1,5 +1,6 @@
 """Checks run before any work starts, so a bad option file fails in one line naming the key."""
 import importlib.util
+import inspect
 from os import path as osp
 from typing import Iterator, Tuple
 
@@ -46,6 +47,21 @@ def check_registered_types(opt: dict) -> None:
         if scheduler.get('type') not in _BASICSR_SCHEDULERS and scheduler.get('type') not in SCHEDULER_REGISTRY:
             raise ValueError(f"train.{key}.type: '{scheduler.get('type')}' is not a known scheduler (known: "
                              f"{', '.join(list(_BASICSR_SCHEDULERS) + sorted(SCHEDULER_REGISTRY.keys()))})")
+
+
+def check_section_keys(opt: dict) -> None:
+    """Network and loss sections may only hold their class's arguments (a misspelt key was a TypeError traceback)."""
+    for key, section, registry in _typed_sections(opt):
+        if registry not in (ARCH_REGISTRY, LOSS_REGISTRY):
+            continue
+        cls = registry.get(section['type'])
+        params = inspect.signature(cls).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        unknown = sorted(set(section) - {'type'} - set(params))
+        if unknown:
+            raise ValueError(f"{key}: {section['type']} has no option '{unknown[0]}' (its options: "
+                             f"{', '.join(params)})")
 
 
 def _schedulers(opt: dict) -> Iterator[Tuple[str, dict]]:
@@ -160,6 +176,7 @@ def check_options(opt: dict) -> None:
     if 'datasets' not in opt or not opt['datasets']:
         raise ValueError('datasets: the option file defines no dataset')
     check_registered_types(opt)
+    check_section_keys(opt)
     check_cpu_malloc_option(opt)
     check_dataset_paths(opt)
     tile_settings(opt.get('val'))

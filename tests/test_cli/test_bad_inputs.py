@@ -127,6 +127,12 @@ CASES = {
     'progressive-patch-larger-than-crop': (
         lambda opt, tmp: (opt['datasets']['train'].update(mini_batch_sizes=[2], iters=[4], gt_sizes=[32]), opt)[1],
         'datasets.train.gt_sizes: 32 is larger than datasets.train.gt_size (24)'),
+    'misspelt-network-option': (_set(['network_g', 'dims'], 8),
+                                "network_g: CoICRestormer has no option 'dims' (its options: inp_channels"),
+    'misspelt-loss-option': (_set(['train', 'pixel_opt', 'weight'], 2),
+                             "train.pixel_opt: L1Loss has no option 'weight' (its options: loss_weight, reduction)"),
+    'loss-bad-value': (_set(['train', 'pixel_opt', 'reduction'], 'avg'),
+                       'train.pixel_opt: Unsupported reduction mode: avg'),
     'optimizer-bad-option': (_set(['train', 'optim_g', 'lr'], 'fast'), 'train.optim_g: AdamW does not accept these'),
     'unknown-metric-type': (_set(['val', 'metrics', 'psnr', 'type'], 'calc_psnr'),
                             "val.metrics.psnr: type 'calc_psnr' is not registered in the metric registry"),

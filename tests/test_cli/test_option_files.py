@@ -6,9 +6,11 @@ import pytest
 import yaml
 from basicsr.archs import build_network
 
-from coic_basicsr.utils.validate import check_registered_types
+from coic_basicsr.models.tiling import tile_settings
+from coic_basicsr.utils.validate import check_optimizers, check_registered_types, check_section_keys
 
-OPTION_FILES = sorted(glob.glob(osp.join(osp.dirname(__file__), '..', '..', 'options', '*.yml')))
+OPTION_FILES = sorted(glob.glob(osp.join(osp.dirname(__file__), '..', '..', 'options', '**', '*.yml'),
+                            recursive=True))
 
 
 def test_option_files_exist():
@@ -22,6 +24,10 @@ def test_option_file_types_are_registered_and_networks_build(path):
     with open(path) as f:
         opt = yaml.safe_load(f)
     check_registered_types(opt)
+    check_section_keys(opt)  # every network/loss key is an argument of its class
+    tile_settings(opt.get('val'))
+    if 'train' in opt:
+        check_optimizers(opt)
     for key, section in opt.items():
         if key.startswith('network_'):
             net = build_network(section)
