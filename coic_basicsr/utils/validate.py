@@ -5,6 +5,7 @@ from os import path as osp
 from typing import Iterator, Tuple
 
 import torch
+from basicsr.models.lr_scheduler import CosineAnnealingRestartLR, MultiStepRestartLR
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 from coic_basicsr.data.progressive import ProgressivePatches
@@ -12,7 +13,8 @@ from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.registry import SAMPLER_REGISTRY, SCHEDULER_REGISTRY
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
 
-_BASICSR_SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
+_BASICSR_SCHEDULERS = {'MultiStepLR': MultiStepRestartLR, 'MultiStepRestartLR': MultiStepRestartLR,
+                       'CosineAnnealingRestartLR': CosineAnnealingRestartLR}  # names BasicSR's models accept
 
 
 def _typed_sections(opt: dict) -> Iterator[Tuple[str, dict, object]]:
@@ -70,6 +72,25 @@ def _schedulers(opt: dict) -> Iterator[Tuple[str, dict]]:
         section = (opt.get('train') or {}).get(key)
         if isinstance(section, dict):
             yield key, section
+
+
+def check_scheduler_options(opt: dict) -> None:
+    """``train.scheduler`` is required (BasicSR ended in a bare KeyError); its keys must be the scheduler's
+    arguments and ``milestones`` a list of iterations (a string silently never decayed)."""
+    if not isinstance((opt.get('train') or {}).get('scheduler'), dict):
+        raise ValueError('train.scheduler: required, e.g. {type: MultiStepLR, milestones: [200000], gamma: 0.5}')
+    for key, scheduler in _schedulers(opt):
+        name = scheduler.get('type')
+        cls = _BASICSR_SCHEDULERS.get(name) or SCHEDULER_REGISTRY.get(name)
+        params = [p for p in inspect.signature(cls).parameters if p != 'optimizer']
+        unknown = sorted(set(scheduler) - {'type'} - set(params))
+        if unknown:
+            raise ValueError(f"train.{key}: {name} has no option '{unknown[0]}' (its options: {', '.join(params)})")
+        milestones = scheduler.get('milestones')
+        if milestones is not None and not (isinstance(milestones, (list, tuple)) and all(
+                isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones)):
+            raise ValueError(f'train.{key}.milestones: expected a list of positive iteration numbers, '
+                             f'got {milestones!r}')
 
 
 def check_scheduler_periods(opt: dict) -> None:
@@ -182,6 +203,7 @@ def check_options(opt: dict) -> None:
     tile_settings(opt.get('val'))
     if opt.get('is_train', True):
         check_coic_section(opt)
+        check_scheduler_options(opt)
         check_scheduler_periods(opt)
         check_logger(opt)
         check_optimizers(opt)
