@@ -7,7 +7,8 @@ import yaml
 from basicsr.archs import build_network
 
 from coic_basicsr.models.tiling import tile_settings
-from coic_basicsr.utils.validate import check_optimizers, check_registered_types, check_section_keys
+from coic_basicsr.utils.validate import (check_optimizers, check_registered_types, check_scheduler_options,
+                                         check_section_keys)
 
 OPTION_FILES = sorted(glob.glob(osp.join(osp.dirname(__file__), '..', '..', 'options', '**', '*.yml'),
                             recursive=True))
@@ -28,6 +29,7 @@ def test_option_file_types_are_registered_and_networks_build(path):
     tile_settings(opt.get('val'))
     if 'train' in opt:
         check_optimizers(opt)
+        check_scheduler_options(opt)
     for key, section in opt.items():
         if key.startswith('network_'):
             net = build_network(section)
