@@ -54,16 +54,20 @@ def check_registered_types(opt: dict) -> None:
 def check_section_keys(opt: dict) -> None:
     """Network and loss sections may only hold their class's arguments (a misspelt key was a TypeError traceback)."""
     for key, section, registry in _typed_sections(opt):
-        if registry not in (ARCH_REGISTRY, LOSS_REGISTRY):
-            continue
-        cls = registry.get(section['type'])
-        params = inspect.signature(cls).parameters
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            continue
+        if registry in (ARCH_REGISTRY, LOSS_REGISTRY):
+            _check_arguments(key, section, registry)
+
+
+def _check_arguments(key: str, section: dict, registry) -> None:
+    params = inspect.signature(registry.get(section['type'])).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(section) - {'type'} - set(params))
         if unknown:
             raise ValueError(f"{key}: {section['type']} has no option '{unknown[0]}' (its options: "
                              f"{', '.join(params)})")
+    for name, value in section.items():  # a wrapped arch (CoICNet's backbone)
+        if isinstance(value, dict) and value.get('type') in registry:
+            _check_arguments(f'{key}.{name}', value, registry)
 
 
 def _schedulers(opt: dict) -> Iterator[Tuple[str, dict]]:

@@ -133,6 +133,10 @@ CASES = {
                              "train.pixel_opt: L1Loss has no option 'weight' (its options: loss_weight, reduction)"),
     'loss-bad-value': (_set(['train', 'pixel_opt', 'reduction'], 'avg'),
                        'train.pixel_opt: Unsupported reduction mode: avg'),
+    'misspelt-wrapped-backbone-option': (
+        _set(['network_g'], {'type': 'CoICNet', 'backbone': {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3,
+                                                              'upscal': 1}}),
+        "network_g.backbone: EDSR has no option 'upscal'"),
     'misspelt-scheduler-option': (_set(['train', 'scheduler'], {'type': 'MultiStepLR', 'milestone': [2]}),
                                   "train.scheduler: MultiStepLR has no option 'milestone'"),
     'milestones-not-a-list': (_set(['train', 'scheduler'], {'type': 'MultiStepLR', 'milestones': 'x'}),
