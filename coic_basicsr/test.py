@@ -12,16 +12,34 @@ from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_
 from basicsr.utils.options import dict2str
 
 from coic_basicsr.models.portable import build_model
+from coic_basicsr.utils.checkpoint import encoder_beside
 from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
 from coic_basicsr.utils.dist import barrier
 from coic_basicsr.utils.options import parse_options
 from coic_basicsr.utils.validate import check_options
 
 
+def check_test_weights(opt: dict) -> None:
+    """A test of untrained networks is a mistake: require network_g's weights, and the encoder's for a CoIC model
+    (taken from beside network_g's file, as the tools do, when the option file names none)."""
+    paths = opt['path']
+    net_g = paths.get('pretrain_network_g')
+    if not net_g:
+        raise ValueError('path.pretrain_network_g: basicsr test needs the trained network '
+                         '(e.g. experiments/<name>/models/net_g_latest.pth)')
+    if 'network_enc' in opt and not paths.get('pretrain_network_enc'):
+        paths['pretrain_network_enc'] = encoder_beside(net_g)
+        if paths['pretrain_network_enc'] is None:
+            raise ValueError(f"path.pretrain_network_enc: the options have network_enc but name no encoder weights, "
+                             f"and none lie next to '{net_g}'")
+        print(f"Set pretrain_network_enc to {paths['pretrain_network_enc']}", flush=True)
+
+
 def test_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = None) -> None:
     root_path = root_path or os.getcwd()
     opt, _ = parse_options(argv, root_path, is_train=False, prog='basicsr test')
     check_options(opt)
+    check_test_weights(opt)
     torch.backends.cudnn.benchmark = True
     make_exp_dirs(opt)
     barrier()

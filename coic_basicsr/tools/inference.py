@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.tiling import DEFAULT_OVERLAP, tile_settings, tiled_forward
-from coic_basicsr.utils.checkpoint import check_gate_layout, describe_shape_mismatches, load_checkpoint
+from coic_basicsr.utils.checkpoint import (check_gate_layout, describe_shape_mismatches, encoder_beside,
+                                          load_checkpoint)
 from coic_basicsr.utils.options import load_option_file
 
 
@@ -72,11 +73,7 @@ def find_checkpoints(opt: dict, models_dir: Optional[str], checkpoint: Optional[
                                 'as -opt, or set path.pretrain_network_g)')
     if 'network_enc' not in opt:
         return net_g, None
-    sibling = None
-    match = re.fullmatch(r'net_g_(.+)\.pth', osp.basename(net_g))
-    if match and osp.isfile(osp.join(osp.dirname(net_g), f'net_enc_{match.group(1)}.pth')):
-        sibling = osp.join(osp.dirname(net_g), f'net_enc_{match.group(1)}.pth')
-    encoder = encoder_checkpoint or sibling or _latest(models_dir, 'net_enc') or paths.get('pretrain_network_enc')
+    encoder = encoder_checkpoint or encoder_beside(net_g) or _latest(models_dir, 'net_enc') or paths.get('pretrain_network_enc')
     if not encoder:
         raise FileNotFoundError(f"--encoder-checkpoint: the options have network_enc but no encoder checkpoint was "
                                 f"found next to '{net_g}' (pass --encoder-checkpoint or set path.pretrain_network_enc)")

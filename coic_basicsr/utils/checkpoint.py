@@ -1,5 +1,6 @@
 """Crash-safe checkpoint files and training states that load with ``torch.load(weights_only=True)``."""
 import os
+import re
 from collections import Counter
 from os import path as osp
 from typing import Any, Mapping, Optional
@@ -90,3 +91,10 @@ def latest_training_state(state_dir: str) -> Optional[str]:
     iters = [int(name[:-len('.state')]) for name in os.listdir(state_dir)
              if name.endswith('.state') and name[:-len('.state')].isdigit()]
     return osp.join(state_dir, f'{max(iters)}.state') if iters else None
+
+
+def encoder_beside(net_g_path: str) -> Optional[str]:
+    """``models/net_enc_<X>.pth`` saved with ``models/net_g_<X>.pth`` (the same training iteration), if it exists."""
+    match = re.fullmatch(r'net_g_(.+)\.pth', osp.basename(net_g_path))
+    path = match and osp.join(osp.dirname(net_g_path), f'net_enc_{match.group(1)}.pth')
+    return path if path and osp.isfile(path) else None

@@ -202,3 +202,26 @@ def test_every_case_is_documented():
         doc = f.read()
     for case in CASES:
         assert f'`{case}`' in doc, case
+
+
+def test_basicsr_test_refuses_untrained_networks_and_finds_the_encoder_beside(tmp_path, monkeypatch, capsys):
+    from coic_basicsr.test import check_test_weights, main as test_main
+    opt = tiny_coic_options(name='untrained')
+    del opt['train']
+    opt['datasets'] = {'test_1': opt['datasets']['val']}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'a.yml'))]) == 2
+    assert capsys.readouterr().err.strip().endswith("basicsr test: error: path.pretrain_network_g: basicsr test needs "
+                                                    "the trained network (e.g. experiments/<name>/models/"
+                                                    "net_g_latest.pth)")
+    models = tmp_path / 'models'
+    models.mkdir()
+    torch.save({'params': {}}, models / 'net_g_5.pth')
+    opt['path'] = {'pretrain_network_g': str(models / 'net_g_5.pth')}
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'b.yml'))]) == 2
+    assert 'path.pretrain_network_enc: the options have network_enc but name no encoder' in capsys.readouterr().err
+    assert not (tmp_path / 'results').exists()  # refused before any work
+    torch.save({'params': {}}, models / 'net_enc_5.pth')  # saved with net_g_5.pth: used, as the tools do
+    check_test_weights(opt)
+    assert opt['path']['pretrain_network_enc'] == str(models / 'net_enc_5.pth')
