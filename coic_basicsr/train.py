@@ -50,8 +50,8 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
             train_sampler = ResumableSampler(
                 build_sampler(train_set, dataset_opt, opt['world_size'], opt['rank'], opt['manual_seed']),
                 seed=opt['manual_seed'], rank=opt['rank'])
-            train_loader = build_dataloader(SeededDraws(train_set), dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
-                                            sampler=train_sampler, seed=opt['manual_seed'])
+            train_loader = build_dataloader(SeededDraws(train_set), dataset_opt, num_gpu=opt['num_gpu'],
+                                            dist=opt['dist'], sampler=train_sampler, seed=opt['manual_seed'])
             if dataset_opt.get('prefetch_mode') == 'cpu' and not dataset_opt.get('num_worker_per_gpu'):
                 logger.warning('datasets.train.prefetch_mode: cpu with num_worker_per_gpu: 0 makes the training data '
                                'in a thread that shares the random state with training: the run is not reproducible '
@@ -137,7 +137,7 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
         make_exp_dirs(opt)
         if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
             mkdir_and_rename(osp.join(root_path, 'tb_logger', opt['name']))
-    elif opt['rank'] == 0:  # resuming, maybe another run's state under a new name: keep what exists, add what is missing
+    elif opt['rank'] == 0:  # resuming (maybe another run's state under a new name): add the folders that are missing
         for key in ('experiments_root', 'models', 'training_states', 'visualization'):
             os.makedirs(opt['path'][key], exist_ok=True)
     barrier()

@@ -20,6 +20,29 @@ from coic_basicsr.utils.checkpoint import (GATE_LAYOUT_KEY, atomic_save, check_g
 from coic_basicsr.utils.errors import NonFiniteTrainingError
 
 
+_BASICSR_SCHEDULERS = {'MultiStepLR': lr_scheduler.MultiStepRestartLR,
+                       'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
+                       'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}  # names BasicSR's models take
+
+
+def optimizer_class(name: str, key: str = 'train.optim_*') -> type:
+    """The ``torch.optim`` class named by an ``optim_*`` section's ``type``."""
+    optim_cls = getattr(torch.optim, str(name), None)
+    if not (isinstance(optim_cls, type) and issubclass(optim_cls, torch.optim.Optimizer)):
+        raise ValueError(f"{key}.type: '{name}' is not a torch.optim optimizer")
+    return optim_cls
+
+
+def scheduler_class(name: str, key: str = 'train.scheduler') -> type:
+    """The scheduler class named by a scheduler section's ``type`` (BasicSR's names or our SCHEDULER_REGISTRY)."""
+    if name in SCHEDULER_REGISTRY:
+        return SCHEDULER_REGISTRY.get(name)
+    if name not in _BASICSR_SCHEDULERS:
+        known = list(_BASICSR_SCHEDULERS) + sorted(SCHEDULER_REGISTRY.keys())
+        raise ValueError(f"{key}.type: '{name}' is not a known scheduler (known: {', '.join(known)})")
+    return _BASICSR_SCHEDULERS[name]
+
+
 class PortableModelMixin:
     """Mixin placed before a BasicSR model class in the MRO.
 
@@ -62,10 +85,7 @@ class PortableModelMixin:
             ema_buffers[name].copy_(buffer)
 
     def get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
-        optim_cls = getattr(torch.optim, optim_type, None)
-        if not (isinstance(optim_cls, type) and issubclass(optim_cls, torch.optim.Optimizer)):
-            raise ValueError(f"train.optim_*.type: '{optim_type}' is not a torch.optim optimizer")
-        return optim_cls(params, lr, **kwargs)
+        return optimizer_class(optim_type)(params, lr, **kwargs)
 
     def scheduler_options(self, optimizer_index: int) -> dict:
         """Scheduler options of the ``optimizer_index``-th optimizer (override for per-optimizer schedules)."""
@@ -74,16 +94,7 @@ class PortableModelMixin:
     def setup_schedulers(self) -> None:
         for index, optimizer in enumerate(self.optimizers):
             scheduler_opt = dict(self.scheduler_options(index))
-            scheduler_type = scheduler_opt.pop('type')
-            if scheduler_type in SCHEDULER_REGISTRY:
-                scheduler_cls = SCHEDULER_REGISTRY.get(scheduler_type)
-            elif scheduler_type in ('MultiStepLR', 'MultiStepRestartLR'):
-                scheduler_cls = lr_scheduler.MultiStepRestartLR
-            elif scheduler_type == 'CosineAnnealingRestartLR':
-                scheduler_cls = lr_scheduler.CosineAnnealingRestartLR
-            else:
-                raise ValueError(f"train.scheduler.type: '{scheduler_type}' is not a known scheduler")
-            self.schedulers.append(scheduler_cls(optimizer, **scheduler_opt))
+            self.schedulers.append(scheduler_class(scheduler_opt.pop('type'))(optimizer, **scheduler_opt))
 
     @master_only
     def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:

@@ -39,6 +39,8 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
     val_opt = model.opt['val']
     metrics = val_opt.get('metrics') or {}
     report_input = val_opt.get('report_input', model.opt.get('scale', 1) == 1)  # an SR input is smaller than gt
+    full_reference = {name for name, metric_opt in metrics.items()  # need the clean image; NIQE does not
+                      if 'img2' in inspect.signature(METRIC_REGISTRY.get(metric_opt['type'])).parameters}
     sums: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
     seconds = 0.0
     for index, data in enumerate(dataloader):
@@ -53,8 +55,8 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
         clean = tensor2img([visuals['gt']]) if 'gt' in visuals else None
         rainy = tensor2img([visuals['lq']]) if report_input else None
         for name, metric_opt in metrics.items():
-            if clean is None and _needs_reference(metric_opt):
-                continue  # full-reference metrics need the clean image; no-reference ones (NIQE) run without
+            if clean is None and name in full_reference:
+                continue
             scores[name] = _score(name, metric_opt, restored, clean, f'{dataset_name}: {image_name}')
             if report_input:
                 scores[f'{name}_input'] = _score(name, metric_opt, rainy, clean, f'{dataset_name}: {image_name}')
@@ -74,10 +76,6 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
         results['all']['seconds_per_image'] = seconds / results['all']['count']
     _log(dataset_name, results, metrics, current_iter, tb_logger)
     return results
-
-
-def _needs_reference(metric_opt: dict) -> bool:
-    return 'img2' in inspect.signature(METRIC_REGISTRY.get(metric_opt['type'])).parameters
 
 
 def _score(name: str, metric_opt: dict, img: np.ndarray, clean: Optional[np.ndarray], where: str) -> float:

@@ -46,8 +46,8 @@ def plan(input_path: str, output: str, ext: Optional[str]) -> Tuple[List[Tuple[s
         if not input_path.lower().endswith(IMG_EXTENSIONS):
             raise ValueError(f"INPUT: '{input_path}' is not an image file ({', '.join(IMG_EXTENSIONS)})")
         if output.lower().endswith(IMG_EXTENSIONS):
-            return _never_over_inputs([(input_path, output)]), []
-        return _never_over_inputs([(input_path, osp.join(output, _output_name(osp.basename(input_path), ext)))]), []
+            return [(input_path, output)], []
+        return [(input_path, osp.join(output, _output_name(osp.basename(input_path), ext)))], []
     if not osp.isdir(input_path):
         raise FileNotFoundError(f"INPUT: '{input_path}' does not exist")
     images, others = list_images(input_path, exclude=output)
@@ -59,22 +59,22 @@ def plan(input_path: str, output: str, ext: Optional[str]) -> Tuple[List[Tuple[s
         if dst in seen:
             raise ValueError(f"--ext: '{src}' and '{seen[dst]}' would both be written to '{dst}'")
         seen[dst] = src
-    return _never_over_inputs(jobs), others
+    return jobs, others
 
 
-def _never_over_inputs(jobs: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+def _never_over_inputs(jobs: List[Tuple[str, str]]) -> None:
     inputs = {osp.realpath(src) for src, _ in jobs}
     for _, dst in jobs:
         if osp.realpath(dst) in inputs:
             raise ValueError(f"OUTPUT: '{dst}' is one of the input images; derain does not overwrite its inputs "
                              '(choose another output)')
-    return jobs
 
 
 def derain(argv: Optional[List[str]] = None) -> int:
     """Run ``basicsr derain``; returns 0, or 1 when some images could not be read (the others are written)."""
     args = build_parser().parse_args(argv)
     jobs, ignored = plan(args.input, args.output, args.ext)
+    _never_over_inputs(jobs)
     if ignored:
         shown = ', '.join(ignored[:5]) + (' ...' if len(ignored) > 5 else '')
         print(f'basicsr derain: ignoring {len(ignored)} non-image file(s): {shown}', file=sys.stderr, flush=True)

@@ -73,7 +73,8 @@ def find_checkpoints(opt: dict, models_dir: Optional[str], checkpoint: Optional[
                                 'as -opt, or set path.pretrain_network_g)')
     if 'network_enc' not in opt:
         return net_g, None
-    encoder = encoder_checkpoint or encoder_beside(net_g) or _latest(models_dir, 'net_enc') or paths.get('pretrain_network_enc')
+    encoder = (encoder_checkpoint or encoder_beside(net_g) or _latest(models_dir, 'net_enc')
+               or paths.get('pretrain_network_enc'))
     if not encoder:
         raise FileNotFoundError(f"--encoder-checkpoint: the options have network_enc but no encoder checkpoint was "
                                 f"found next to '{net_g}' (pass --encoder-checkpoint or set path.pretrain_network_enc)")

@@ -5,16 +5,14 @@ from os import path as osp
 from typing import Iterator, Tuple
 
 import torch
-from basicsr.models.lr_scheduler import CosineAnnealingRestartLR, MultiStepRestartLR
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 from coic_basicsr.data.progressive import ProgressivePatches
+from coic_basicsr.models.portable import optimizer_class, scheduler_class
 from coic_basicsr.models.tiling import tile_settings
-from coic_basicsr.registry import SAMPLER_REGISTRY, SCHEDULER_REGISTRY
+from coic_basicsr.registry import SAMPLER_REGISTRY
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
 
-_BASICSR_SCHEDULERS = {'MultiStepLR': MultiStepRestartLR, 'MultiStepRestartLR': MultiStepRestartLR,
-                       'CosineAnnealingRestartLR': CosineAnnealingRestartLR}  # names BasicSR's models accept
 
 
 def _typed_sections(opt: dict) -> Iterator[Tuple[str, dict, object]]:
@@ -46,9 +44,7 @@ def check_registered_types(opt: dict) -> None:
             raise ValueError(f"{key}: type '{name}' is not registered in the {registry._name} registry "
                              f'(known: {known})')
     for key, scheduler in _schedulers(opt):
-        if scheduler.get('type') not in _BASICSR_SCHEDULERS and scheduler.get('type') not in SCHEDULER_REGISTRY:
-            raise ValueError(f"train.{key}.type: '{scheduler.get('type')}' is not a known scheduler (known: "
-                             f"{', '.join(list(_BASICSR_SCHEDULERS) + sorted(SCHEDULER_REGISTRY.keys()))})")
+        scheduler_class(scheduler.get('type'), f'train.{key}')
 
 
 def check_section_keys(opt: dict) -> None:
@@ -78,6 +74,11 @@ def _schedulers(opt: dict) -> Iterator[Tuple[str, dict]]:
             yield key, section
 
 
+def _positive_ints(values) -> bool:
+    return isinstance(values, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                     for v in values)
+
+
 def check_scheduler_options(opt: dict) -> None:
     """``train.scheduler`` is required (BasicSR ended in a bare KeyError); its keys must be the scheduler's
     arguments and ``milestones`` a list of iterations (a string silently never decayed)."""
@@ -85,14 +86,12 @@ def check_scheduler_options(opt: dict) -> None:
         raise ValueError('train.scheduler: required, e.g. {type: MultiStepLR, milestones: [200000], gamma: 0.5}')
     for key, scheduler in _schedulers(opt):
         name = scheduler.get('type')
-        cls = _BASICSR_SCHEDULERS.get(name) or SCHEDULER_REGISTRY.get(name)
-        params = [p for p in inspect.signature(cls).parameters if p != 'optimizer']
+        params = [p for p in inspect.signature(scheduler_class(name)).parameters if p != 'optimizer']
         unknown = sorted(set(scheduler) - {'type'} - set(params))
         if unknown:
             raise ValueError(f"train.{key}: {name} has no option '{unknown[0]}' (its options: {', '.join(params)})")
         milestones = scheduler.get('milestones')
-        if milestones is not None and not (isinstance(milestones, (list, tuple)) and all(
-                isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones)):
+        if milestones is not None and not _positive_ints(milestones):
             raise ValueError(f'train.{key}.milestones: expected a list of positive iteration numbers, '
                              f'got {milestones!r}')
 
@@ -104,7 +103,7 @@ def check_scheduler_periods(opt: dict) -> None:
         periods = scheduler.get('periods')
         if not isinstance(total, (int, float)) or not isinstance(periods, (list, tuple)) or not periods:
             continue
-        if not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in periods):
+        if not _positive_ints(periods):
             raise ValueError(f'train.{key}.periods: expected positive integers, got {list(periods)}')
         if sum(periods) < total - 1:  # the scheduler steps from the second iteration on
             raise ValueError(f'train.{key}.periods: {list(periods)} add up to {sum(periods)}, but train.total_iter '
@@ -159,9 +158,7 @@ def check_optimizers(opt: dict) -> None:
             continue
         options = dict(section)
         name = options.pop('type', None)
-        optim_cls = getattr(torch.optim, str(name), None)
-        if not (isinstance(optim_cls, type) and issubclass(optim_cls, torch.optim.Optimizer)):
-            raise ValueError(f"train.{key}.type: '{name}' is not a torch.optim optimizer")
+        optim_cls = optimizer_class(name, f'train.{key}')
         try:
             optim_cls([torch.zeros(1, requires_grad=True)], **options)
         except (TypeError, ValueError) as err:
