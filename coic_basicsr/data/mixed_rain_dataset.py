@@ -41,6 +41,9 @@ class MixedRainDataset(RainSourcesDataset):
         skip_bad (int): Skip up to this many unreadable/corrupt items (logged, replaced by the next item of the
             same source) before raising; counted per DataLoader worker. Default: 0.
     """
+    OPTION_KEYS = RainSourcesDataset.OPTION_KEYS | {'skip_bad'}
+    SOURCE_KEYS = RainSourcesDataset.SOURCE_KEYS | {'dataroot_gt', 'dataroot_lq', 'io_backend', 'meta_info_file',
+                                                    'filename_tmpl'}
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         super().__init__(opt)

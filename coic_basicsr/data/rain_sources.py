@@ -7,6 +7,7 @@ import numpy as np
 from basicsr.utils import FileClient, get_root_logger, imfrombytes, scandir
 from torch.utils import data
 
+from coic_basicsr.data.option_keys import check_dataset_keys
 from coic_basicsr.data.transforms import build_pair_item
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
@@ -191,11 +192,19 @@ class RainSourcesDataset(data.Dataset):
         use_hflip (bool): Random horizontal flips (train). Default: True.
         use_rot (bool): Random vertical flips / 90-degree rotations (train). Default: True.
         val_size (int | None): Centre-crop val/test images to at most this size. Default: None.
+
+    Subclasses list their keys in ``OPTION_KEYS`` and the keys of a ``sources`` entry in ``SOURCE_KEYS``; any other
+    key (besides the data loader's, :data:`~coic_basicsr.data.option_keys.PIPELINE_KEYS`) is refused, here and
+    before the run starts.
     """
+    OPTION_KEYS = frozenset({'name', 'phase', 'sources', 'gt_size', 'global_size', 'use_hflip', 'use_rot',
+                             'val_size'})
+    SOURCE_KEYS = frozenset({'name', 'real'})
 
     def __init__(self, opt: Dict[str, Any], default_gt_size: Optional[int] = None) -> None:
         super().__init__()
         self.opt = opt
+        check_dataset_keys(opt, type(self), f"datasets.{opt.get('phase', 'train')}")
         opt.setdefault('name', type(self).__name__)
         self.phase = opt.get('phase', 'train')
         self.train = self.phase == 'train'

@@ -52,11 +52,15 @@ class MixedSyntheticRainDataset(RainSourcesDataset):
         global_size (int): Side of the global views. Default: 128.
         use_hflip (bool): Random horizontal flips (train). Default: True.
         use_rot (bool): Random vertical flips and 90-degree rotations (train). Default: True.
+        val_size (int | None): Centre-crop val/test images to at most this size. Default: None.
         seed (int): Seed of all backgrounds and rain. Default: 0.
         clean_folder (str | None): Folder of clean images to use instead of the scikit-image samples. Default: None.
         backgrounds (list[str]): scikit-image sample names used when ``clean_folder`` is unset.
             Default: DEFAULT_BACKGROUNDS.
     """
+    OPTION_KEYS = RainSourcesDataset.OPTION_KEYS | {'num_per_source', 'bg_size', 'seed', 'clean_folder',
+                                                    'backgrounds'}
+    SOURCE_KEYS = RainSourcesDataset.SOURCE_KEYS | {'preset', 'params'}
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         super().__init__(opt, default_gt_size=64)

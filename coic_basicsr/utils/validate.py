@@ -7,6 +7,7 @@ from typing import Iterator, Tuple
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from coic_basicsr.data.option_keys import check_dataset_keys
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.models.portable import optimizer_class, scheduler_class
 from coic_basicsr.models.tiling import tile_settings
@@ -47,20 +48,31 @@ def check_registered_types(opt: dict) -> None:
         scheduler_class(scheduler.get('type'), f'train.{key}')
 
 
+#: Sampler arguments the pipeline passes itself (``ratio`` from ``dataset_enlarge_ratio``), not YAML keys.
+_SAMPLER_POSITIONALS = ('dataset', 'num_replicas', 'rank', 'ratio')
+
+
 def check_section_keys(opt: dict) -> None:
-    """Network and loss sections may only hold their class's arguments (a misspelt key was a TypeError traceback)."""
+    """Network, loss and sampler sections may only hold their class's arguments (a misspelt key was a TypeError
+    traceback; for a sampler, after the datasets were built); rain dataset sections only their declared keys (a
+    misspelt one was ignored)."""
     for key, section, registry in _typed_sections(opt):
         if registry in (ARCH_REGISTRY, LOSS_REGISTRY):
             _check_arguments(key, section, registry)
+        elif registry is SAMPLER_REGISTRY:
+            _check_arguments(key, section, registry, excluded=_SAMPLER_POSITIONALS)
+        elif hasattr(registry.get(section['type']), 'SOURCE_KEYS'):  # our rain datasets declare their keys
+            check_dataset_keys(section, registry.get(section['type']), key)
 
 
-def _check_arguments(key: str, section: dict, registry) -> None:
+def _check_arguments(key: str, section: dict, registry, excluded: Tuple[str, ...] = ()) -> None:
     params = inspect.signature(registry.get(section['type'])).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(section) - {'type'} - set(params))
+        accepted = [name for name in params if name not in excluded]
+        unknown = sorted(set(section) - {'type'} - set(accepted))
         if unknown:
             raise ValueError(f"{key}: {section['type']} has no option '{unknown[0]}' (its options: "
-                             f"{', '.join(params)})")
+                             f"{', '.join(accepted)})")
     for name, value in section.items():  # a wrapped arch (CoICNet's backbone)
         if isinstance(value, dict) and value.get('type') in registry:
             _check_arguments(f'{key}.{name}', value, registry)

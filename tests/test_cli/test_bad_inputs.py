@@ -94,7 +94,9 @@ CASES = {
                              "datasets.train.sampler: type 'NoSampler'"),
     'unknown-scheduler-type': (_set(['train', 'scheduler', 'type'], 'NoSched'), "train.scheduler.type: 'NoSched'"),
     'unknown-optimizer': (_set(['train', 'optim_g', 'type'], 'NoOptim'), "'NoOptim' is not a torch.optim optimizer"),
-    'missing-dataroot': (_set(['datasets', 'train', 'dataroot_gt'], '/no/such/root'),
+    'missing-dataroot': (_set(['datasets', 'train'], {'name': 'stock', 'type': 'PairedImageDataset',
+                                                       'dataroot_gt': '/no/such/root', 'dataroot_lq': '/no/such/root',
+                                                       'io_backend': {'type': 'disk'}}),
                          "datasets.train.dataroot_gt: '/no/such/root' does not exist"),
     'coic-unknown-key': (_set(['train', 'coic', 'stage_one'], 3), 'train.coic.stage_one: unknown key'),
     'coic-stage1-after-end': (_set(['train', 'coic', 'stage1_iter'], 99), 'train.coic.stage1_iter (99) is larger'),
@@ -150,6 +152,18 @@ CASES = {
     'tile-not-a-mapping': (_set(['val', 'tile'], 256), 'val.tile: expected {size: int, overlap: int}'),
     'tile-overlap-too-large': (_set(['val', 'tile'], {'size': 16}),
                                'val.tile.overlap (32, the default) must be smaller than val.tile.size (16)'),
+    'misspelt-dataset-option': (_set(['datasets', 'train', 'use_flip'], False),
+                                "datasets.train.use_flip: unknown key for MixedSyntheticRainDataset (did you mean "
+                                "'use_hflip'? known: backgrounds,"),
+    'misspelt-source-option': (_set(['datasets', 'train', 'sources', 0, 'is_real'], True),
+                               "datasets.train.sources[0].is_real: unknown key for a source of "
+                               "MixedSyntheticRainDataset (did you mean 'real'?"),
+    'source-option-on-the-dataset': (lambda opt, tmp: (_mixed(opt, tmp)['datasets']['train'].update(
+        io_backend={'type': 'lmdb'}), opt)[1],
+        "datasets.train.io_backend: MixedRainDataset reads 'io_backend' in each entry of sources, not here"),
+    'misspelt-sampler-option': (_set(['datasets', 'train', 'sampler', 'weigthing'], 'balanced'),
+                                "datasets.train.sampler: MixedDatasetSampler has no option 'weigthing' (its options: "
+                                'seed, weighting, real_fraction)'),
     'restormer-mixup': (_set(['train', 'mixing_augs'], {'mixup': True, 'mixup_beta': 1.2}),
                         "train.mixing_augs.mixup: Restormer's mixup augmentation is not supported"),
 }

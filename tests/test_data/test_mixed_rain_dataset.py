@@ -1,6 +1,7 @@
 """MixedRainDataset: pairing by content across lmdb/disk sources, global views, val items and bad-input errors."""
 import os
 import random
+import re
 from os import path as osp
 
 import cv2
@@ -195,6 +196,30 @@ def test_bad_inputs_name_source_and_key(three_sources, tmp_path):
     _raises(ValueError, _opt([sources[2]], phase='val'), "name 'meta_roll'", 'clean/0.png', 'differs')
     _raises(ValueError, _opt([sources[0]], gt_size=44), "name 'lmdb_inv'", "key 'img0'", 'larger')
     _raises(ValueError, _opt([dict(sources[0], io_backend=dict(type='s3'))]), 'lmdb_inv', 's3')
+
+
+def test_misspelt_keys_are_refused_when_built_outside_our_pipeline(three_sources):
+    # BasicSR's own train.py (a project that imports coic_basicsr) builds the dataset without our pre-flight checks
+    sources, _ = three_sources
+    _raises(ValueError, _opt(sources, use_flip=False), "datasets.train.use_flip", "did you mean 'use_hflip'?")
+    _raises(ValueError, _opt(sources, batch_size=4), "did you mean 'batch_size_per_gpu'?")
+    _raises(ValueError, _opt([dict(sources[0], is_real=True)]), 'datasets.train.sources[0].is_real',
+            "did you mean 'real'?")
+    _raises(ValueError, _opt(sources, phase='val', filename_tmpl='{}x2'), 'datasets.val.filename_tmpl',
+            'in each entry of sources')
+    loader_keys = dict(num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=1, use_shuffle=True,
+                       prefetch_mode=None, pin_memory=False, sampler={'type': 'MixedDatasetSampler'}, scale=1)
+    assert len(MixedRainDataset(_opt(sources, skip_bad=1, **loader_keys))) == 8
+
+
+@pytest.mark.parametrize('dataset_type', ['MixedRainDataset', 'MixedSyntheticRainDataset'])
+def test_declared_keys_are_the_documented_keys(dataset_type):
+    cls = DATASET_REGISTRY.get(dataset_type)
+    doc = cls.__doc__.split('YAML keys:')[1]
+    top = set(re.findall(r'^ {8}(\w+) \(', doc, re.M))
+    source = set(re.findall(r'^ {12}(\w+) \(', doc, re.M))
+    assert top == cls.OPTION_KEYS - {'phase'}  # 'phase' is set by BasicSR, documented on the base class
+    assert source == cls.SOURCE_KEYS
 
 
 def test_skip_bad_replaces_and_counts(three_sources, tmp_path):
