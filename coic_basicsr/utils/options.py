@@ -25,7 +25,8 @@ def build_arg_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument('--debug', action='store_true', help="prefix the name with 'debug_' (frequent logs/saves)")
     parser.add_argument('--local_rank', '--local-rank', dest='local_rank', type=int, default=0)
     parser.add_argument('--force_yml', nargs='+', default=None,
-                        help='override option values, e.g. train:ema_decay=0.999 (values parsed as YAML)')
+                        help='override option values, e.g. train:ema_decay=0.999 or datasets:train:sources:0:name=x '
+                        '(values parsed as YAML)')
     return parser
 
 
@@ -43,8 +44,21 @@ def load_option_file(path: str) -> OrderedDict:
     return opt
 
 
+_MISSING = object()
+
+
+def _entry(node, key: str):
+    """``node[key]`` of a mapping, or of a list when ``key`` is an index in range; ``_MISSING`` otherwise."""
+    if isinstance(node, dict):
+        return node.get(key, _MISSING)
+    if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+        return node[int(key)]
+    return _MISSING
+
+
 def apply_force_yml(opt: dict, entries: List[str]) -> None:
-    """Apply ``a:b:c=value`` overrides to existing keys; values are parsed with ``yaml.safe_load`` (never ``eval``)."""
+    """Apply ``a:b:c=value`` overrides to existing keys; values are parsed with ``yaml.safe_load`` (never ``eval``).
+    A number indexes a list, e.g. ``datasets:train:sources:1:dataroot_lq=...``."""
     for entry in entries:
         if '=' not in entry:
             raise ValueError(f"--force_yml: '{entry}' is not of the form key:subkey=value")
@@ -52,11 +66,14 @@ def apply_force_yml(opt: dict, entries: List[str]) -> None:
         *parents, last = keys.split(':')
         node = opt
         for depth, key in enumerate(parents):
-            if not isinstance(node.get(key), dict):
+            child = _entry(node, key)
+            if not isinstance(child, (dict, list)):
                 raise ValueError(f"--force_yml: '{':'.join(parents[:depth + 1])}' is not an option section")
-            node = node[key]
-        if last not in node:
+            node = child
+        if _entry(node, last) is _MISSING:
             raise ValueError(f"--force_yml: option '{keys}' does not exist (overrides cannot create keys)")
+        if isinstance(node, list):
+            last = int(last)
         node[last] = yaml.safe_load(value)
 
 

@@ -1,5 +1,6 @@
 """Every shipped option file names registered types and builds its networks (paper-scale ones without running)."""
 import glob
+import re
 from os import path as osp
 
 import pytest
@@ -7,6 +8,7 @@ import yaml
 from basicsr.archs import build_network
 
 from coic_basicsr.models.tiling import tile_settings
+from coic_basicsr.utils.options import apply_force_yml
 from coic_basicsr.utils.validate import (check_optimizers, check_registered_types, check_scheduler_options,
                                          check_section_keys)
 
@@ -34,3 +36,17 @@ def test_option_file_types_are_registered_and_networks_build(path):
         if key.startswith('network_'):
             net = build_network(section)
             assert sum(p.numel() for p in net.parameters()) > 0
+
+
+def test_force_yml_indexes_lists_and_never_creates_entries():
+    opt = {'datasets': {'train': {'sources': [{'name': 'a', 'dataroot_lq': 'x'}, {'name': 'b', 'dataroot_lq': 'y'}]}},
+           'train': {'scheduler': {'milestones': [10, 20]}}}
+    apply_force_yml(opt, ['datasets:train:sources:1:dataroot_lq=/data/rain', 'train:scheduler:milestones:0=5'])
+    assert opt['datasets']['train']['sources'][1]['dataroot_lq'] == '/data/rain'
+    assert opt['train']['scheduler']['milestones'] == [5, 20]
+    for entry, message in [('datasets:train:sources:2:name=c', "'datasets:train:sources:2' is not an option section"),
+                           ('train:scheduler:milestones:2=30', "option 'train:scheduler:milestones:2' does not exist"),
+                           ('datasets:train:sources:first:name=c', "'datasets:train:sources:first' is not an option"),
+                           ('datasets:train:sources:0:name:x=c', "'datasets:train:sources:0:name' is not an option")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            apply_force_yml(opt, [entry])
