@@ -56,9 +56,20 @@ def _entry(node, key: str):
     return _MISSING
 
 
-def apply_force_yml(opt: dict, entries: List[str]) -> None:
+def _paths_to(node, target, path: Optional[List[str]] = None) -> List[List[str]]:
+    """Every key path under ``node`` that leads to the object ``target`` itself."""
+    path = path or []
+    found = [path] if node is target else []
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        found += _paths_to(child, target, path + [str(key)])
+    return found
+
+
+def apply_force_yml(opt: dict, entries: List[str], report_aliases: bool = True) -> None:
     """Apply ``a:b:c=value`` overrides to existing keys; values are parsed with ``yaml.safe_load`` (never ``eval``).
-    A number indexes a list, e.g. ``datasets:train:sources:1:dataroot_lq=...``."""
+    A number indexes a list, e.g. ``datasets:train:sources:1:dataroot_lq=...``. A section the file shares through a
+    YAML alias changes everywhere it is used; ``report_aliases`` prints where else."""
     for entry in entries:
         if '=' not in entry:
             raise ValueError(f"--force_yml: '{entry}' is not of the form key:subkey=value")
@@ -75,6 +86,11 @@ def apply_force_yml(opt: dict, entries: List[str]) -> None:
         if isinstance(node, list):
             last = int(last)
         node[last] = yaml.safe_load(value)
+        shared = [path for path in _paths_to(opt, node) if path != parents]
+        if shared and report_aliases:  # an alias (*name) is the same section: YAML semantics, but easy to miss on a command line
+            also = ', '.join(':'.join(path + [str(last)]) for path in shared)
+            print(f"--force_yml: '{keys}' also sets {also} (the option file shares that section through a YAML "
+                  'alias)', flush=True)
 
 
 def _resolve_num_gpu(opt: dict) -> None:
@@ -127,7 +143,7 @@ def save_options_as_run(args: argparse.Namespace, experiments_root: str) -> None
         copy_opt_file(args.opt, experiments_root)
         return
     opt = load_option_file(args.opt)
-    apply_force_yml(opt, args.force_yml)
+    apply_force_yml(opt, args.force_yml, report_aliases=False)  # parse_options reported them
     with open(osp.join(experiments_root, osp.basename(args.opt)), 'w', encoding='utf-8') as f:
         f.write(f"# GENERATE TIME: {time.asctime()}\n# CMD:\n# {' '.join(sys.argv)}\n"  # copy_opt_file's header
                 f'# {args.opt} as run: its --force_yml overrides are applied below.\n\n')
