@@ -8,13 +8,14 @@ from typing import List, Optional
 import coic_basicsr  # noqa: F401
 import torch
 from basicsr.data import build_dataloader, build_dataset
-from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_dirs
+from basicsr.utils import get_env_info, get_time_str, make_exp_dirs
 from basicsr.utils.options import dict2str
 
 from coic_basicsr.models.portable import build_model
 from coic_basicsr.utils.checkpoint import encoder_beside
 from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
 from coic_basicsr.utils.dist import barrier
+from coic_basicsr.utils.early_log import EarlyLog
 from coic_basicsr.utils.options import parse_options
 from coic_basicsr.utils.validate import check_options
 
@@ -41,20 +42,27 @@ def test_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = N
     check_options(opt)
     check_test_weights(opt)
     torch.backends.cudnn.benchmark = True
-    make_exp_dirs(opt)
-    barrier()
     log_file = osp.join(opt['path']['log'], f"test_{opt['name']}_{get_time_str()}.log")
-    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
-    logger.info(get_env_info())
-    logger.info(dict2str(opt))
-    apply_cpu_malloc_option(opt, logger)
-    test_loaders = []
-    for _, dataset_opt in sorted(opt['datasets'].items()):
-        test_set = build_dataset(dataset_opt)
-        test_loaders.append(build_dataloader(test_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
-                                             sampler=None, seed=opt['manual_seed']))
-        logger.info(f"Number of test images in {dataset_opt['name']}: {len(test_set)}")
-    model = build_model(opt)
+    with EarlyLog() as early:  # the results folder is made once data and model are built (else nothing is archived)
+        logger = early.logger
+        logger.info(get_env_info())
+        logger.info(dict2str(opt))
+        apply_cpu_malloc_option(opt, logger)
+        test_loaders = []
+        for _, dataset_opt in sorted(opt['datasets'].items()):
+            test_set = build_dataset(dataset_opt)
+            test_loaders.append(build_dataloader(test_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
+                                                 sampler=None, seed=opt['manual_seed']))
+            logger.info(f"Number of test images in {dataset_opt['name']}: {len(test_set)}")
+        model = build_model(opt)
+        make_exp_dirs(opt)
+        barrier()
+        early.open_file(log_file, opt['rank'])
+        run_tests(opt, model, test_loaders, logger)
+
+
+def run_tests(opt: dict, model, test_loaders: list, logger: logging.Logger) -> None:
+    """Validate the model on every test set (per-source tables for CoICModel)."""
     val_opt = opt.setdefault('val', {})
     for test_loader in test_loaders:
         logger.info(f"Testing {test_loader.dataset.opt['name']}...")

@@ -12,7 +12,7 @@ import coic_basicsr  # noqa: F401  (shim + registration before basicsr's builder
 import torch
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
-from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_root_logger, get_time_str,
+from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_time_str,
                            init_tb_logger, init_wandb_logger, make_exp_dirs, mkdir_and_rename, set_random_seed)
 from basicsr.utils.options import dict2str
 
@@ -22,6 +22,7 @@ from coic_basicsr.models.portable import build_model
 from coic_basicsr.utils.checkpoint import latest_training_state, load_checkpoint
 from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
 from coic_basicsr.utils.dist import barrier
+from coic_basicsr.utils.early_log import EarlyLog
 from coic_basicsr.utils.errors import NonFiniteTrainingError
 from coic_basicsr.utils.options import parse_options, save_options_as_run
 from coic_basicsr.utils.signals import GracefulStop
@@ -126,6 +127,20 @@ def validate(model, val_loaders, current_iter: int, tb_logger, opt: dict) -> Non
     barrier()
 
 
+def make_run_folders(opt: dict, args, resumed: bool) -> None:
+    """BasicSR's experiment folders (an existing one of the same name is archived; a resumed run adds what is
+    missing), the tensorboard folder and the copy of the option file as run."""
+    if not resumed:
+        make_exp_dirs(opt)
+        if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
+            mkdir_and_rename(osp.join(opt['root_path'], 'tb_logger', opt['name']))
+    elif opt['rank'] == 0:  # resuming (maybe another run's state under a new name): add the folders that are missing
+        for key in ('experiments_root', 'models', 'training_states', 'visualization'):
+            os.makedirs(opt['path'][key], exist_ok=True)
+    barrier()
+    save_options_as_run(args, opt['path']['experiments_root'])
+
+
 def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = None) -> None:
     root_path = root_path or os.getcwd()
     opt, args = parse_options(argv, root_path, is_train=True)
@@ -133,27 +148,26 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
     check_options(opt)
     torch.backends.cudnn.benchmark = True
     resume_state = load_resume_state(opt)
-    if resume_state is None:
-        make_exp_dirs(opt)
-        if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
-            mkdir_and_rename(osp.join(root_path, 'tb_logger', opt['name']))
-    elif opt['rank'] == 0:  # resuming (maybe another run's state under a new name): add the folders that are missing
-        for key in ('experiments_root', 'models', 'training_states', 'visualization'):
-            os.makedirs(opt['path'][key], exist_ok=True)
-    barrier()
-    save_options_as_run(args, opt['path']['experiments_root'])
     log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
-    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
-    logger.info(get_env_info())
-    logger.info(dict2str(opt))
-    apply_cpu_malloc_option(opt, logger)
-    tb_logger = init_tb_loggers(opt)
-    train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_dataloaders(opt, logger)
-    model = build_model(opt)
-    current_iter = 0
-    if resume_state:
-        model.resume_training(resume_state)
-        current_iter = resume_state['iter']
+    with EarlyLog() as early:  # the folders are made once data and model are built: a failure there archives nothing
+        logger = early.logger
+        logger.info(get_env_info())
+        logger.info(dict2str(opt))
+        apply_cpu_malloc_option(opt, logger)
+        train_loader, train_sampler, val_loaders, _, total_iters = create_dataloaders(opt, logger)
+        model = build_model(opt)
+        if resume_state:
+            model.resume_training(resume_state)
+        make_run_folders(opt, args, resumed=resume_state is not None)
+        early.open_file(log_file, opt['rank'])
+        tb_logger = init_tb_loggers(opt)
+        run_training(opt, model, train_loader, train_sampler, val_loaders, total_iters, resume_state, tb_logger, logger)
+
+
+def run_training(opt: dict, model, train_loader, train_sampler: ResumableSampler, val_loaders: list, total_iters: int,
+                 resume_state: Optional[dict], tb_logger, logger: logging.Logger) -> None:
+    """BasicSR's training loop: per-iteration seeding, checkpoints, validation, graceful stop, final save."""
+    current_iter = resume_state['iter'] if resume_state else 0
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
     prefetcher = create_prefetcher(opt, train_loader)
     progressive = ProgressivePatches.from_options(opt['datasets']['train'], opt.get('scale', 1))

@@ -13,6 +13,7 @@ from coic_basicsr.models.portable import optimizer_class, scheduler_class
 from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.registry import SAMPLER_REGISTRY
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
+from coic_basicsr.utils.option_values import check_coic_section, check_scalar_options
 
 
 
@@ -46,6 +47,25 @@ def check_registered_types(opt: dict) -> None:
                              f'(known: {known})')
     for key, scheduler in _schedulers(opt):
         scheduler_class(scheduler.get('type'), f'train.{key}')
+
+
+def _argument(section: dict, name: str):
+    """Argument ``name`` of a network section's class: the value given, else its default (None when it has none)."""
+    if name in section:
+        return section[name]
+    param = inspect.signature(ARCH_REGISTRY.get(section['type'])).parameters.get(name)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def check_context_dims(opt: dict) -> None:
+    """The encoder's code length must be the one network_g is modulated with (it failed when stage 2 began)."""
+    enc, net = opt.get('network_enc'), opt.get('network_g')
+    if not (isinstance(enc, dict) and isinstance(net, dict)):
+        return
+    enc_dim, net_dim = _argument(enc, 'context_dim'), _argument(net, 'context_dim')
+    if enc_dim is not None and net_dim is not None and enc_dim != net_dim:
+        raise ValueError(f'network_enc.context_dim ({enc_dim}) must equal network_g.context_dim ({net_dim}): the '
+                         "encoder's code z modulates network_g")
 
 
 #: Sampler arguments the pipeline passes itself (``ratio`` from ``dataset_enlarge_ratio``), not YAML keys.
@@ -131,38 +151,6 @@ def check_dataset_paths(opt: dict) -> None:
                 raise FileNotFoundError(f"datasets.{phase}.{key}: '{value}' does not exist")
 
 
-_COIC_RULES = {  # key: (type, predicate, what is expected)
-    'stage1_iter': (int, lambda v: v >= 0, 'an integer >= 0'),
-    'contrastive_weight': ((int, float), lambda v: v >= 0, 'a number >= 0'),
-    'temperature': ((int, float), lambda v: v > 0, 'a number > 0'),
-    'num_detail_negatives': (int, lambda v: v >= 0, 'an integer >= 0'),
-    'archive_size': (int, lambda v: v >= 1, 'an integer >= 1'),
-    'momentum': ((int, float), lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
-}
-
-
-def check_coic_section(opt: dict) -> None:
-    """``train.coic``: known keys, right types, possible values, and an encoder to train."""
-    train = opt.get('train') or {}
-    coic = train.get('coic')
-    if coic is None:
-        return
-    if not isinstance(coic, dict):
-        raise ValueError('train.coic: expected a mapping of CoIC options')
-    for key, value in coic.items():
-        if key not in _COIC_RULES:
-            raise ValueError(f'train.coic.{key}: unknown key (known: {", ".join(_COIC_RULES)})')
-        expected_type, valid, expected = _COIC_RULES[key]
-        if isinstance(value, bool) or not isinstance(value, expected_type) or not valid(value):
-            raise ValueError(f'train.coic.{key}: expected {expected}, got {value!r}')
-    total = train.get('total_iter')
-    if isinstance(total, (int, float)) and coic.get('stage1_iter', 40000) > total:
-        raise ValueError(f"train.coic.stage1_iter ({coic.get('stage1_iter', 40000)}) is larger than "
-                         f'train.total_iter ({int(total)}): stage 2 would never start')
-    if 'network_enc' not in opt:
-        raise ValueError('train.coic: requires a network_enc section (e.g. {type: CoICEncoder})')
-
-
 def check_optimizers(opt: dict) -> None:
     """Every ``train.optim_*`` must be a torch.optim class that accepts its options (tried on a dummy parameter)."""
     for key, section in (opt.get('train') or {}).items():
@@ -211,6 +199,8 @@ def check_options(opt: dict) -> None:
         raise ValueError('datasets: the option file defines no dataset')
     check_registered_types(opt)
     check_section_keys(opt)
+    check_context_dims(opt)
+    check_scalar_options(opt)
     check_cpu_malloc_option(opt)
     check_dataset_paths(opt)
     tile_settings(opt.get('val'))

@@ -164,9 +164,22 @@ CASES = {
     'misspelt-sampler-option': (_set(['datasets', 'train', 'sampler', 'weigthing'], 'balanced'),
                                 "datasets.train.sampler: MixedDatasetSampler has no option 'weigthing' (its options: "
                                 'seed, weighting, real_fraction)'),
+    'encoder-code-length-differs': (_set(['network_enc', 'context_dim'], 32),
+                                    'network_enc.context_dim (32) must equal network_g.context_dim (16)'),
+    'ema-decay-not-a-number': (_set(['train', 'ema_decay'], 'x'), "train.ema_decay: expected a number in [0, 1), got 'x'"),
+    'grad-clip-not-a-number': (_set(['train', 'grad_clip'], 'x'), "train.grad_clip: expected a positive gradient norm"),
+    'channels-last-not-a-boolean': (_set(['channels_last'], 'yes'), "channels_last: expected true or false, got 'yes'"),
+    'unknown-dist-backend': (_set(['dist_params'], {'backend': 'foo'}), 'dist_params.backend: expected one of gloo, nccl'),
+    'dist-timeout-not-a-number': (_set(['dist_params'], {'timeout': 'abc'}),
+                                  "dist_params.timeout: expected a positive number of seconds, or null, got 'abc'"),
+    'unknown-prefetch-mode': (_set(['datasets', 'train', 'prefetch_mode'], 'gpu'),
+                              "datasets.train.prefetch_mode: expected cpu, cuda, or null, got 'gpu'"),
     'restormer-mixup': (_set(['train', 'mixing_augs'], {'mixup': True, 'mixup_beta': 1.2}),
                         "train.mixing_augs.mixup: Restormer's mixup augmentation is not supported"),
 }
+
+
+FAIL_WHILE_TRAINING = {'corrupt-image', 'lq-gt-size-mismatch'}  # found when the item is read
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
@@ -179,6 +192,8 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err and err[-1].startswith('basicsr train: error: ') and expected in err[-1], err[-1:]
+    made = (tmp_path / 'experiments').exists()
+    assert made == (case in FAIL_WHILE_TRAINING), 'the experiment folder is made once data and model are built'
 
 
 @pytest.mark.skipif(importlib.util.find_spec('wandb') is not None, reason='wandb is installed here')
@@ -239,3 +254,24 @@ def test_basicsr_test_refuses_untrained_networks_and_finds_the_encoder_beside(tm
     torch.save({'params': {}}, models / 'net_enc_5.pth')  # saved with net_g_5.pth: used, as the tools do
     check_test_weights(opt)
     assert opt['path']['pretrain_network_enc'] == str(models / 'net_enc_5.pth')
+
+
+def test_a_test_run_that_cannot_load_its_weights_leaves_the_previous_results_alone(tmp_path, monkeypatch, capsys):
+    from basicsr.archs import build_network
+    from coic_basicsr.test import main as test_main
+    opt = tiny_coic_options(name='retest')
+    del opt['train']
+    opt['datasets'] = {'test_1': opt['datasets']['val']}
+    for net, key in (('g', 'network_g'), ('enc', 'network_enc')):
+        torch.save({'params': build_network(dict(opt[key])).state_dict()}, tmp_path / f'net_{net}.pth')
+    opt['path'] = {'pretrain_network_g': str(tmp_path / 'net_g.pth'), 'pretrain_network_enc': str(tmp_path / 'net_enc.pth')}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'a.yml'))]) == 0
+    before = sorted(p.name for p in (tmp_path / 'results').iterdir())
+    assert before == ['retest'] and any((tmp_path / 'results' / 'retest').glob('*_metrics.csv'))
+    opt['network_g']['dim'] = 12  # the weights no longer fit
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'b.yml'))]) == 2
+    assert 'does not fit CoICRestormer' in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / 'results').iterdir()) == before  # nothing archived or added
+    assert any((tmp_path / 'results' / 'retest').glob('*_metrics.csv'))
