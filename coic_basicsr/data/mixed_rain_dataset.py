@@ -1,11 +1,23 @@
 """Paired deraining dataset over several named sources (synthetic sets and real SPA-Data), disk or LMDB."""
-from typing import Any, Dict, List
+from collections import Counter
+from os import path as osp
+from typing import Any, Dict, List, Optional
 
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from coic_basicsr.data.rain_sources import (BadPairError, PairReader, RainSourcesDataset, checked_sources,
-                                            list_source_pairs)
+from coic_basicsr.data.pair_reader import BadPairError, PairReader
+from coic_basicsr.data.rain_sources import RainSourcesDataset, checked_sources, list_source_pairs
+
+
+def image_names(lq_paths: List[str], root: Optional[str]) -> List[str]:
+    """Names for saved results: the path under ``root`` (an lmdb key as it is) without its extension, which is kept
+    where two images would share a name ('scene1/000' and 'scene2/000' stay apart; 'x.png', 'x.jpg' -> 'x_png',
+    'x_jpg')."""
+    rel = [osp.relpath(p, root) if root else p for p in lq_paths]
+    stems = [osp.splitext(r)[0] for r in rel]
+    repeated = {s for s, n in Counter(stems).items() if n > 1}
+    return [f'{s}_{osp.splitext(r)[1].lstrip(".")}' if s in repeated else s for s, r in zip(stems, rel)]
 
 
 @DATASET_REGISTRY.register()
@@ -14,8 +26,8 @@ class MixedRainDataset(RainSourcesDataset):
 
     Items (train): ``lq``, ``gt`` (aligned ``gt_size`` crops, RGB float32 CHW in [0, 1], same flip/rot90),
     ``lq_global``, ``gt_global`` (whole images through :func:`~coic_basicsr.data.transforms.global_view`, with the
-    crop's flip/rotation), ``source`` (int), ``lq_path``, ``gt_path`` (file path, or lmdb key). Val/test: full
-    ``lq``, ``gt``, ``lq_global`` and the same metadata. Indices of source ``s`` are ``source_indices[s]``
+    crop's flip/rotation), ``source`` (int), ``lq_path``, ``gt_path`` (file path, or lmdb key), ``image_name``
+    (:func:`image_names`). Val/test: full ``lq``, ``gt``, ``lq_global`` and the same metadata. Indices of source ``s`` are ``source_indices[s]``
     (contiguous, in the order of ``sources``).
 
     Pairs of a source come from ``meta_info_file`` when given (lines ``lq_rel gt_rel``, or BasicSR-style
@@ -39,7 +51,7 @@ class MixedRainDataset(RainSourcesDataset):
         use_rot (bool): Random vertical flips and 90-degree rotations (train). Default: True.
         val_size (int | None): Centre-crop val/test images to at most this size. Default: None.
         skip_bad (int): Skip up to this many unreadable/corrupt items (logged, replaced by the next item of the
-            same source) before raising; counted per DataLoader worker. Default: 0.
+            same source) before raising; counted per DataLoader worker. Training only. Default: 0.
     """
     OPTION_KEYS = RainSourcesDataset.OPTION_KEYS | {'skip_bad'}
     SOURCE_KEYS = RainSourcesDataset.SOURCE_KEYS | {'dataroot_gt', 'dataroot_lq', 'io_backend', 'meta_info_file',
@@ -48,11 +60,15 @@ class MixedRainDataset(RainSourcesDataset):
     def __init__(self, opt: Dict[str, Any]) -> None:
         super().__init__(opt)
         self.skip_bad = int(opt.get('skip_bad', 0))
+        if self.skip_bad and not self.train:
+            raise ValueError(f'datasets.{self.phase}.skip_bad: only for training (a skipped {self.phase} image would be '
+                             'replaced by the next one and scored twice)')
         self.num_skipped = 0
         self.readers: List[PairReader] = []
         self.wheres: List[str] = []
         self.lq_paths: List[str] = []
         self.gt_paths: List[str] = []
+        self.image_names: List[str] = []
         counts, names, is_real = [], [], []
         for where, src in checked_sources(opt):
             backend, lq_paths, gt_paths = list_source_pairs(src, where)
@@ -60,6 +76,7 @@ class MixedRainDataset(RainSourcesDataset):
             self.wheres.append(where)
             self.lq_paths.extend(lq_paths)
             self.gt_paths.extend(gt_paths)
+            self.image_names.extend(image_names(lq_paths, src['dataroot_lq'] if backend == 'disk' else None))
             names.append(src['name'])
             counts.append(len(lq_paths))
             is_real.append(bool(src.get('real', False)))
@@ -70,7 +87,8 @@ class MixedRainDataset(RainSourcesDataset):
         lq_path, gt_path = self.lq_paths[index], self.gt_paths[index]
         img_lq, img_gt = self.readers[source].read(lq_path, gt_path)
         where = f"{self.wheres[source]}: key '{gt_path}'"
-        return self.make_item(img_lq, img_gt, source, lq_path, gt_path, where)
+        return dict(self.make_item(img_lq, img_gt, source, lq_path, gt_path, where),
+                    image_name=self.image_names[index])
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         while True:

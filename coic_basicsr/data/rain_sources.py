@@ -1,20 +1,16 @@
 """Source bookkeeping shared by the rain datasets: option checks, pair listing, lazy per-source readers."""
-import os
+import re
 from os import path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from basicsr.utils import FileClient, get_root_logger, imfrombytes, scandir
+from basicsr.utils import get_root_logger
 from torch.utils import data
 
+from coic_basicsr.data.image_files import IMG_EXTENSIONS, list_images
 from coic_basicsr.data.option_keys import check_dataset_keys
 from coic_basicsr.data.transforms import build_pair_item
 
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-
-
-class BadPairError(ValueError):
-    """An item that cannot be read (missing at read time, corrupt bytes); ``skip_bad`` may skip these."""
 
 
 def checked_sources(opt: Mapping[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
@@ -46,12 +42,16 @@ def _strip_ext(name: str) -> str:
     return base if ext.lower() in IMG_EXTENSIONS else name
 
 
+# BasicSR's lmdb meta_info.txt line: '<name> (h,w,c) <compress level>'; the name may hold spaces ('rain 1.png')
+_META_LINE = re.compile(r'^(.+?)(?:\s+\(\d+,\s*\d+,\s*\d+\)(?:\s+\d+)?)?$')
+
+
 def _lmdb_keys(root: str, where: str, which: str) -> List[str]:
     meta = osp.join(root, 'meta_info.txt')
     if not osp.isfile(meta):
         raise FileNotFoundError(f"{where}: dataroot_{which} '{root}' has no meta_info.txt (not a BasicSR lmdb)")
-    with open(meta) as f:
-        return [_strip_ext(line.split()[0]) for line in f if line.strip()]
+    with open(meta, encoding='utf-8-sig') as f:  # a BOM (Windows editors) is not part of a key
+        return [_strip_ext(_META_LINE.match(line.strip()).group(1)) for line in f if line.strip()]
 
 
 def _read_meta_info(meta_file: str, tmpl: str, where: str) -> List[Tuple[int, str, str]]:
@@ -59,7 +59,7 @@ def _read_meta_info(meta_file: str, tmpl: str, where: str) -> List[Tuple[int, st
     if not osp.isfile(meta_file):
         raise FileNotFoundError(f"{where}: meta_info_file '{meta_file}' does not exist")
     rows = []
-    with open(meta_file) as f:
+    with open(meta_file, encoding='utf-8-sig') as f:
         for no, line in enumerate(f, 1):
             tokens = line.split()
             if not tokens or tokens[0].startswith('#'):
@@ -71,6 +71,12 @@ def _read_meta_info(meta_file: str, tmpl: str, where: str) -> List[Tuple[int, st
                 stem, ext = osp.splitext(base)
                 rows.append((no, osp.join(folder, tmpl.format(stem) + ext), tokens[0]))
     return rows
+
+
+def _lq_name(gt_rel: str, tmpl: str) -> str:
+    folder, base = osp.split(gt_rel)
+    stem, ext = osp.splitext(base)
+    return osp.join(folder, tmpl.format(stem) + ext)
 
 
 def list_source_pairs(src: Mapping[str, Any], where: str) -> Tuple[str, List[str], List[str]]:
@@ -120,13 +126,17 @@ def list_source_pairs(src: Mapping[str, Any], where: str) -> Tuple[str, List[str
             lq_paths.append(osp.join(roots['lq'], lq))
             gt_paths.append(osp.join(roots['gt'], gt))
     else:
-        gt_rel = sorted(p for p in scandir(roots['gt'], recursive=True) if p.lower().endswith(IMG_EXTENSIONS))
-        lq_rel = set(p for p in scandir(roots['lq'], recursive=True) if p.lower().endswith(IMG_EXTENSIONS))
+        if osp.realpath(roots['lq']) == osp.realpath(roots['gt']) and tmpl == '{}':
+            raise ValueError(f"{where}: dataroot_lq and dataroot_gt are the same folder '{roots['gt']}': every image "
+                             "would be paired with itself (set filename_tmpl, e.g. '{}x2', or a meta_info_file)")
+        gt_rel = list_images(roots['gt'])[0]  # hidden files and folders skipped, symlinked folders followed
+        lq_rel = set(list_images(roots['lq'])[0])
+        if osp.realpath(roots['lq']) == osp.realpath(roots['gt']):  # one folder: the lq names are not gt images
+            gt_rel = [rel for rel in gt_rel if rel not in {_lq_name(r, tmpl) for r in gt_rel}]
+            lq_rel -= set(gt_rel)
         lq_paths, gt_paths = [], []
         for rel in gt_rel:
-            folder, base = osp.split(rel)
-            stem, ext = osp.splitext(base)
-            lq_name = osp.join(folder, tmpl.format(stem) + ext)
+            lq_name = _lq_name(rel, tmpl)
             if lq_name not in lq_rel:
                 raise FileNotFoundError(f"{where}: key '{rel}': no lq file '{osp.join(roots['lq'], lq_name)}'")
             lq_rel.discard(lq_name)
@@ -137,48 +147,6 @@ def list_source_pairs(src: Mapping[str, Any], where: str) -> Tuple[str, List[str
     if not lq_paths:
         raise ValueError(f'{where}: no image pairs found')
     return backend, lq_paths, gt_paths
-
-
-class PairReader:
-    """Reads one source's (lq, gt) pairs with a BasicSR :class:`FileClient` created lazily in each process."""
-
-    def __init__(self, backend: str, lq_root: str, gt_root: str, where: str) -> None:
-        self.backend, self.lq_root, self.gt_root, self.where = backend, lq_root, gt_root, where
-        self._client: Optional[FileClient] = None
-        self._pid = -1
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        state['_client'] = None  # lmdb environments must not cross a fork/pickle
-        return state
-
-    def _read(self, path: str, which: str) -> np.ndarray:
-        if self._client is None or self._pid != os.getpid():
-            if self._client is not None and self.backend == 'lmdb':
-                # forked after the parent read: py-lmdb refuses to reopen a path this process "has" open, and an
-                # inherited environment must not be used, so close the child's copies first
-                for env in self._client.client._client.values():
-                    env.close()
-            self._pid = os.getpid()
-            if self.backend == 'lmdb':
-                self._client = FileClient('lmdb', db_paths=[self.lq_root, self.gt_root], client_keys=['lq', 'gt'])
-            else:
-                self._client = FileClient('disk')
-        try:
-            buf = self._client.get(path, which)
-        except OSError as err:
-            raise BadPairError(f"{self.where}: key '{path}': cannot read {which} image ({err.strerror})") from err
-        if buf is None:
-            root = self.lq_root if which == 'lq' else self.gt_root
-            raise BadPairError(f"{self.where}: key '{path}' is missing from the {which} lmdb '{root}'")
-        img = imfrombytes(buf) if len(buf) else None  # float32=True would crash on undecodable bytes
-        if img is None:
-            raise BadPairError(f"{self.where}: key '{path}': {which} image is corrupt or not an image")
-        return img.astype(np.float32) / 255.
-
-    def read(self, lq_path: str, gt_path: str) -> Tuple[np.ndarray, np.ndarray]:
-        """Return BGR float32 ``(H, W, 3)`` arrays in [0, 1]."""
-        return self._read(lq_path, 'lq'), self._read(gt_path, 'gt')
 
 
 class RainSourcesDataset(data.Dataset):

@@ -4,10 +4,10 @@ from typing import Any, Dict, List
 
 import cv2
 import numpy as np
-from basicsr.utils import scandir
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from coic_basicsr.data.rain_sources import IMG_EXTENSIONS, RainSourcesDataset, checked_sources
+from coic_basicsr.data.image_files import list_images
+from coic_basicsr.data.rain_sources import RainSourcesDataset, checked_sources
 from coic_basicsr.data.synthetic_rain import RainParams, render_rain, resolve_rain_params
 
 #: scikit-image sample images that ship inside the package (no download needed).
@@ -95,7 +95,7 @@ class MixedSyntheticRainDataset(RainSourcesDataset):
             if not osp.isdir(folder):
                 raise FileNotFoundError(f"{prefix}.clean_folder: '{folder}' does not exist")
             self.clean_paths = sorted(
-                osp.join(folder, p) for p in scandir(folder, recursive=True) if p.lower().endswith(IMG_EXTENSIONS))
+                osp.join(folder, p) for p in list_images(folder)[0])
             if not self.clean_paths:
                 raise ValueError(f"{prefix}.clean_folder: no images in '{folder}'")
         else:

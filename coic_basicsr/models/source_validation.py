@@ -22,6 +22,8 @@ def _source_name(dataset, data: dict) -> str:
 
 
 def _image_name(data: dict, index: int) -> str:
+    if 'image_name' in data:  # MixedRainDataset: unique within a source, sub-folders kept
+        return str(data['image_name'][0])
     path = data.get('lq_path', [f'{index:06d}'])[0]
     return osp.splitext(osp.basename(str(path)))[0]
 
@@ -47,7 +49,11 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
         source, image_name = _source_name(dataset, data), _image_name(data, index)
         model.feed_data(data)
         start = time.perf_counter()
-        model.test()
+        try:
+            model.test()
+        except ValueError as err:  # e.g. an image smaller than the network's smallest input: say which one
+            size = 'x'.join(str(s) for s in data['lq'].shape[-2:])
+            raise ValueError(f"{dataset_name}: image '{source}/{image_name}' ({size}): {err}") from None
         seconds += time.perf_counter() - start
         visuals = model.get_current_visuals()
         restored = tensor2img([visuals['result']])
@@ -67,9 +73,9 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
             tag = current_iter if model.opt['is_train'] else (val_opt.get('suffix') or model.opt['name'])
             # <set>[/<source>] first: val sets of one benchmark family share file names (norain-1.png, ...)
             parts = [dataset_name] + ([source] if source != dataset_name else [])
-            if model.opt['is_train']:
-                parts.append(image_name)  # BasicSR's folder per image, one file per validation
-            imwrite(restored, osp.join(model.opt['path']['visualization'], *parts, f'{image_name}_{tag}.png'))
+            folder, stem = osp.split(image_name)  # a name may keep the sub-folders of its source
+            parts.append(image_name if model.opt['is_train'] else folder)  # training: BasicSR's folder per image
+            imwrite(restored, osp.join(model.opt['path']['visualization'], *parts, f'{stem}_{tag}.png'))
     results = {group: {k: (int(v) if k == 'count' else v / values['count']) for k, v in values.items()}
                for group, values in sums.items()}
     if 'all' in results:

@@ -3,14 +3,14 @@ result in the input's own form (grey-scale, alpha channel and 16-bit depth kept 
 import os
 from dataclasses import dataclass
 from os import path as osp
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
-from coic_basicsr.data.rain_sources import IMG_EXTENSIONS
+from coic_basicsr.data.image_files import list_images  # noqa: F401  (the tools list folders from here)
 
 _ALPHA_FORMATS = ('.png', '.tif', '.tiff', '.webp')
 _16_BIT_FORMATS = ('.png', '.tif', '.tiff')
@@ -22,20 +22,6 @@ class StoredForm:
     gray: bool = False
     alpha: Optional[np.ndarray] = None  # (H, W) of the input's dtype, written back unchanged
     dtype: type = np.uint8
-
-
-def list_images(folder: str, exclude: Optional[str] = None) -> Tuple[List[str], List[str]]:
-    """Relative paths (sorted, recursive, hidden entries skipped) of ``(image files, other files)`` in ``folder``;
-    anything under ``exclude`` is left out."""
-    images, others = [], []
-    exclude = osp.abspath(exclude) if exclude else None
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and osp.abspath(osp.join(root, d)) != exclude)
-        for name in sorted(files):
-            if not name.startswith('.'):
-                rel = osp.relpath(osp.join(root, name), folder)
-                (images if name.lower().endswith(IMG_EXTENSIONS) else others).append(rel)
-    return images, others
 
 
 def _scale(dtype: np.dtype) -> float:

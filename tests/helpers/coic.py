@@ -45,3 +45,16 @@ def in_memory(opt: dict, tmp_path) -> dict:
     opt['path'].update(experiments_root=root, models=f'{root}/models', training_states=f'{root}/training_states',
                        log=root, visualization=f'{root}/visualization')
     return opt
+
+
+def untrained_test_options(opt: dict, folder) -> dict:
+    """``opt`` as a test option file of its untrained networks: weights saved in ``folder`` and named in ``path``,
+    no ``train`` section."""
+    import torch
+    from basicsr.archs import build_network
+    opt.pop('train', None)
+    opt['path'] = {}
+    for net, key in (('g', 'network_g'), ('enc', 'network_enc')):
+        torch.save({'params': build_network(dict(opt[key])).state_dict()}, folder / f'net_{net}.pth')
+        opt['path'][f'pretrain_{key}'] = str(folder / f'net_{net}.pth')
+    return opt

@@ -12,7 +12,7 @@ import torch
 import coic_basicsr  # noqa: F401  (shim + registries before basicsr)
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.registry import DATASET_REGISTRY
-from coic_basicsr.data.rain_sources import BadPairError
+from coic_basicsr.data.pair_reader import BadPairError
 from coic_basicsr.data.transforms import apply_augment_status, build_pair_item, global_view
 
 MixedRainDataset = DATASET_REGISTRY.get('MixedRainDataset')
@@ -138,7 +138,7 @@ def test_val_phase_full_images_and_val_size(three_sources):
     sources, gts = three_sources
     ds = MixedRainDataset(_opt(sources, phase='val'))
     item = ds[ds.source_indices[1][0]]
-    assert set(item) == {'lq', 'gt', 'lq_global', 'source', 'lq_path', 'gt_path'}
+    assert set(item) == {'lq', 'gt', 'lq_global', 'source', 'lq_path', 'gt_path', 'image_name'}
     assert item['lq'].shape == item['gt'].shape == (3, 36, 52) and item['source'] == 1
     assert torch.allclose(item['lq_global'], global_view(item['lq'], 16))
     cropped = MixedRainDataset(_opt(sources, phase='val', val_size=30))[ds.source_indices[2][1]]
@@ -253,3 +253,44 @@ def test_global_view_contract():
     for status in [(1, 0, 0), (0, 1, 1), (1, 1, 1)]:  # flips/transposes commute with the resize
         flipped = apply_augment_status(img, status)
         assert torch.allclose(global_view(flipped, 12), apply_augment_status(out, status), atol=1e-5)
+
+
+def test_unusual_but_legitimate_layouts_are_read(tmp_path):
+    rng = np.random.default_rng(1)
+    names = ['rain 1.png', 'c (1).png', 'plain.png']  # BasicSR's meta_info.txt keeps the spaces of such names
+    for name in names:
+        gt = _gt(rng, 32, 32)
+        _write(str(tmp_path / 'png' / 'gt'), name, gt)
+        _write(str(tmp_path / 'png' / 'lq'), name, 255 - gt)
+    for which in ('gt', 'lq'):
+        make_lmdb_from_imgs(str(tmp_path / 'png' / which), str(tmp_path / f'{which}.lmdb'), names,
+                            [n[:-4] for n in names])
+    lmdb_source = dict(name='spaced', dataroot_gt=str(tmp_path / 'gt.lmdb'), dataroot_lq=str(tmp_path / 'lq.lmdb'),
+                       io_backend=dict(type='lmdb'))
+    train = MixedRainDataset(_opt([lmdb_source], gt_size=16))
+    val = MixedRainDataset(_opt([lmdb_source], phase='val'))  # the same LMDBs open twice in one process
+    assert len(train) == len(val) == 3 and sorted(train.gt_paths) == sorted(n[:-4] for n in names)
+    for ds in (train, val):
+        for i in range(3):
+            item = ds[i]
+            assert torch.allclose(item['lq'], 1 - item['gt'], atol=1e-6)
+
+    (tmp_path / 'png' / 'gt' / '.DS_Store').write_bytes(b'x')  # hidden files and folders are not images
+    (tmp_path / 'png' / 'lq' / '.ipynb_checkpoints').mkdir()
+    os.symlink(tmp_path / 'png' / 'gt', tmp_path / 'png' / 'gt' / 'loop')  # a link back to a parent: seen once
+    os.symlink(tmp_path / 'png' / 'lq', tmp_path / 'png' / 'lq' / 'loop')
+    disk = dict(name='disk', dataroot_gt=str(tmp_path / 'png' / 'gt'), dataroot_lq=str(tmp_path / 'png' / 'lq'))
+    assert len(MixedRainDataset(_opt([disk], gt_size=16))) == 3
+    meta = tmp_path / 'meta.txt'
+    meta.write_text('plain.png plain.png\r\n', encoding='utf-8-sig')  # saved by a Windows editor
+    assert len(MixedRainDataset(_opt([dict(disk, meta_info_file=str(meta))], gt_size=16))) == 1
+
+    one = tmp_path / 'one'  # rainy 'ax2.png' next to clean 'a.png' in one folder
+    for i in range(2):
+        gt = _gt(rng, 32, 32)
+        _write(str(one), f'a{i}.png', gt)
+        _write(str(one), f'a{i}x2.png', 255 - gt)
+    same = dict(name='same', dataroot_gt=str(one), dataroot_lq=str(one))
+    ds = MixedRainDataset(_opt([dict(same, filename_tmpl='{}x2')], gt_size=16))
+    assert [osp.basename(p) for p in ds.gt_paths] == ['a0.png', 'a1.png']
+    _raises(ValueError, _opt([same]), "name 'same'", 'dataroot_lq and dataroot_gt are the same folder')

@@ -1,6 +1,8 @@
 """CoICModel: stage switch, separate optimizers, resume equality, baseline mode, per-source validation."""
 import json
+import os
 import warnings
+from os import path as osp
 
 import cv2
 import numpy as np
@@ -14,7 +16,7 @@ from torch.utils.data import DataLoader
 from coic_basicsr.archs.modulation import split_modulation_parameters
 from coic_basicsr.models.lr_schedulers import CosineAnnealingRestartCyclicLR
 from coic_basicsr.models.portable import build_model
-from helpers.coic import in_memory, tiny_coic_options
+from helpers.coic import in_memory, tiny_coic_options, untrained_test_options
 from helpers.run import basicsr
 from helpers.stock import write_options
 
@@ -230,3 +232,41 @@ def test_restormer_use_grad_clip_clips_at_its_norm(train_changes, max_norm, tmp_
     model.feed_data(next(iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2))))
     model.optimize_parameters(1)
     assert norms == [max_norm]
+
+
+def test_test_results_of_images_sharing_a_name_are_all_kept(tmp_path, monkeypatch):
+    from coic_basicsr.test import main as test_main
+    rng = np.random.default_rng(0)
+    names = ['scene1/000.png', 'scene2/000.png', 'x.png', 'x.jpg']  # frames per scene; one stem, two formats
+    for name in names:
+        for side in ('gt', 'lq'):
+            os.makedirs(tmp_path / side / osp.dirname(name), exist_ok=True)
+            cv2.imwrite(str(tmp_path / side / name), rng.integers(0, 256, (32, 32, 3), np.uint8))
+    opt = tiny_coic_options(name='same_names')
+    opt['datasets'] = {'test_1': {'name': 'set', 'type': 'MixedRainDataset', 'global_size': 32, 'sources': [
+        {'name': 'src', 'dataroot_gt': str(tmp_path / 'gt'), 'dataroot_lq': str(tmp_path / 'lq')}]}}
+    opt['val']['save_img'] = True
+    untrained_test_options(opt, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'test.yml'))]) == 0
+    shown = tmp_path / 'results' / 'same_names' / 'visualization' / 'set' / 'src'
+    assert sorted(str(p.relative_to(shown)) for p in shown.rglob('*.png')) == [
+        'scene1/000_same_names.png', 'scene2/000_same_names.png', 'x_jpg_same_names.png', 'x_png_same_names.png']
+    opt['datasets']['test_1']['skip_bad'] = 1  # a skipped test image would be replaced and scored twice
+    with pytest.raises(ValueError, match=r'datasets.test.skip_bad: only for training'):
+        build_dataset(dict(opt['datasets']['test_1'], phase='test'))
+
+
+def test_an_image_the_network_cannot_take_is_named_in_the_error(tmp_path, monkeypatch, capsys):
+    from coic_basicsr.test import main as test_main
+    opt = tiny_coic_options(name='too_small')
+    opt['network_g'] = {'type': 'CoICDGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4,
+                        'reduction': 4, 'depth': 1, 'context_dim': 16}  # refuses inputs of 8 pixels or fewer
+    opt['datasets'] = {'test_1': dict(opt['datasets']['val'], name='tiny_set', bg_size=8)}
+    untrained_test_options(opt, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'test.yml'))]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "basicsr test: error: tiny_set: image 'light/light_00000_rain' (8x8): CoICDGUNet needs inputs larger than "
+        '8x8 pixels, got 8x8')
