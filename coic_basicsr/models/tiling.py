@@ -36,10 +36,11 @@ def _starts(length: int, tile: int, stride: int):
 
 @torch.no_grad()
 def tiled_forward(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: int = 32) -> Tensor:
-    """Apply ``fn`` (same-size restoration) on overlapping ``tile``x``tile`` windows of ``x`` and average the overlaps.
+    """Apply ``fn`` on overlapping ``tile``x``tile`` windows of ``x`` and average the overlaps.
 
     Args:
-        fn: maps a (B, C, h, w) window to a (B, C_out, h, w) restoration.
+        fn: maps a (B, C, h, w) window to a (B, C_out, s*h, s*w) result: a restoration (s = 1) or an s-times
+            super-resolution (the scale is read from the first window).
         x: input batch (B, C, H, W).
         tile: window size; images no larger than this are processed in one call.
         overlap: pixels shared by neighbouring windows (blended by averaging). Must be smaller than ``tile``.
@@ -52,10 +53,18 @@ def tiled_forward(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap:
     output = weight = None
     for top in _starts(height, tile, tile - overlap):
         for left in _starts(width, tile, tile - overlap):
-            window = fn(x[..., top:top + tile, left:left + tile])
+            patch = x[..., top:top + tile, left:left + tile]
+            window = fn(patch)
             if output is None:
-                output = x.new_zeros(x.shape[0], window.shape[1], height, width)
-                weight = x.new_zeros(1, 1, height, width)
-            output[..., top:top + window.shape[-2], left:left + window.shape[-1]] += window
-            weight[..., top:top + window.shape[-2], left:left + window.shape[-1]] += 1
+                scale = window.shape[-1] // patch.shape[-1]
+                if scale < 1 or tuple(window.shape[-2:]) != (scale * patch.shape[-2], scale * patch.shape[-1]):
+                    raise ValueError(f'val.tile: the network turns a {patch.shape[-2]}x{patch.shape[-1]} tile into '
+                                     f'{window.shape[-2]}x{window.shape[-1]}; tiling needs the same size or a whole '
+                                     'multiple of it')
+                output = x.new_zeros(x.shape[0], window.shape[1], height * scale, width * scale)
+                weight = x.new_zeros(1, 1, height * scale, width * scale)
+            rows = slice(top * scale, top * scale + window.shape[-2])
+            cols = slice(left * scale, left * scale + window.shape[-1])
+            output[..., rows, cols] += window
+            weight[..., rows, cols] += 1
     return output / weight

@@ -163,6 +163,8 @@ def write_outputs(a: Analysis, out: str) -> Dict[str, object]:
 def analyze(argv: Optional[List[str]] = None) -> int:
     """Run ``basicsr analyze``; returns 0, or 1 when some images were skipped."""
     args = build_parser().parse_args(argv)
+    if not args.blur_sigma > 0:
+        raise ValueError(f'--blur-sigma: expected a positive Gaussian sigma, got {args.blur_sigma}')
     model = model_from_args(args)
     if model.key_encoder is None:
         raise ValueError('-opt: the options have no network_enc section: analyze needs a CoIC model')

@@ -18,7 +18,7 @@ from typing import List, Optional, Tuple
 import torch
 from tqdm import tqdm
 
-from coic_basicsr.data.rain_sources import IMG_EXTENSIONS
+from coic_basicsr.data.image_files import IMG_EXTENSIONS
 from coic_basicsr.tools.image_io import list_images, read_image_and_form, write_image
 from coic_basicsr.tools.inference import add_model_arguments, model_from_args
 
@@ -42,10 +42,15 @@ def plan(input_path: str, output: str, ext: Optional[str]) -> Tuple[List[Tuple[s
     """``([(input file, output file), ...], ignored non-image files)``; raises for a missing/empty input."""
     if ext and not f".{ext.lstrip('.').lower()}".endswith(IMG_EXTENSIONS):
         raise ValueError(f"--ext: '{ext}' is not an image format ({', '.join(IMG_EXTENSIONS)})")
+    if osp.isfile(output) and not (osp.isfile(input_path) and output.lower().endswith(IMG_EXTENSIONS)):
+        raise ValueError(f"OUTPUT: '{output}' is an existing file, not a folder for the results")
     if osp.isfile(input_path):
         if not input_path.lower().endswith(IMG_EXTENSIONS):
             raise ValueError(f"INPUT: '{input_path}' is not an image file ({', '.join(IMG_EXTENSIONS)})")
         if output.lower().endswith(IMG_EXTENSIONS):
+            if ext and osp.splitext(output)[1].lower() != f".{ext.lstrip('.').lower()}":
+                raise ValueError(f"--ext: '{ext}' contradicts OUTPUT '{output}', an image file name that sets the "
+                                 'format (drop --ext, or name the output folder)')
             return [(input_path, output)], []
         return [(input_path, osp.join(output, _output_name(osp.basename(input_path), ext)))], []
     if not osp.isdir(input_path):
@@ -98,6 +103,10 @@ def derain(argv: Optional[List[str]] = None) -> int:
             tqdm.write(f"basicsr derain: skipping '{src}' ({lq.shape[-2]}x{lq.shape[-1]}): out of GPU memory, "
                        'use --tile', file=sys.stderr)
             torch.cuda.empty_cache()
+            continue
+        except ValueError as err:  # e.g. smaller than the network's smallest input
+            failed.append(src)
+            tqdm.write(f"basicsr derain: skipping '{src}' ({lq.shape[-2]}x{lq.shape[-1]}): {err}", file=sys.stderr)
             continue
         seconds += time.perf_counter() - start
         write_image(out, dst, form)

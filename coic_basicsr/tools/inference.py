@@ -105,7 +105,10 @@ def load_weights(net: nn.Module, path: str, keys: Sequence[str], what: str) -> s
 def select_device(name: str) -> torch.device:
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device: '{name}' is not a device (auto, cpu, cuda, cuda:1, ...)") from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"--device: '{name}' requested but CUDA is not available")
     return device
@@ -181,6 +184,9 @@ def load_model(source: str, checkpoint: Optional[str] = None, encoder_checkpoint
 
 def model_from_args(args: argparse.Namespace) -> InferenceModel:
     """:func:`load_model` from :func:`add_model_arguments` flags; ``--tile``/``--overlap`` override ``val.tile``."""
+    for flag, value in (('--tile', args.tile), ('--overlap', args.overlap)):
+        if value is not None and value < 0:
+            raise ValueError(f'{flag}: expected an integer >= 0 (--tile 0: no tiling), got {value}')
     model = load_model(args.opt, args.checkpoint, args.encoder_checkpoint, args.device)
     if args.tile is not None:
         model.tile = args.tile or None

@@ -134,6 +134,10 @@ def check_counts(name: str, split: str, pairs: Sequence[Pair], meta_dir: Path, r
                              f'(missing {sorted(listed - found)[:3]}, unexpected {sorted(found - listed)[:3]})')
 
 
+#: Written into every LMDB this tool builds: only those are ever renamed or resumed (a user's own is not touched).
+BUILD_MARKER = 'coic_prepare_data.txt'
+
+
 def prepare(name: str, split: str, root: Path, out: Path, count_check: bool = True,
             meta_dir: Path = DEFAULT_META_DIR, workers: int = 4, compress_level: int = 1, commit_every: int = 1000,
             overwrite: bool = False, map_size: int = 1024**4) -> Dict[str, Path]:
@@ -167,8 +171,12 @@ def prepare(name: str, split: str, root: Path, out: Path, count_check: bool = Tr
         if paths[side].exists() and part.exists():
             raise ValueError(f"both '{paths[side]}' and '{part}' exist; delete one, or pass --overwrite")
         if paths[side].exists():  # renamed, but the pair list was never written: finish it like a partial build
+            if not (paths[side] / BUILD_MARKER).is_file():
+                raise ValueError(f"'{paths[side]}' exists but was not built by prepare-data (no {BUILD_MARKER}); "
+                                 'it is left as it is: move it away, or pass --overwrite to delete and rebuild it')
             paths[side].rename(part)
         makers[side] = ResumableLmdbMaker(str(part), map_size, commit_every, compress_level)
+        (part / BUILD_MARKER).write_text(f'{name} {split}\n')
     todo = [p for p in pairs if p.key not in makers['lq'].done or p.key not in makers['gt'].done]
     encode = partial(_encode_pair, level=compress_level)
     try:

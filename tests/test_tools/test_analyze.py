@@ -161,6 +161,7 @@ def test_folders_unmodulated_model_and_a_skipped_file(tmp_path, capsys):
     ('unknown_dataset', "--datasets: 'test'"),
     ('no_encoder', 'analyze needs a CoIC model'),
     ('one_image', 'at least 2 are needed'),
+    ('bad_blur_sigma', '--blur-sigma: expected a positive Gaussian sigma, got -1.0'),
 ])
 def test_errors_are_one_clear_line(tmp_path, capsys, case, message):
     exp, opt, *_ = make_experiment(tmp_path)
@@ -180,6 +181,8 @@ def test_errors_are_one_clear_line(tmp_path, capsys, case, message):
     elif case == 'one_image':
         assert cv2.imwrite(str(tmp_path / 'empty' / 'a.png'), np.zeros((16, 16, 3), np.uint8))
         args += ['--folders', f"one={tmp_path / 'empty'}"]
+    elif case == 'bad_blur_sigma':
+        args += ['--blur-sigma', '-1']
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith('basicsr analyze: error: ') and message in err[-1]

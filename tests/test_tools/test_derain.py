@@ -183,6 +183,10 @@ def test_restormer_tiles_odd_sizes_and_single_files(tmp_path):
     ('empty_folder', 'no images'),
     ('only_text', 'no images'),
     ('missing_input', 'does not exist'),
+    ('bad_device', "--device: 'foo' is not a device"),
+    ('negative_tile', '--tile: expected an integer >= 0 (--tile 0: no tiling), got -5'),
+    ('ext_contradicts_output', "--ext: 'jpg' contradicts OUTPUT"),
+    ('output_is_a_file', "is an existing file, not a folder for the results"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, capsys, case, message):
     exp, *_ = make_experiment(tmp_path)
@@ -205,12 +209,24 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, case, message):
         args[2] = str(tmp_path / 'nowhere')
     if case in ('garbage_checkpoint', 'wrong_keys', 'other_architecture'):
         args += ['--checkpoint', str(ckpt)]
-    if case in ('garbage_checkpoint', 'wrong_keys', 'other_architecture', 'no_encoder'):
+    elif case == 'bad_device':
+        args += ['--device', 'foo']
+    elif case == 'negative_tile':
+        args += ['--tile', '-5']
+    elif case == 'ext_contradicts_output':
+        args[2:4] = [str(inp / 'a.png'), str(tmp_path / 'out' / 'x.png')]
+        args += ['--ext', 'jpg']
+    elif case == 'output_is_a_file':
+        (tmp_path / 'out').write_text('keep')
+    if case not in ('empty_folder', 'only_text', 'missing_input'):
         write_img(inp / 'a.png', 16, 16, 0)
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith('basicsr derain: error: ') and message in err[-1]
-    assert not (tmp_path / 'out').exists()
+    if case == 'output_is_a_file':
+        assert (tmp_path / 'out').read_text() == 'keep'
+    else:
+        assert not (tmp_path / 'out').exists()
 
 
 @pytest.mark.parametrize('output, ext', [('in', None), ('in/a.png', None), ('in', 'png')])
@@ -269,3 +285,16 @@ def test_cuda_request_without_cuda_is_a_clear_error(tmp_path, capsys):
     write_img(tmp_path / 'a.png', 16, 16, 0)
     assert main(['-opt', str(exp), str(tmp_path / 'a.png'), str(tmp_path / 'o.png'), '--device', 'cuda']) == 2
     assert "--device: 'cuda' requested but CUDA is not available" in capsys.readouterr().err
+
+
+def test_an_image_too_small_for_the_network_is_skipped_and_the_others_written(tmp_path, capsys):
+    dgunet = {'type': 'CoICDGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'reduction': 4,
+              'depth': 1, 'context_dim': 16}  # refuses inputs of 8 pixels or fewer on a side
+    exp, *_ = make_experiment(tmp_path, network_g=dgunet)
+    inp = tmp_path / 'in'
+    for name, (h, w) in {'a.png': (16, 16), 'b_small.png': (6, 40), 'c.png': (16, 24)}.items():
+        write_img(inp / name, h, w, 0)
+    assert main(['-opt', str(exp), str(inp), str(tmp_path / 'out'), '--quiet']) == 1  # the whole folder aborted
+    err = capsys.readouterr().err
+    assert files(tmp_path / 'out') == ['a.png', 'c.png']
+    assert f"skipping '{inp / 'b_small.png'}' (6x40): CoICDGUNet needs inputs larger than 8x8 pixels" in err

@@ -2,6 +2,7 @@
 import multiprocessing
 import os
 import runpy
+import shutil
 import sys
 from pathlib import Path
 from typing import Dict, Tuple
@@ -194,3 +195,24 @@ def test_shipped_pair_lists_match_datasets_yml():
                 lines = (DEFAULT_META_DIR / info['pair_list']).read_text().splitlines()
                 assert len(lines) == len(set(lines)) == info['pairs'], (name, split)
                 assert all(a == b for a, b in (line.split() for line in lines))
+
+
+def test_a_users_own_lmdb_of_the_same_name_is_never_touched(tmp_path, capsys):
+    exp = make_rain200(tmp_path / 'R', np.random.default_rng(4), n_train=3)['train']
+    out = tmp_path / 'out'
+    args = ['--dataset', 'rain200h', '--split', 'train', '--root', str(tmp_path / 'R'), '--out', str(out),
+            '--no-count-check', '--workers', '1']
+    own = out / 'rain200h_train_lq.lmdb'  # made earlier by the user with BasicSR's scripts, say
+    own.mkdir(parents=True)
+    (own / 'data.mdb').write_bytes(b'users data')
+    (own / 'meta_info.txt').write_text('mine.png (4,4,3) 1\n')
+    before = {p.name: p.read_bytes() for p in own.iterdir()}
+    assert main(args) == 1
+    assert 'was not built by prepare-data' in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in own.iterdir()} == before and sorted(os.listdir(out)) == [own.name]
+    shutil.rmtree(own)
+    assert main(args) == 0
+    (out / 'rain200h_train_pairs.txt').unlink()  # killed after renaming the LMDBs: ours, so finished on a re-run
+    capsys.readouterr()
+    assert main(args) == 0 and 'wrote 0 of 3 pairs' in capsys.readouterr().out
+    assert_same(read_back(out, 'rain200h', 'train'), exp)
