@@ -57,7 +57,11 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
                 logger.warning('datasets.train.prefetch_mode: cpu with num_worker_per_gpu: 0 makes the training data '
                                'in a thread that shares the random state with training: the run is not reproducible '
                                'and a resumed run will not match; use num_worker_per_gpu >= 1 with it.')
-            iters_per_epoch = max(len(train_loader), 1)
+            if len(train_loader) == 0:  # the loader drops the last incomplete batch: no iteration would ever run
+                raise ValueError(f'datasets.train.batch_size_per_gpu ({train_loader.batch_size}) is larger than the '
+                                 f'{len(train_sampler)} training items each process draws per epoch: no batch '
+                                 'could be made; lower it or add data')
+            iters_per_epoch = len(train_loader)
             total_iters = int(opt['train']['total_iter'])
             total_epochs = math.ceil(total_iters / iters_per_epoch)
             logger.info(f'Training statistics:\n\tNumber of train images: {len(train_set)}'
@@ -79,14 +83,15 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
 
 def load_resume_state(opt: dict) -> Optional[dict]:
     """The training state to resume from: the latest complete one with ``--auto_resume``, else ``path.resume_state``."""
-    state_path = opt['path'].get('resume_state')
+    state_path, state = opt['path'].get('resume_state'), None
     if opt['auto_resume']:
-        latest = latest_training_state(opt['path']['training_states'])
-        state_path = latest or state_path
+        state_path, state = latest_training_state(opt['path']['training_states'], torch.device(opt['device'])) or \
+            (state_path, None)
         opt['path']['resume_state'] = state_path
     if not state_path:
         return None
-    state = load_checkpoint(state_path, torch.device(opt['device']))
+    if state is None:
+        state = load_checkpoint(state_path, torch.device(opt['device']))
     # the networks saved with the state: the models/ folder next to its training_states/ (another run's, when
     # path.resume_state forks a run under a new name); else this run's, as in BasicSR
     own_models = opt['path']['models']

@@ -3,7 +3,7 @@ import os
 import re
 from collections import Counter
 from os import path as osp
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -84,13 +84,20 @@ def describe_shape_mismatches(net: nn.Module, state_dict: Mapping[str, Any]) -> 
     return text
 
 
-def latest_training_state(state_dir: str) -> Optional[str]:
-    """Path of the highest-iteration complete ``<iter>.state`` file in ``state_dir`` (temp files ignored)."""
+def latest_training_state(state_dir: str, device: Optional[torch.device] = None) -> Optional[Tuple[str, Any]]:
+    """``(path, state)`` of the highest-iteration ``<iter>.state`` in ``state_dir`` that loads (temp files ignored;
+    a damaged file, e.g. truncated by a full disk or a copy, is skipped with a warning); None when there is none."""
     if not osp.isdir(state_dir):
         return None
     iters = [int(name[:-len('.state')]) for name in os.listdir(state_dir)
              if name.endswith('.state') and name[:-len('.state')].isdigit()]
-    return osp.join(state_dir, f'{max(iters)}.state') if iters else None
+    for iteration in sorted(iters, reverse=True):
+        path = osp.join(state_dir, f'{iteration}.state')
+        try:
+            return path, load_checkpoint(path, device)
+        except ValueError as err:
+            print(f'--auto_resume: skipping {err}', flush=True)
+    return None
 
 
 def encoder_beside(net_g_path: str) -> Optional[str]:

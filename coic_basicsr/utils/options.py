@@ -14,6 +14,7 @@ from basicsr.utils.dist_util import get_dist_info, master_only
 from basicsr.utils.options import copy_opt_file, ordered_yaml
 
 from coic_basicsr.utils.dist import init_dist, rank0_value
+from coic_basicsr.utils.option_values import check_scalar_options
 
 
 def build_arg_parser(prog: str) -> argparse.ArgumentParser:
@@ -21,7 +22,9 @@ def build_arg_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument('-opt', '--opt', dest='opt', type=str, required=True, help='Path to option YAML file.')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
-    parser.add_argument('--auto_resume', action='store_true', help='resume from the latest complete training state')
+    parser.add_argument('--auto_resume', action='store_true',  # BasicSR's test.py accepts it too, and ignores it
+                        help='resume from the latest complete training state' if prog == 'basicsr train'
+                        else argparse.SUPPRESS)
     parser.add_argument('--debug', action='store_true', help="prefix the name with 'debug_' (frequent logs/saves)")
     parser.add_argument('--local_rank', '--local-rank', dest='local_rank', type=int, default=0)
     parser.add_argument('--force_yml', nargs='+', default=None,
@@ -85,7 +88,10 @@ def apply_force_yml(opt: dict, entries: List[str], report_aliases: bool = True) 
             raise ValueError(f"--force_yml: option '{keys}' does not exist (overrides cannot create keys)")
         if isinstance(node, list):
             last = int(last)
-        node[last] = yaml.safe_load(value)
+        try:
+            node[last] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"--force_yml: the value of '{keys}' is not valid YAML: {str(err).splitlines()[0]}") from None
         shared = [path for path in _paths_to(opt, node) if path != parents]
         if shared and report_aliases:  # an alias (*name) is the same section: YAML semantics, but easy to miss on a command line
             also = ', '.join(':'.join(path + [str(last)]) for path in shared)
@@ -159,6 +165,9 @@ def parse_options(argv: Optional[List[str]], root_path: str, is_train: bool,
         raise ValueError(f"-opt: '{args.opt}' has no 'name' option")
     if args.force_yml:
         apply_force_yml(opt, args.force_yml)
+    check_scalar_options(opt)  # dist_params are used right below
+    if isinstance(opt.get('val'), dict):
+        opt['val'].setdefault('suffix', None)  # BasicSR's SRModel reads it when it saves test images
     opt['dist'] = args.launcher != 'none'
     device = torch.device('cpu')
     if opt['dist']:

@@ -142,6 +142,19 @@ def check_scheduler_periods(opt: dict) -> None:
                              f'({int(total)}) needs at least {int(total) - 1}; the schedule would end before training')
 
 
+def check_dataset_names(opt: dict) -> None:
+    """Val/test sets need distinct names: their tables, images and best metrics are kept by name."""
+    seen = {}
+    for key, section in opt['datasets'].items():
+        if key == 'train' or not isinstance(section, dict):
+            continue
+        name = section.get('name', section.get('type'))
+        if name in seen:
+            raise ValueError(f"datasets.{key}.name: '{name}' is also the name of datasets.{seen[name]} (their result "
+                             'tables, images and best metrics would overwrite each other)')
+        seen[name] = key
+
+
 def check_dataset_paths(opt: dict) -> None:
     """Dataset roots and meta-info files named in the options must exist (disk and lmdb back-ends)."""
     for phase, dataset in (opt.get('datasets') or {}).items():
@@ -202,6 +215,7 @@ def check_options(opt: dict) -> None:
     check_context_dims(opt)
     check_scalar_options(opt)
     check_cpu_malloc_option(opt)
+    check_dataset_names(opt)
     check_dataset_paths(opt)
     tile_settings(opt.get('val'))
     if opt.get('is_train', True):

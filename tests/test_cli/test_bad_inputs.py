@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from coic_basicsr.train import main as train_main
-from helpers.coic import tiny_coic_options
+from helpers.coic import tiny_coic_options, untrained_test_options
 from helpers.stock import write_options
 
 DOC = osp.join(osp.dirname(__file__), '..', '..', 'docs', 'reliability.md')
@@ -174,6 +174,10 @@ CASES = {
                                   "dist_params.timeout: expected a positive number of seconds, or null, got 'abc'"),
     'unknown-prefetch-mode': (_set(['datasets', 'train', 'prefetch_mode'], 'gpu'),
                               "datasets.train.prefetch_mode: expected cpu, cuda, or null, got 'gpu'"),
+    'batch-larger-than-the-training-set': (_set(['datasets', 'train', 'batch_size_per_gpu'], 64),
+                                           'datasets.train.batch_size_per_gpu (64) is larger than the'),
+    'duplicate-val-set-names': (lambda opt, tmp: (opt['datasets'].update(val_2=dict(opt['datasets']['val'])), opt)[1],
+                                "datasets.val_2.name: 'val' is also the name of datasets.val"),
     'restormer-mixup': (_set(['train', 'mixing_augs'], {'mixup': True, 'mixup_beta': 1.2}),
                         "train.mixing_augs.mixup: Restormer's mixup augmentation is not supported"),
 }
@@ -213,6 +217,9 @@ def test_wandb_project_without_the_package_is_one_line_before_any_work(tmp_path,
     (['-opt', 'opt.yml', '--force_yml', 'train:nokey=1'], "option 'train:nokey' does not exist"),
     (['-opt', 'opt.yml', '--force_yml', 'train'], "'train' is not of the form key:subkey=value"),
     (['-opt', 'broken.yml'], 'is not valid YAML'),
+    (['-opt', 'opt.yml', '--force_yml', 'train:total_iter=[1,'], "--force_yml: the value of 'train:total_iter' is not "
+                                                                 'valid YAML'),
+    (['-opt', 'bad_backend.yml', '--launcher', 'pytorch'], "dist_params.backend: expected one of gloo, nccl"),
     (['-opt', 'opt.yml', '--launcher', 'pytorch'], '--launcher pytorch: environment variable RANK is not set'),
     (['-opt', 'opt.yml', '--launcher', 'slurm'], '--launcher slurm: environment variable SLURM_PROCID is not set'),
 ])
@@ -222,6 +229,7 @@ def test_bad_command_lines(argv, expected, tmp_path, monkeypatch, capsys):
         monkeypatch.delenv(var, raising=False)  # as if started without a launcher
     write_options(tiny_coic_options(), str(tmp_path / 'opt.yml'))
     (tmp_path / 'broken.yml').write_text('name: [unclosed\n')
+    write_options(dict(tiny_coic_options(), dist_params={'backend': 'foo'}), str(tmp_path / 'bad_backend.yml'))
     assert train_main(argv) == 2
     assert expected in capsys.readouterr().err
 
@@ -257,14 +265,10 @@ def test_basicsr_test_refuses_untrained_networks_and_finds_the_encoder_beside(tm
 
 
 def test_a_test_run_that_cannot_load_its_weights_leaves_the_previous_results_alone(tmp_path, monkeypatch, capsys):
-    from basicsr.archs import build_network
     from coic_basicsr.test import main as test_main
     opt = tiny_coic_options(name='retest')
-    del opt['train']
     opt['datasets'] = {'test_1': opt['datasets']['val']}
-    for net, key in (('g', 'network_g'), ('enc', 'network_enc')):
-        torch.save({'params': build_network(dict(opt[key])).state_dict()}, tmp_path / f'net_{net}.pth')
-    opt['path'] = {'pretrain_network_g': str(tmp_path / 'net_g.pth'), 'pretrain_network_enc': str(tmp_path / 'net_enc.pth')}
+    untrained_test_options(opt, tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv('COIC_TRACEBACK', raising=False)
     assert test_main(['-opt', write_options(opt, str(tmp_path / 'a.yml'))]) == 0

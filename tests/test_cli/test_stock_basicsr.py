@@ -22,6 +22,7 @@ def test_help_lists_every_subcommand(tmp_path):
     assert result.returncode == 0
     for name in SUBCOMMANDS:
         assert name in result.stdout
+    assert '--auto_resume' not in basicsr(['test', '--help'], cwd=str(tmp_path)).stdout  # accepted, does nothing
 
 
 def test_train_writes_checkpoints_states_and_validates_then_test_reproduces(tmp_path):
@@ -47,6 +48,11 @@ def test_train_writes_checkpoints_states_and_validates_then_test_reproduces(tmp_
     assert '# psnr' in result.stderr and '# ssim' in result.stderr
     saved = glob.glob(str(tmp_path / 'results' / 'stock_test' / 'visualization' / 'val_set' / '*_out.png'))
     assert len(saved) == 6
+    del test_opt['val']['suffix']  # optional for us; BasicSR's SRModel read it (KeyError) when saving test images
+    test_opt['name'] = 'stock_test_2'
+    result = basicsr(['test', '-opt', write_options(test_opt, str(tmp_path / 'test.yml'))], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(glob.glob(str(tmp_path / 'results' / 'stock_test_2' / 'visualization' / 'val_set' / '*.png'))) == 6
 
 
 def test_auto_resume_continues_and_matches_uninterrupted_run(tmp_path):
@@ -56,12 +62,15 @@ def test_auto_resume_continues_and_matches_uninterrupted_run(tmp_path):
     opt_path = write_options(opt, str(tmp_path / 'interrupted.yml'))
     assert basicsr(['train', '-opt', opt_path], cwd=str(tmp_path)).returncode == 0
     exp = tmp_path / 'experiments' / 'interrupted'
-    # simulate a kill right after the iteration-2 save, with a half-written state file left behind
-    for name in ('training_states/4.state', 'models/net_g_4.pth', 'models/net_g_latest.pth'):
+    # simulate a kill right after the iteration-2 save, with a half-written state file left behind, and a damaged
+    # newest state (a full disk, a bad copy): skipped
+    for name in ('models/net_g_4.pth', 'models/net_g_latest.pth'):
         (exp / name).unlink()
     (exp / 'training_states' / '4.state.tmp').write_bytes(b'truncated')
+    (exp / 'training_states' / '4.state').write_bytes(b'damaged')
     result = basicsr(['train', '-opt', opt_path, '--auto_resume'], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"--auto_resume: skipping checkpoint '{exp / 'training_states' / '4.state'}' cannot be loaded" in result.stdout
     assert 'Resuming training from epoch: 0, iter: 2 ' in result.stderr
     resumed = torch.load(exp / 'models' / 'net_g_4.pth', weights_only=True)
     full = torch.load(tmp_path / 'experiments' / 'full' / 'models' / 'net_g_4.pth', weights_only=True)
