@@ -13,6 +13,7 @@ modulated convs compute exactly the authors' kernel scales. The file records it 
 to ``'params'``), and loading it into a network with the paper layout is refused.
 """
 import argparse
+import inspect
 import re
 from collections import OrderedDict
 from os import path as osp
@@ -110,6 +111,11 @@ def convert_backbone(state: Dict[str, Tensor], arch: str, plain: bool = False,
         options = {**infer_options(arch, renamed), **(overrides or {})}
     except KeyError as err:
         raise ValueError(f'the checkpoint does not look like an official {arch} model: no key {err}') from None
+    accepted = inspect.signature(ARCHS[arch]).parameters
+    unknown = sorted(set(overrides or {}) - set(accepted))
+    if unknown:
+        raise ValueError(f"--opt {unknown[0]}: {ARCHS[arch].__name__} has no such option (its options: "
+                         f"{', '.join(accepted)})")
     options['modulate'] = has_generators
     if has_generators:
         options['gate_layout'] = 'official'

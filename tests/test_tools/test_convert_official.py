@@ -137,6 +137,9 @@ def test_unmapped_missing_and_bad_arguments_are_one_line_errors(tmp_path, capsys
     assert '--model and/or --encoder' in capsys.readouterr().err
     with pytest.raises(ValueError, match='does not look like an official dgunet'):
         convert_backbone(dict(sd), 'dgunet')
+    torch.save(sd, bad)
+    assert main(['--arch', 'rcdnet', '--model', str(bad), '--out-dir', str(tmp_path), '--opt', 'nokey=8']) == 2
+    assert 'error: --opt nokey: CoICRCDNet has no such option (its options: ' in capsys.readouterr().err
 
 
 def test_dgunet_plain_drops_the_unused_concat12_and_plain_flag_drops_generators():
