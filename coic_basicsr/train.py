@@ -12,14 +12,14 @@ import coic_basicsr  # noqa: F401  (shim + registration before basicsr's builder
 import torch
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
-from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_time_str,
+from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_root_logger, get_time_str,
                            init_tb_logger, init_wandb_logger, make_exp_dirs, mkdir_and_rename, set_random_seed)
 from basicsr.utils.options import dict2str
 
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.data.samplers import ResumableSampler, SeededDraws, build_sampler
 from coic_basicsr.models.portable import build_model
-from coic_basicsr.utils.checkpoint import latest_training_state, load_checkpoint
+from coic_basicsr.utils.checkpoint import latest_training_state, load_training_state
 from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
 from coic_basicsr.utils.dist import barrier
 from coic_basicsr.utils.early_log import EarlyLog
@@ -91,7 +91,7 @@ def load_resume_state(opt: dict) -> Optional[dict]:
     if not state_path:
         return None
     if state is None:
-        state = load_checkpoint(state_path, torch.device(opt['device']))
+        state = load_training_state(state_path, torch.device(opt['device']))
     # the networks saved with the state: the models/ folder next to its training_states/ (another run's, when
     # path.resume_state forks a run under a new name); else this run's, as in BasicSR
     own_models = opt['path']['models']
@@ -102,7 +102,7 @@ def load_resume_state(opt: dict) -> Optional[dict]:
     if opt.get('manual_seed_drawn') and state.get('manual_seed') is not None:  # the interrupted run's data and seeds
         opt['manual_seed'] = int(state['manual_seed'])
         set_random_seed(opt['manual_seed'] + opt['rank'])
-        print(f"Set manual_seed to the resumed run's {opt['manual_seed']} (not set in the option file)", flush=True)
+        get_root_logger().info(f"Set manual_seed to the resumed run's {opt['manual_seed']} (not set in the option file)")
     return state
 
 
@@ -152,11 +152,11 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
     opt['root_path'] = root_path
     check_options(opt)
     torch.backends.cudnn.benchmark = True
-    resume_state = load_resume_state(opt)
     log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
     with EarlyLog() as early:  # the folders are made once data and model are built: a failure there archives nothing
         logger = early.logger
         logger.info(get_env_info())
+        resume_state = load_resume_state(opt)  # what it skips or sets goes into the log too
         logger.info(dict2str(opt))
         apply_cpu_malloc_option(opt, logger)
         train_loader, train_sampler, val_loaders, _, total_iters = create_dataloaders(opt, logger)

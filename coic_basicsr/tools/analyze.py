@@ -70,6 +70,7 @@ def collect_sources(opt: dict, keys: Optional[Sequence[str]], folders: Sequence[
         if key not in datasets:
             raise ValueError(f"--datasets: '{key}' is not a dataset of the options ({', '.join(datasets)})")
         dataset_opt = dict(deepcopy(datasets[key]), phase='test')  # full images, as in testing
+        dataset_opt.pop('skip_bad', None)  # a training set's; analyze reads each image once
         dataset = build_dataset(dataset_opt)
         if not getattr(dataset, 'source_names', None):
             raise ValueError(f"datasets.{key} ({dataset_opt.get('type')}): items carry no source; use a "

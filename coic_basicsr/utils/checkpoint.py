@@ -6,6 +6,7 @@ from os import path as osp
 from typing import Any, Mapping, Optional, Tuple
 
 import torch
+from basicsr.utils import get_root_logger
 from torch import nn
 
 TMP_SUFFIX = '.tmp'
@@ -42,8 +43,17 @@ def load_checkpoint(path: str, device: Optional[torch.device] = None) -> Any:
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     try:
         return torch.load(path, map_location=device or 'cpu', weights_only=True)
-    except Exception as err:  # truncated or foreign file: say which one
-        raise ValueError(f"checkpoint '{path}' cannot be loaded safely: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # truncated or foreign file: say which one (an empty file's EOFError has no message)
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"checkpoint '{path}' cannot be loaded safely: {reason}") from None
+
+
+def load_training_state(path: str, device: Optional[torch.device] = None) -> dict:
+    """:func:`load_checkpoint` of a ``<iter>.state`` file, which must be a training state (a mapping with 'iter')."""
+    state = load_checkpoint(path, device)
+    if not isinstance(state, Mapping) or not isinstance(state.get('iter'), int):
+        raise ValueError(f"checkpoint '{path}' is not a training state (no 'iter')")
+    return state
 
 
 #: Recorded next to 'params' by ``basicsr convert-official`` (and kept by our saves) for CoI-M generators that compute
@@ -94,9 +104,9 @@ def latest_training_state(state_dir: str, device: Optional[torch.device] = None)
     for iteration in sorted(iters, reverse=True):
         path = osp.join(state_dir, f'{iteration}.state')
         try:
-            return path, load_checkpoint(path, device)
+            return path, load_training_state(path, device)
         except ValueError as err:
-            print(f'--auto_resume: skipping {err}', flush=True)
+            get_root_logger().warning(f'--auto_resume: skipping {err}')
     return None
 
 

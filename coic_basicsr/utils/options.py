@@ -78,11 +78,12 @@ def apply_force_yml(opt: dict, entries: List[str], report_aliases: bool = True) 
             raise ValueError(f"--force_yml: '{entry}' is not of the form key:subkey=value")
         keys, value = (part.strip() for part in entry.split('=', 1))
         *parents, last = keys.split(':')
-        node = opt
+        node, walked = opt, []  # walked: the keys as _paths_to spells them ('00' -> '0')
         for depth, key in enumerate(parents):
             child = _entry(node, key)
             if not isinstance(child, (dict, list)):
                 raise ValueError(f"--force_yml: '{':'.join(parents[:depth + 1])}' is not an option section")
+            walked.append(str(int(key)) if isinstance(node, list) else key)
             node = child
         if _entry(node, last) is _MISSING:
             raise ValueError(f"--force_yml: option '{keys}' does not exist (overrides cannot create keys)")
@@ -92,7 +93,7 @@ def apply_force_yml(opt: dict, entries: List[str], report_aliases: bool = True) 
             node[last] = yaml.safe_load(value)
         except yaml.YAMLError as err:
             raise ValueError(f"--force_yml: the value of '{keys}' is not valid YAML: {str(err).splitlines()[0]}") from None
-        shared = [path for path in _paths_to(opt, node) if path != parents]
+        shared = [path for path in _paths_to(opt, node) if path != walked]
         if shared and report_aliases:  # an alias (*name) is the same section: YAML semantics, but easy to miss on a command line
             also = ', '.join(':'.join(path + [str(last)]) for path in shared)
             print(f"--force_yml: '{keys}' also sets {also} (the option file shares that section through a YAML "

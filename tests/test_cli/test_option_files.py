@@ -55,8 +55,8 @@ def test_force_yml_indexes_lists_and_never_creates_entries():
 def test_force_yml_reports_the_other_places_an_aliased_section_is_used(capsys):
     opt = yaml.load('datasets:\n  train: {sources: &mix [{name: a, preset: mist}]}\n  val: {sources: *mix}\n'
                     'train: {total_iter: 4}\n', Loader=yaml.SafeLoader)
-    apply_force_yml(opt, ['datasets:train:sources:0:preset=light_sparse', 'train:total_iter=8'])
+    apply_force_yml(opt, ['datasets:train:sources:00:preset=light_sparse', 'train:total_iter=8'])
     assert opt['datasets']['val']['sources'][0]['preset'] == 'light_sparse'  # an alias is one section (YAML)
     assert capsys.readouterr().out.splitlines() == [
-        "--force_yml: 'datasets:train:sources:0:preset' also sets datasets:val:sources:0:preset (the option file "
+        "--force_yml: 'datasets:train:sources:00:preset' also sets datasets:val:sources:0:preset (the option file "
         'shares that section through a YAML alias)']

@@ -70,7 +70,8 @@ def test_auto_resume_continues_and_matches_uninterrupted_run(tmp_path):
     (exp / 'training_states' / '4.state').write_bytes(b'damaged')
     result = basicsr(['train', '-opt', opt_path, '--auto_resume'], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"--auto_resume: skipping checkpoint '{exp / 'training_states' / '4.state'}' cannot be loaded" in result.stdout
+    skipped = f"--auto_resume: skipping checkpoint '{exp / 'training_states' / '4.state'}' cannot be loaded"
+    assert skipped in result.stderr and skipped in max(exp.glob('train_*.log')).read_text()  # in the run's log too
     assert 'Resuming training from epoch: 0, iter: 2 ' in result.stderr
     resumed = torch.load(exp / 'models' / 'net_g_4.pth', weights_only=True)
     full = torch.load(tmp_path / 'experiments' / 'full' / 'models' / 'net_g_4.pth', weights_only=True)
@@ -91,7 +92,7 @@ def test_a_run_without_manual_seed_resumes_with_the_seed_it_drew(tmp_path):
         (exp / name).unlink()
     result = basicsr(['train', '-opt', opt_path, '--auto_resume'], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Set manual_seed to the resumed run's {drawn}" in result.stdout
+    assert f"Set manual_seed to the resumed run's {drawn}" in result.stderr  # logged: also in the run's log file
     resumed = torch.load(exp / 'models' / 'net_g_4.pth', weights_only=True)
     for name, tensor in full['params'].items():  # the same crops as the interrupted run drew
         assert torch.allclose(resumed['params'][name], tensor, atol=1e-6), name

@@ -118,3 +118,19 @@ def test_kill_9_then_auto_resume_matches_an_uninterrupted_run(tmp_path):
     for key, tensors in full.items():
         for name, tensor in tensors.items():
             assert torch.allclose(resumed[key][name], tensor, atol=1e-6), (key, name)
+
+
+def test_damaged_or_foreign_state_files_are_one_line_errors(tmp_path):
+    from coic_basicsr.utils.checkpoint import latest_training_state, load_checkpoint, load_training_state
+    states = tmp_path / 'training_states'
+    states.mkdir()
+    torch.save({'iter': 2, 'epoch': 0}, states / '2.state')
+    (states / '4.state').write_bytes(b'')  # a full disk: empty, torch's EOFError has no message
+    torch.save({'weights': 1}, states / '6.state')  # loads, but is no training state
+    for name, reason in (('4.state', 'cannot be loaded safely: EOFError'), ('6.state', "is not a training state")):
+        with pytest.raises(ValueError, match=f"checkpoint '.*{name}' {reason}"):
+            load_training_state(str(states / name))
+    with pytest.raises(ValueError, match='cannot be loaded safely: EOFError'):
+        load_checkpoint(str(states / '4.state'))
+    path, state = latest_training_state(str(states))  # the newest that is a training state
+    assert path == str(states / '2.state') and state['iter'] == 2

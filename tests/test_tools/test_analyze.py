@@ -186,3 +186,16 @@ def test_errors_are_one_clear_line(tmp_path, capsys, case, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith('basicsr analyze: error: ') and message in err[-1]
+
+
+def test_a_training_set_with_skip_bad_is_analysed(tmp_path):
+    from coic_basicsr.tools.analyze import collect_sources
+    for side in ('gt', 'lq'):
+        (tmp_path / side).mkdir()
+        for i in range(2):
+            assert cv2.imwrite(str(tmp_path / side / f'{i}.png'), np.full((16, 16, 3), 40 * i, np.uint8))
+    source = {'name': 'src', 'dataroot_gt': str(tmp_path / 'gt'), 'dataroot_lq': str(tmp_path / 'lq')}
+    opt = {'datasets': {'train': {'name': 't', 'type': 'MixedRainDataset', 'gt_size': 16, 'skip_bad': 2,
+                                  'sources': [source]}}}  # skip_bad belongs to training; analyze reads test-style
+    sources = collect_sources(opt, None, [], 4)
+    assert [name for name, _ in sources] == ['src'] and len(sources[0][1]) == 2
