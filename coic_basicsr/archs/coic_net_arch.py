@@ -51,6 +51,13 @@ class CoICNet(nn.Module):
                              f"'{backbone['type']}'")
         self._register_load_state_dict_pre_hook(_add_backbone_prefix)
 
+    def adapt_state_dict(self, state_dict: dict) -> dict:
+        """``state_dict`` with a plain backbone checkpoint's keys moved under ``backbone.``, as loading does (so that
+        a loader comparing keys and shapes first compares the right ones)."""
+        adapted = dict(state_dict)
+        _add_backbone_prefix(adapted, '', {}, True, [], [], [])
+        return adapted
+
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
         """Restore ``x`` (B, C, H, W) with instance codes ``z`` (B, context_dim); ``z=None`` runs the plain net."""
         if z is not None and (z.dim() != 2 or z.shape[1] != self.context_dim or z.shape[0] not in (1, x.shape[0])):

@@ -122,6 +122,8 @@ class PortableModelMixin:
                 raise ValueError(f"checkpoint '{load_path}' has no '{param_key}' entry (has: {sorted(checkpoint)})")
             checkpoint = checkpoint[param_key]
         state_dict = {k[7:] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
+        if hasattr(bare, 'adapt_state_dict'):  # CoICNet: a plain backbone checkpoint's keys under backbone.
+            state_dict = bare.adapt_state_dict(state_dict)
         get_root_logger().info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: '
                                f'[{param_key}].')
         self._print_different_keys_loading(bare, state_dict, strict)

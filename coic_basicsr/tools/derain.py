@@ -104,9 +104,10 @@ def derain(argv: Optional[List[str]] = None) -> int:
                        'use --tile', file=sys.stderr)
             torch.cuda.empty_cache()
             continue
-        except ValueError as err:  # e.g. smaller than the network's smallest input
+        except (ValueError, RuntimeError, AssertionError) as err:  # e.g. a size the network cannot take
             failed.append(src)
-            tqdm.write(f"basicsr derain: skipping '{src}' ({lq.shape[-2]}x{lq.shape[-1]}): {err}", file=sys.stderr)
+            reason = (str(err).splitlines() or [''])[0] or type(err).__name__
+            tqdm.write(f"basicsr derain: skipping '{src}' ({lq.shape[-2]}x{lq.shape[-1]}): {reason}", file=sys.stderr)
             continue
         seconds += time.perf_counter() - start
         write_image(out, dst, form)

@@ -270,3 +270,37 @@ def test_an_image_the_network_cannot_take_is_named_in_the_error(tmp_path, monkey
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "basicsr test: error: tiny_set: image 'light/light_00000_rain' (8x8): CoICDGUNet needs inputs larger than "
         '8x8 pixels, got 8x8')
+
+
+def test_a_plain_backbone_checkpoint_loads_into_coicnet_like_into_the_backbone(tmp_path):
+    import logging
+    from basicsr.utils import get_root_logger
+    edsr = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 1}
+    torch.save({'params': build_network(dict(edsr)).state_dict()}, tmp_path / 'same.pth')
+    torch.save({'params': build_network(dict(edsr, num_feat=16)).state_dict()}, tmp_path / 'wider.pth')
+    opt = in_memory(tiny_coic_options(coic=False), tmp_path)
+    opt['network_g'] = {'type': 'CoICNet', 'context_dim': 16, 'backbone': edsr}
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = get_root_logger()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        opt['path'].update(pretrain_network_g=str(tmp_path / 'same.pth'), strict_load_g=True)
+        model = build_model(opt)
+        loaded = torch.load(tmp_path / 'same.pth', weights_only=True)['params']
+        assert torch.equal(model.net_g.backbone.conv_first.weight, loaded['conv_first.weight'])
+        warned = [r.getMessage().strip() for r in records if r.levelno >= logging.WARNING]
+        keys = [w for w in warned if not w.endswith(':')]  # BasicSR lists the keys one side lacks
+        assert keys and all('.generator.' in k for k in keys), keys  # only the generators the plain file lacks
+        opt['path'].update(pretrain_network_g=str(tmp_path / 'wider.pth'), strict_load_g=False)
+        build_model(opt)  # BasicSR's non-strict loading: tensors of another size are skipped, with a warning
+        assert any('Size different, ignore [backbone.conv_first.weight]' in r.getMessage() for r in records)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    opt['path']['strict_load_g'] = True
+    with pytest.raises(ValueError, match=r"does not fit CoICNet: \d+ tensors differ in shape \(e.g. backbone\."):
+        build_model(opt)

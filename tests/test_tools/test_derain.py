@@ -287,14 +287,24 @@ def test_cuda_request_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert "--device: 'cuda' requested but CUDA is not available" in capsys.readouterr().err
 
 
-def test_an_image_too_small_for_the_network_is_skipped_and_the_others_written(tmp_path, capsys):
-    dgunet = {'type': 'CoICDGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'reduction': 4,
-              'depth': 1, 'context_dim': 16}  # refuses inputs of 8 pixels or fewer on a side
-    exp, *_ = make_experiment(tmp_path, network_g=dgunet)
+SWINIR = {'type': 'CoICNet', 'context_dim': 16, 'backbone': {  # windows of 4: other sizes fail inside BasicSR
+    'type': 'SwinIR', 'upscale': 1, 'img_size': 32, 'window_size': 4, 'embed_dim': 12, 'depths': [1],
+    'num_heads': [2], 'mlp_ratio': 2, 'upsampler': '', 'in_chans': 3, 'img_range': 1.0}}
+DGUNET = {'type': 'CoICDGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'reduction': 4,
+          'depth': 1, 'context_dim': 16}  # refuses inputs of 8 pixels or fewer on a side
+
+
+@pytest.mark.parametrize('network_g, bad_size, reason', [
+    (DGUNET, (6, 40), 'CoICDGUNet needs inputs larger than 8x8 pixels'),
+    (SWINIR, (37, 41), "shape '["),  # a RuntimeError of BasicSR's SwinIR
+])
+def test_an_image_the_network_cannot_take_is_skipped_and_the_others_written(tmp_path, capsys, network_g, bad_size,
+                                                                              reason):
+    exp, *_ = make_experiment(tmp_path, network_g=network_g)
     inp = tmp_path / 'in'
-    for name, (h, w) in {'a.png': (16, 16), 'b_small.png': (6, 40), 'c.png': (16, 24)}.items():
+    for name, (h, w) in {'a.png': (16, 16), 'b_bad.png': bad_size, 'c.png': (16, 24)}.items():
         write_img(inp / name, h, w, 0)
     assert main(['-opt', str(exp), str(inp), str(tmp_path / 'out'), '--quiet']) == 1  # the whole folder aborted
     err = capsys.readouterr().err
     assert files(tmp_path / 'out') == ['a.png', 'c.png']
-    assert f"skipping '{inp / 'b_small.png'}' (6x40): CoICDGUNet needs inputs larger than 8x8 pixels" in err
+    assert f"skipping '{inp / 'b_bad.png'}' ({bad_size[0]}x{bad_size[1]}): {reason}" in err and 'Traceback' not in err
