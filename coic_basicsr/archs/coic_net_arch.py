@@ -1,4 +1,6 @@
 """CoICNet: any BasicSR backbone with its convs turned into CoI-M modulated convs."""
+import fnmatch
+import math
 from typing import List, Optional
 
 from basicsr.archs import build_network
@@ -26,7 +28,8 @@ class CoICNet(nn.Module):
         backbone (dict): BasicSR network options of the plain restoration network (``type`` plus its arguments).
         context_dim (int): Length of the instance code ``z``. Default: 128.
         modulate (dict | None): Which convs to modulate, by qualified name inside the backbone:
-            ``include`` (list[str]) fnmatch patterns, None = all; ``exclude`` (list[str]) fnmatch patterns;
+            ``include`` (list[str]) fnmatch patterns, None = all; ``exclude`` (list[str]) fnmatch patterns (each
+            pattern must match at least one such conv);
             ``generator_width`` (int | None) upper bound on the hidden widths of every kernel-scale generator (None:
             the CoIC authors' widths). Default: None (all convs with kernel > 1, the authors' widths).
     """
@@ -44,6 +47,7 @@ class CoICNet(nn.Module):
         self.context_dim = int(context_dim)
         self.context = ModulationContext(modulate.get('generator_width'), 'network_g.modulate.generator_width')
         self.backbone = build_network(backbone)
+        _check_patterns(self.backbone, modulate, backbone['type'])
         self.modulated_layers: List[str] = modulate_convs(self.backbone, self.context, self.context_dim,
                                                           modulate.get('include'), modulate.get('exclude'))
         if not self.modulated_layers:
@@ -64,6 +68,19 @@ class CoICNet(nn.Module):
             raise ValueError(f'CoICNet: z must have shape ({x.shape[0]}, {self.context_dim}), got {tuple(z.shape)}')
         with self.context.use(z):
             return self.backbone(x)
+
+
+def _check_patterns(backbone: nn.Module, modulate: dict, name: str) -> None:
+    """Every ``include``/``exclude`` pattern must match a conv that can be modulated: a misspelt one was ignored
+    whenever another pattern matched (an exclude typo modulated what was meant to stay plain)."""
+    convs = [n for n, m in backbone.named_modules()
+             if n and type(m) in (nn.Conv2d, nn.ConvTranspose2d) and math.prod(m.kernel_size) > 1]
+    for key in ('include', 'exclude'):
+        patterns = modulate.get(key)
+        for pattern in [patterns] if isinstance(patterns, str) else list(patterns or []):
+            if not any(fnmatch.fnmatchcase(conv, str(pattern)) for conv in convs):
+                raise ValueError(f"network_g.modulate.{key}: '{pattern}' matches no conv with kernel > 1 in {name} "
+                                 f"(e.g. {', '.join(convs[:4])})")
 
 
 def _add_backbone_prefix(state_dict: dict, prefix: str, local_metadata: dict, strict: bool, missing_keys: list,

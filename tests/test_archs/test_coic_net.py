@@ -1,5 +1,6 @@
 """CoICNet around stock BasicSR backbones: plain checkpoints, plain equivalence, gradients, deepcopy, threads."""
 import copy
+import re
 import threading
 
 import pytest
@@ -137,6 +138,10 @@ def test_options_include_exclude_and_errors():
         CoICNet(backbone=BACKBONES['EDSR'], modulate=dict(inclde=['x']))
     with pytest.raises(ValueError, match='matches no conv'):
         CoICNet(backbone=BACKBONES['EDSR'], modulate=dict(include=['nothing']))
+    for key, patterns, typo in (('include', ['body.*', 'boddy.*'], 'boddy.*'), ('exclude', 'conv_lastt', 'conv_lastt')):
+        message = rf"network_g.modulate.{key}: '{re.escape(typo)}' matches no conv with kernel > 1 in EDSR \(e.g. "
+        with pytest.raises(ValueError, match=message):  # ignored before whenever another pattern matched
+            CoICNet(backbone=BACKBONES['EDSR'], modulate={key: patterns})
     with pytest.raises(ValueError, match="'type'"):
         CoICNet(backbone={'num_feat': 4})
     with pytest.raises(ValueError, match='z must have shape'):
