@@ -13,12 +13,13 @@ from typing import Dict, List, Optional
 import torch
 from basicsr.utils import get_root_logger
 
+from coic_basicsr.utils.option_values import is_integer
+
 KEYS = ('mini_batch_sizes', 'iters', 'gt_sizes')
 
 
 def _positive_ints(values, key: str) -> List[int]:
-    if not isinstance(values, (list, tuple)) or not values or \
-            not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+    if not isinstance(values, (list, tuple)) or not values or not all(is_integer(v) and v > 0 for v in values):
         raise ValueError(f'datasets.train.{key}: must be a non-empty list of positive integers, got {values!r}')
     return list(values)
 

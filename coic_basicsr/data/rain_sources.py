@@ -132,7 +132,8 @@ def list_source_pairs(src: Mapping[str, Any], where: str) -> Tuple[str, List[str
         gt_rel = list_images(roots['gt'])[0]  # hidden files and folders skipped, symlinked folders followed
         lq_rel = set(list_images(roots['lq'])[0])
         if osp.realpath(roots['lq']) == osp.realpath(roots['gt']):  # one folder: the lq names are not gt images
-            gt_rel = [rel for rel in gt_rel if rel not in {_lq_name(r, tmpl) for r in gt_rel}]
+            lq_names = {_lq_name(rel, tmpl) for rel in gt_rel}
+            gt_rel = [rel for rel in gt_rel if rel not in lq_names]
             lq_rel -= set(gt_rel)
         lq_paths, gt_paths = [], []
         for rel in gt_rel:

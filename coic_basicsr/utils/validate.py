@@ -13,7 +13,7 @@ from coic_basicsr.models.portable import optimizer_class, scheduler_class
 from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.registry import SAMPLER_REGISTRY
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
-from coic_basicsr.utils.option_values import check_coic_section, check_scalar_options
+from coic_basicsr.utils.option_values import check_coic_section, is_integer
 
 
 
@@ -107,8 +107,7 @@ def _schedulers(opt: dict) -> Iterator[Tuple[str, dict]]:
 
 
 def _positive_ints(values) -> bool:
-    return isinstance(values, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                                     for v in values)
+    return isinstance(values, (list, tuple)) and all(is_integer(v) and v > 0 for v in values)
 
 
 def check_scheduler_options(opt: dict) -> None:
@@ -213,7 +212,6 @@ def check_options(opt: dict) -> None:
     check_registered_types(opt)
     check_section_keys(opt)
     check_context_dims(opt)
-    check_scalar_options(opt)
     check_cpu_malloc_option(opt)
     check_dataset_names(opt)
     check_dataset_paths(opt)
