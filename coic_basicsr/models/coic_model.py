@@ -82,18 +82,21 @@ class CoICModel(PortableModelMixin, SRModel):
         if 'network_enc' not in self.opt:
             return
         encoder = build_network(self.opt['network_enc'])
-        key_encoder = deepcopy(encoder)
         load_path = self.opt['path'].get('pretrain_network_enc')
         if load_path is not None:
             self.load_network(encoder, load_path, True, 'params')
+        key_encoder = deepcopy(encoder)
+        if self.is_train:
+            self.net_enc = self.model_to_device(encoder)
+            self.net_enc.train()
+            # DDP has made every rank's encoder rank 0's: the key encoder must start from the same weights
+            key_encoder.load_state_dict(encoder.state_dict())
+        if load_path is not None:
             checkpoint = load_checkpoint(load_path)
             key_encoder.load_state_dict(checkpoint.get('params_key', checkpoint['params']))
         for p in key_encoder.parameters():
             p.requires_grad_(False)
         self.net_enc_key = key_encoder.to(self.device)
-        if self.is_train:
-            self.net_enc = self.model_to_device(encoder)
-            self.net_enc.train()
 
     def init_training_settings(self) -> None:
         self._build_encoders()

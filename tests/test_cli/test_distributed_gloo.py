@@ -114,3 +114,33 @@ def test_ranks_share_the_manual_seed_drawn_when_the_option_file_has_none(tmp_pat
     mp.spawn(_seed_worker, args=(_free_port(), opt_path, str(tmp_path)), nprocs=2, join=True)
     seeds = torch.load(tmp_path / 'seeds1.pt', weights_only=True)
     assert seeds[0] == seeds[1] and 1 <= seeds[0] <= 10000
+
+
+def _encoder_worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE='2',
+                      LOCAL_RANK=str(rank))
+    from coic_basicsr.models.portable import build_model
+    from coic_basicsr.utils.dist import init_dist
+    from helpers.coic import in_memory, tiny_coic_options
+
+    init_dist('pytorch', backend='gloo')
+    torch.manual_seed(rank)  # the training entry seeds manual_seed + rank: every rank draws its own weights
+    opt = in_memory(tiny_coic_options(), out_dir)
+    opt.update(dist=True, rank=rank, world_size=2, num_gpu=0)
+    model = build_model(opt)
+    same = {}
+    for name in ('net_g', 'net_enc', 'net_enc_key'):
+        flat = torch.cat([t.detach().flatten() for t in model.get_bare_model(getattr(model, name)).state_dict().values()])
+        flats = [torch.zeros_like(flat) for _ in range(2)]
+        dist.all_gather(flats, flat)
+        same[name] = torch.equal(flats[0], flats[1])
+    torch.save(same, os.path.join(out_dir, f'same{rank}.pt'))
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_ranks_start_from_the_same_query_and_momentum_key_encoders(tmp_path):
+    # the key encoder was copied before DDP broadcast rank 0's encoder: rank 1 kept its own random one
+    mp.spawn(_encoder_worker, args=(_free_port(), tmp_path), nprocs=2, join=True)
+    assert torch.load(tmp_path / 'same1.pt', weights_only=True) == {'net_g': True, 'net_enc': True,
+                                                                     'net_enc_key': True}
