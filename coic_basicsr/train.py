@@ -25,7 +25,7 @@ from coic_basicsr.utils.dist import barrier
 from coic_basicsr.utils.early_log import EarlyLog
 from coic_basicsr.utils.errors import NonFiniteTrainingError
 from coic_basicsr.utils.options import parse_options, save_options_as_run
-from coic_basicsr.utils.signals import GracefulStop
+from coic_basicsr.utils.signals import GracefulStop, StopSignalsIgnored
 from coic_basicsr.utils.validate import check_options
 
 
@@ -53,6 +53,7 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
                 seed=opt['manual_seed'], rank=opt['rank'])
             train_loader = build_dataloader(SeededDraws(train_set), dataset_opt, num_gpu=opt['num_gpu'],
                                             dist=opt['dist'], sampler=train_sampler, seed=opt['manual_seed'])
+            train_loader.worker_init_fn = StopSignalsIgnored(train_loader.worker_init_fn)
             if dataset_opt.get('prefetch_mode') == 'cpu' and not dataset_opt.get('num_worker_per_gpu'):
                 logger.warning('datasets.train.prefetch_mode: cpu with num_worker_per_gpu: 0 makes the training data '
                                'in a thread that shares the random state with training: the run is not reproducible '

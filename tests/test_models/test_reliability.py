@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from coic_basicsr.models.portable import build_model
 from coic_basicsr.utils.errors import NonFiniteTrainingError
+from coic_basicsr.utils.signals import GracefulStop
 from helpers.coic import in_memory, tiny_coic_options
 from helpers.run import BIN, basicsr, torchrun
 from helpers.stock import write_options
@@ -37,20 +38,23 @@ def test_non_finite_steps_are_skipped_then_abort(tmp_path):
         model.optimize_parameters(3)
 
 
-def test_sigterm_saves_state_and_auto_resume_finishes(tmp_path):
+@pytest.mark.parametrize('signum, workers', [(signal.SIGTERM, 0), (signal.SIGTERM, 1), (signal.SIGINT, 1)])
+def test_a_stop_signal_saves_state_and_auto_resume_finishes(tmp_path, signum, workers):
+    # sent to the process group, as torchrun, timeout, SLURM and Ctrl-C do: the loader workers get it too
     opt = tiny_coic_options(name='sig', total_iter=400, stage1_iter=2)
     opt['logger'].update(save_checkpoint_freq=1000, print_freq=1)
     opt['val']['val_freq'] = 1000
+    opt['datasets']['train']['num_worker_per_gpu'] = workers
     opt_path = write_options(opt, str(tmp_path / 'sig.yml'))
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     proc = subprocess.Popen([osp.join(BIN, 'basicsr'), 'train', '-opt', opt_path], cwd=str(tmp_path), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     for line in proc.stderr:
         if 'iter:       3,' in line:
-            proc.send_signal(signal.SIGTERM)
+            os.killpg(proc.pid, signum)
             break
-    proc.stderr.read()
-    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + signum, rest[-2000:]
     states = os.listdir(tmp_path / 'experiments' / 'sig' / 'training_states')
     assert len(states) == 1 and int(states[0].split('.')[0]) >= 3
     saved_iter = int(states[0].split('.')[0])
@@ -59,6 +63,41 @@ def test_sigterm_saves_state_and_auto_resume_finishes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f'iter: {saved_iter} ' in result.stderr
     assert (tmp_path / 'experiments' / 'sig' / 'models' / 'net_g_latest.pth').is_file()
+
+
+def test_repeated_stop_signals_close_together_are_one_stop(monkeypatch):
+    stop = GracefulStop()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)  # torchrun's SIGTERM right after the terminal's Ctrl-C
+        assert stop.requested() == signal.SIGINT
+        monkeypatch.setattr(GracefulStop, 'REPEAT_AFTER_S', 0.0)
+        with pytest.raises(KeyboardInterrupt):  # a later, deliberate second Ctrl-C stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        stop.restore()
+
+
+def test_sigterm_to_torchrun_with_loader_workers_saves_a_state(tmp_path):
+    # torchrun signals each rank's process group, loader workers included, and each rank twice
+    opt = tiny_coic_options(name='sigddp', total_iter=400, stage1_iter=2)
+    opt['logger'].update(save_checkpoint_freq=1000, print_freq=1)
+    opt['val']['val_freq'] = 1000
+    opt['datasets']['train']['num_worker_per_gpu'] = 1
+    opt_path = write_options(opt, str(tmp_path / 'sig.yml'))
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    proc = subprocess.Popen([osp.join(BIN, 'torchrun'), '--nproc_per_node=2', f'--master_port={_free_port()}', '-m',
+                             'coic_basicsr.train', '-opt', opt_path, '--launcher', 'pytorch'], cwd=str(tmp_path),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if 'iter:       3,' in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert 'Signal 15 received' in rest and 'RuntimeError' not in rest, rest[-3000:]
+    states = os.listdir(tmp_path / 'experiments' / 'sigddp' / 'training_states')
+    assert len(states) == 1 and int(states[0].split('.')[0]) >= 3
 
 
 def _free_port() -> int:
