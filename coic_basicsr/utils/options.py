@@ -1,5 +1,6 @@
 """Option parsing with BasicSR's rules, minus its CUDA assumptions and its ``eval`` of ``--force_yml`` values."""
 import argparse
+import os
 import random
 import sys
 import time
@@ -170,6 +171,10 @@ def parse_options(argv: Optional[List[str]], root_path: str, is_train: bool,
     if isinstance(opt.get('val'), dict):
         opt['val'].setdefault('suffix', None)  # BasicSR's SRModel reads it when it saves test images
     opt['dist'] = args.launcher != 'none'
+    world_size = os.environ.get('WORLD_SIZE', '1')
+    if not opt['dist'] and world_size.isdigit() and int(world_size) > 1:
+        raise ValueError(f'--launcher is none but this is one of {world_size} processes (WORLD_SIZE, set by torchrun): '
+                         'each would run the whole job alone, in the same folders; add --launcher pytorch')
     device = torch.device('cpu')
     if opt['dist']:
         dist_params = dict(opt.get('dist_params') or {})

@@ -144,3 +144,13 @@ def test_ranks_start_from_the_same_query_and_momentum_key_encoders(tmp_path):
     mp.spawn(_encoder_worker, args=(_free_port(), tmp_path), nprocs=2, join=True)
     assert torch.load(tmp_path / 'same1.pt', weights_only=True) == {'net_g': True, 'net_enc': True,
                                                                      'net_enc_key': True}
+
+
+def test_torchrun_without_launcher_pytorch_is_refused_before_any_folder_is_made(tmp_path):
+    # each process ran the whole job alone and archived the other's experiment folder
+    make_paired_folders(str(tmp_path / 'data'), count=8)
+    opt_path = write_options(stock_sr_options(str(tmp_path / 'data'), name='nolaunch'), str(tmp_path / 'train.yml'))
+    result = torchrun(2, ['-m', 'coic_basicsr.train', '-opt', opt_path], cwd=str(tmp_path), port=_free_port())
+    assert result.returncode != 0
+    assert 'basicsr train: error: --launcher is none but this is one of 2 processes' in result.stderr
+    assert not (tmp_path / 'experiments').exists()
