@@ -14,6 +14,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from coic_basicsr.models.resume import optimizer_settings, restore_optimizer_settings, scheduler_progress
 from coic_basicsr.registry import SCHEDULER_REGISTRY
 from coic_basicsr.utils.checkpoint import (GATE_LAYOUT_KEY, atomic_save, check_gate_layout,
                                           describe_shape_mismatches, gate_layouts, load_checkpoint, to_plain)
@@ -188,28 +189,13 @@ class PortableModelMixin:
             if len(resume_state[key]) != len(mine):
                 raise ValueError(f'path.resume_state: the state has {len(resume_state[key])} {key}, '
                                  f'this model has {len(mine)}')
-        schedulers = [_progress_of(saved, mine, index)
+        schedulers = [scheduler_progress(saved, mine, index)
                       for index, (saved, mine) in enumerate(zip(resume_state['schedulers'], self.schedulers))]
+        settings = optimizer_settings(self.optimizers)
         super().resume_training(dict(resume_state, schedulers=schedulers))
+        restore_optimizer_settings(self.optimizers, settings)
         self.load_extra_training_state(resume_state.get('extra', {}))
         get_root_logger().info(f"Resumed optimizers/schedulers at iter {resume_state['iter']}.")
-
-
-# What a saved scheduler state adds to the schedule that the option file defines: how far it got. The schedule itself
-# (periods, milestones, restart weights, minima) stays the option file's, so a resumed run can be extended.
-_SCHEDULER_PROGRESS_KEYS = ('last_epoch', '_step_count', 'base_lrs', '_last_lr', '_get_lr_called_within_step',
-                            '_is_initial')
-
-
-def _progress_of(saved: dict, scheduler, index: int) -> dict:
-    """The progress keys of a saved scheduler state; logs the schedule settings that the option file changes."""
-    current = to_plain(scheduler.state_dict())
-    changed = [f'{key}: {saved[key]} -> {value}' for key, value in current.items()
-               if key not in _SCHEDULER_PROGRESS_KEYS and key in saved and saved[key] != value]
-    if changed:
-        get_root_logger().info(f"Scheduler {index} resumes with the option file's schedule, not the state's: "
-                               f"{'; '.join(changed)}")
-    return {key: value for key, value in saved.items() if key in _SCHEDULER_PROGRESS_KEYS}
 
 
 _PORTABLE_CLASSES: Dict[type, type] = {}

@@ -107,11 +107,18 @@ def test_resumed_run_takes_a_longer_schedule_from_the_option_file(tmp_path):
     opt['train']['total_iter'] = 7
     opt['train']['scheduler']['periods'] = [2, 4]
     opt['logger']['save_checkpoint_freq'] = 7
+    opt['train']['optim_g'].update(lr=2e-3, weight_decay=0.5, betas=[0.5, 0.9])  # the state: 1e-3, 0.01, (0.9, 0.999)
     result = basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'b.yml')), '--auto_resume'], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]  # the state's periods [2, 2] would end at iteration 5
     assert "Scheduler 0 resumes with the option file's schedule, not the state's: periods: [2, 2] -> [2, 4]" \
         in result.stderr
+    assert "Optimizer 0 (AdamW) resumes with the option file's settings, not the state's: betas: (0.9, 0.999) -> " \
+        "(0.5, 0.9); weight_decay: 0.01 -> 0.5" in result.stderr  # they were silently the state's
+    assert 'Optimizer 0 (AdamW): lr 0.002 in the option file, 0.001 in the state' in result.stderr
+    assert 'Optimizer 1' not in result.stderr  # optim_mod did not change
     saved = torch.load(tmp_path / 'experiments' / 'extended' / 'training_states' / '7.state', weights_only=True)
+    group = saved['optimizers'][0]['param_groups'][0]
+    assert group['weight_decay'] == 0.5 and tuple(group['betas']) == (0.5, 0.9) and group['initial_lr'] == 1e-3
     optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1e-3)
     scheduler = CosineAnnealingRestartCyclicLR(optimizer, **{k: v for k, v in opt['train']['scheduler'].items()
                                                              if k != 'type'})
