@@ -1,4 +1,5 @@
 """CoICModel: two-stage joint training of a backbone with CoI-M and the rain-/detail-aware contrastive encoder."""
+import inspect
 import warnings
 from collections import OrderedDict
 from copy import deepcopy
@@ -13,21 +14,14 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from coic_basicsr.archs.coic_encoder_arch import momentum_update
 from coic_basicsr.archs.modulation import split_modulation_parameters
 from coic_basicsr.data.transforms import global_view
+from coic_basicsr.models.loss_sections import build_loss_sections
 from coic_basicsr.models.portable import PortableModelMixin
 from coic_basicsr.models.source_validation import validate_per_source, write_result_tables
 from coic_basicsr.models.tiling import tile_settings, tiled_forward
 from coic_basicsr.utils.checkpoint import load_checkpoint
 
-_LOG_NAMES = {'pixel': 'pix', 'perceptual': 'percep'}  # BasicSR's log names for its two loss sections
 COIC_DEFAULTS = {'stage1_iter': 40000, 'contrastive_weight': 0.2, 'temperature': 1.0, 'num_detail_negatives': 4,
                  'archive_size': 64, 'momentum': 0.999}
-
-
-def _build_loss(key: str, loss_opt: dict) -> torch.nn.Module:
-    try:
-        return build_loss(loss_opt)
-    except ValueError as err:  # e.g. BasicSR's "Unsupported reduction mode", which names no key
-        raise ValueError(f"train.{key}: {err}") from None
 
 
 @MODEL_REGISTRY.register()
@@ -61,6 +55,8 @@ class CoICModel(PortableModelMixin, SRModel):
         val.report_input (bool): Also score the rainy input per source. Default: true (false when ``scale`` > 1).
     """
 
+    reads_val_tile = True
+
     def __init__(self, opt: dict):
         coic = (opt.get('train') or {}).get('coic') if opt['is_train'] else None
         self.coic_opt = None if coic is None else {**COIC_DEFAULTS, **coic}
@@ -81,6 +77,11 @@ class CoICModel(PortableModelMixin, SRModel):
     def _build_encoders(self) -> None:
         if 'network_enc' not in self.opt:
             return
+        inputs = [p for p in inspect.signature(self.get_bare_model(self.net_g).forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(inputs) < 2:
+            raise ValueError(f"network_enc: network_g ({self.opt['network_g']['type']}) takes no representation z "
+                             '(forward(x, z=None)): remove network_enc, or use a CoIC arch or CoICNet')
         encoder = build_network(self.opt['network_enc'])
         load_path = self.opt['path'].get('pretrain_network_enc')
         if load_path is not None:
@@ -101,11 +102,8 @@ class CoICModel(PortableModelMixin, SRModel):
     def init_training_settings(self) -> None:
         self._build_encoders()
         train_opt = self.opt['train']
-        loss_keys = [k for k, v in train_opt.items() if k.endswith('_opt') and isinstance(v, dict)]
-        if not loss_keys:
-            raise ValueError('train: define at least one loss section (e.g. pixel_opt: {type: L1Loss})')
-        self.losses = {_LOG_NAMES.get(k[:-len('_opt')], k[:-len('_opt')]): _build_loss(k, train_opt[k]).to(self.device)
-                       for k in loss_keys}
+        self.losses = build_loss_sections(train_opt, self.device)
+        loss_keys = [section.key for section in self.losses.values()]
         # SRModel builds pixel/perceptual losses itself; ours are in self.losses
         self.opt['train'] = {k: v for k, v in train_opt.items() if k not in loss_keys}
         self.opt['train']['pixel_opt'] = train_opt[loss_keys[0]]
@@ -184,11 +182,8 @@ class CoICModel(PortableModelMixin, SRModel):
         stages = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
         self.output = stages[-1]
         total = loss_dict.get('l_con', 0)
-        for name, loss in self.losses.items():
-            args = (stages if getattr(loss, 'takes_all_stages', False) else self.output, self.gt)
-            value = loss(*args, self.lq) if getattr(loss, 'takes_input', False) else loss(*args)
-            value = sum(v for v in value if v is not None) if isinstance(value, tuple) else value
-            loss_dict[f'l_{name}'] = value
+        for name, section in self.losses.items():
+            loss_dict[f'l_{name}'] = value = section(stages, self.gt, self.lq)
             total = total + value
         total.backward()
         self.log_dict = self.reduce_loss_dict(loss_dict)
@@ -219,7 +214,7 @@ class CoICModel(PortableModelMixin, SRModel):
         net.eval()
         z = self.representation()
         def run(x):
-            out = net(x, z) if self.net_enc_key is not None else net(x)
+            out = net(x) if z is None else net(x, z)
             return out[-1] if isinstance(out, (list, tuple)) else out
 
         tile = tile_settings(self.opt.get('val'))

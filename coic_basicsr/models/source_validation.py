@@ -51,9 +51,12 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
         start = time.perf_counter()
         try:
             model.test()
-        except ValueError as err:  # e.g. an image smaller than the network's smallest input: say which one
+        except (ValueError, RuntimeError, AssertionError) as err:  # e.g. a size the network cannot take: say which
             size = 'x'.join(str(s) for s in data['lq'].shape[-2:])
-            raise ValueError(f"{dataset_name}: image '{source}/{image_name}' ({size}): {err}") from None
+            reason = str(err) if isinstance(err, ValueError) else \
+                f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]} (if the network cannot take this size, " \
+                'val.tile: {size: N, overlap: M} runs it in tiles of a size it takes)'
+            raise ValueError(f"{dataset_name}: image '{source}/{image_name}' ({size}): {reason}") from err
         seconds += time.perf_counter() - start
         visuals = model.get_current_visuals()
         restored = tensor2img([visuals['result']])

@@ -163,6 +163,24 @@ def check_dataset_paths(opt: dict) -> None:
                 raise FileNotFoundError(f"datasets.{phase}.{key}: '{value}' does not exist")
 
 
+# BasicSR's datasets that read the top-level ``scale`` (without it: a bare KeyError at the first item)
+_READ_SCALE = ('PairedImageDataset', 'RealESRGANPairedDataset', 'REDSDataset', 'REDSRecurrentDataset',
+               'Vimeo90KDataset', 'Vimeo90KRecurrentDataset', 'VideoTestDataset', 'VideoTestVimeo90KDataset',
+               'VideoTestDUFDataset', 'VideoRecurrentTestDataset')
+
+
+def check_model_reads(opt: dict) -> None:
+    """Options that a dataset or the model needs are there, and options it would ignore are refused."""
+    for phase, dataset in (opt.get('datasets') or {}).items():
+        if 'scale' not in opt and dataset.get('type') in _READ_SCALE:
+            raise ValueError(f"scale: datasets.{phase} ({dataset['type']}) needs the top-level scale option (1 for "
+                             'deraining, the up-scaling factor for super-resolution)')
+    model_type = opt.get('model_type', 'SRModel')
+    if tile_settings(opt.get('val')) and not getattr(MODEL_REGISTRY.get(model_type), 'reads_val_tile', False):
+        raise ValueError(f'val.tile: {model_type} would ignore it; CoICModel tiles (it runs any network_g, with or '
+                         'without CoIC)')
+
+
 def check_optimizers(opt: dict) -> None:
     """Every ``train.optim_*`` must be a torch.optim class that accepts its options (tried on a dummy parameter)."""
     for key, section in (opt.get('train') or {}).items():
@@ -215,7 +233,7 @@ def check_options(opt: dict) -> None:
     check_cpu_malloc_option(opt)
     check_dataset_names(opt)
     check_dataset_paths(opt)
-    tile_settings(opt.get('val'))
+    check_model_reads(opt)
     if opt.get('is_train', True):
         check_coic_section(opt)
         check_scheduler_options(opt)

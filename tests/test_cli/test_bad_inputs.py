@@ -178,6 +178,22 @@ CASES = {
                                            'datasets.train.batch_size_per_gpu (64) is larger than the'),
     'duplicate-val-set-names': (lambda opt, tmp: (opt['datasets'].update(val_2=dict(opt['datasets']['val'])), opt)[1],
                                 "datasets.val_2.name: 'val' is also the name of datasets.val"),
+    'loss-reduction-none': (_set(['train', 'pixel_opt', 'reduction'], 'none'),
+                            "train.pixel_opt.reduction: 'none' gives a per-pixel map"),
+    'two-losses-one-log-name': (_set(['train', 'pix_opt'], {'type': 'MSELoss'}),
+                                'train.pixel_opt and train.pix_opt would both be logged as l_pix'),
+    'gan-loss-without-discriminator': (_set(['train', 'gan_opt'], {'type': 'GANLoss', 'gan_type': 'vanilla'}),
+                                       'train.gan_opt: GANLoss needs a discriminator'),
+    'encoder-with-a-plain-network': (_set(['network_g'], {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3,
+                                                          'scale': 1, 'num_feat': 4, 'num_block': 1,
+                                                          'num_grow_ch': 4}),
+                                     'network_enc: network_g (RRDBNet) takes no representation z'),
+    'stock-dataset-without-scale': (lambda opt, tmp: _set(['datasets', 'train'], dict(
+        _pairs(str(tmp / 'data')), type='PairedImageDataset', io_backend={'type': 'disk'}, gt_size=16,
+        batch_size_per_gpu=1, num_worker_per_gpu=0))(opt, tmp),
+        'scale: datasets.train (PairedImageDataset) needs the top-level scale option'),
+    'tile-with-another-model': (lambda opt, tmp: _set(['val', 'tile'], {'size': 16, 'overlap': 4})(
+        _set(['model_type'], 'SRModel')(opt, tmp), tmp), 'val.tile: SRModel would ignore it'),
     'restormer-mixup': (_set(['train', 'mixing_augs'], {'mixup': True, 'mixup_beta': 1.2}),
                         "train.mixing_augs.mixup: Restormer's mixup augmentation is not supported"),
 }

@@ -76,6 +76,17 @@ def test_baseline_without_coic_is_an_ordinary_model(tmp_path):
     assert set(model.get_current_log()) == {'l_pix'}
 
 
+def test_a_loss_of_the_output_alone_is_not_given_gt(tmp_path):
+    # BasicSR's WeightedTVLoss.forward(pred, weight=None) took gt as its per-pixel weight
+    from basicsr.losses.basic_loss import WeightedTVLoss
+    opt = in_memory(tiny_coic_options(coic=False), tmp_path)
+    opt['train']['tv_opt'] = {'type': 'WeightedTVLoss', 'loss_weight': 1.0}
+    model = build_model(opt)
+    model.feed_data(next(iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2))))
+    model.optimize_parameters(1)
+    assert model.get_current_log()['l_tv'] == pytest.approx(WeightedTVLoss()(model.output.detach()).item())
+
+
 def test_resumed_run_with_loader_workers_matches_uninterrupted_run_without(tmp_path):
     opt = tiny_coic_options(name='full', total_iter=6, stage1_iter=2)
     opt['logger']['save_checkpoint_freq'] = 3
@@ -277,6 +288,22 @@ def test_an_image_the_network_cannot_take_is_named_in_the_error(tmp_path, monkey
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "basicsr test: error: tiny_set: image 'light/light_00000_rain' (8x8): CoICDGUNet needs inputs larger than "
         '8x8 pixels, got 8x8')
+
+
+def test_a_size_a_wrapped_swinir_cannot_take_is_named_in_one_line(tmp_path, monkeypatch, capsys):
+    from coic_basicsr.test import main as test_main
+    opt = tiny_coic_options(name='swin_sizes')
+    opt['network_g'] = {'type': 'CoICNet', 'context_dim': 16, 'backbone': {
+        'type': 'SwinIR', 'upscale': 1, 'in_chans': 3, 'img_size': 16, 'window_size': 4, 'embed_dim': 8,
+        'depths': [1], 'num_heads': [1], 'mlp_ratio': 1, 'upsampler': '', 'resi_connection': '1conv'}}
+    opt['datasets'] = {'test_1': dict(opt['datasets']['val'], name='odd_set', bg_size=18)}  # windows do not divide
+    untrained_test_options(opt, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'test.yml'))]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # was a RuntimeError traceback
+    assert last.startswith("basicsr test: error: odd_set: image 'light/light_00000_rain' (18x18): RuntimeError: ")
+    assert last.endswith('val.tile: {size: N, overlap: M} runs it in tiles of a size it takes)')
 
 
 def test_a_plain_backbone_checkpoint_loads_into_coicnet_like_into_the_backbone(tmp_path):

@@ -1,0 +1,73 @@
+"""CoICModel's ``train.<name>_opt`` loss sections: built, checked, and each called the way its loss expects."""
+import inspect
+from dataclasses import dataclass
+from typing import Dict, List
+
+import torch
+from basicsr.losses import build_loss
+from torch import Tensor, nn
+
+_LOG_NAMES = {'pixel': 'pix', 'perceptual': 'percep'}  # BasicSR's log names for its two loss sections
+
+
+def _build_loss(key: str, loss_opt: dict) -> nn.Module:
+    try:
+        loss = build_loss(loss_opt)
+    except ValueError as err:  # e.g. BasicSR's "Unsupported reduction mode", which names no key
+        raise ValueError(f'train.{key}: {err}') from None
+    for where, part in ((f'train.{key}', loss), (f'train.{key}.base_opt', getattr(loss, 'base', None))):
+        if getattr(part, 'reduction', None) == 'none':
+            raise ValueError(f"{where}.reduction: 'none' gives a per-pixel map, but the losses are summed into one "
+                             "number to train: use 'mean' or 'sum'")
+    return loss
+
+
+def _compares_with_gt(key: str, loss: nn.Module) -> bool:
+    """Whether ``loss`` is called as ``loss(output, gt)`` (True) or on the output alone (False: BasicSR's
+    ``WeightedTVLoss.forward(pred, weight=None)``, which would take gt as its per-pixel weight)."""
+    params = [p.name for p in inspect.signature(loss.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    second = params[1] if len(params) > 1 else None
+    if second == 'target_is_real':
+        raise ValueError(f'train.{key}: {type(loss).__name__} needs a discriminator, which CoICModel does not train '
+                         "(BasicSR's SRGANModel does)")
+    return second not in (None, 'weight')
+
+
+@dataclass
+class LossSection:
+    """One built loss section: ``key`` (e.g. ``pixel_opt``), the loss, and whether it compares with gt."""
+
+    key: str
+    loss: nn.Module
+    takes_gt: bool
+
+    def __call__(self, stages: List[Tensor], gt: Tensor, lq: Tensor) -> Tensor:
+        """The loss of the stage outputs (final last): the list for ``takes_all_stages`` losses, else the final
+        one; ``takes_input`` losses also get ``lq``."""
+        args = [stages if getattr(self.loss, 'takes_all_stages', False) else stages[-1]]
+        args += [gt] if self.takes_gt else []
+        args += [lq] if getattr(self.loss, 'takes_input', False) else []
+        value = self.loss(*args)
+        value = sum(v for v in value if v is not None) if isinstance(value, tuple) else value
+        if value.dim() != 0:
+            raise ValueError(f'train.{self.key}: {type(self.loss).__name__} returned a tensor of shape '
+                             f'{tuple(value.shape)}, not one number: the losses are summed into one to train')
+        return value
+
+
+def build_loss_sections(train_opt: dict, device: torch.device) -> Dict[str, LossSection]:
+    """Every ``<name>_opt`` section of ``train``, by log name (``pixel_opt`` -> ``pix``, as BasicSR logs it)."""
+    sections: Dict[str, LossSection] = {}
+    for key, loss_opt in train_opt.items():
+        if not (key.endswith('_opt') and isinstance(loss_opt, dict)):
+            continue
+        name = _LOG_NAMES.get(key[:-len('_opt')], key[:-len('_opt')])
+        if name in sections:
+            raise ValueError(f'train.{sections[name].key} and train.{key} would both be logged as l_{name} '
+                             '(one would be dropped): rename one')
+        loss = _build_loss(key, loss_opt).to(device)
+        sections[name] = LossSection(key, loss, _compares_with_gt(key, loss))
+    if not sections:
+        raise ValueError('train: define at least one loss section (e.g. pixel_opt: {type: L1Loss})')
+    return sections
