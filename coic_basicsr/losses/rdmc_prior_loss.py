@@ -24,10 +24,19 @@ class VGG19Features(nn.Module):
     def __init__(self, layers: Sequence[str], weights_path: str, use_input_norm: bool) -> None:
         super().__init__()
         names = NAMES['vgg19']
+        if not isinstance(layers, (list, tuple)) or not all(isinstance(name, str) for name in layers):
+            raise ValueError(f'RDMCContrastivePriorLoss: layers must be a list of VGG19 layer names, got {layers!r}')
+        if not layers:
+            raise ValueError('RDMCContrastivePriorLoss: layers is empty; list at least one VGG19 layer '
+                             f'(default: {list(DRNET_LAYERS)})')
+        repeated = [name for i, name in enumerate(layers) if name in layers[:i] and name not in layers[i + 1:]]
+        if repeated:
+            raise ValueError(f'RDMCContrastivePriorLoss: layers lists {repeated} more than once; give each layer once '
+                             'with the sum of its weights in layer_weights')
         unknown = [name for name in layers if name not in names]
         if unknown:
             raise ValueError(f'RDMCContrastivePriorLoss: layers {unknown} are not VGG19 layers (known: {names})')
-        self.indices = [names.index(name) for name in layers]
+        self.indices = [names.index(name) for name in layers]  # in the order of ``layers``, not network order
         modules, channels = [], 3
         for name in names[:max(self.indices) + 1]:
             if name.startswith('conv'):
@@ -56,16 +65,17 @@ class VGG19Features(nn.Module):
         self.features.load_state_dict({key: state[key] for key in own})
 
     def forward(self, x: Tensor) -> List[Tensor]:
+        """Features of the layers in ``layers``, in that order (not in network order)."""
         if x.shape[1] != 3:
             raise ValueError(f'RDMCContrastivePriorLoss: VGG19 features need 3-channel images, got {x.shape[1]}')
         if self.use_input_norm:
             x = (x - self.mean) / self.std
-        feats, wanted = [], set(self.indices)
+        recorded, wanted = {}, set(self.indices)
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in wanted:
-                feats.append(x)
-        return feats
+                recorded[i] = x
+        return [recorded[i] for i in self.indices]  # in the order of ``layers``, so each weight meets its layer
 
 
 class EncoderFeatures(nn.Module):
@@ -119,10 +129,11 @@ class RDMCContrastivePriorLoss(nn.Module):
             ``encoder_param_key``); used instead of VGG19. Default: None.
         encoder_param_key (str): Key of the encoder weights in that file ('params' = query, 'params_key' = momentum
             encoder). Default: 'params'.
-        layers (list[str]): VGG19 layer names (BasicSR naming: conv1_1, relu1_1, pool1, ...); VGG only.
-            Default: [relu1_1, relu1_2, pool1, relu2_2, relu3_2] (what DRNet computes).
-        layer_weights (list[float] | None): Weight per feature stage; None gives DRNet's [1/32, 1/16, 1/8, 1/4, 1]
-            (its last n entries for an encoder with n < 5 stages). Default: None.
+        layers (list[str]): VGG19 layer names (BasicSR naming: conv1_1, relu1_1, pool1, ...), any order, each at
+            most once, not empty; VGG only. Default: [relu1_1, relu1_2, pool1, relu2_2, relu3_2] (what DRNet computes).
+        layer_weights (list[float] | None): Weight per feature stage, the i-th for the i-th entry of ``layers``
+            (same length); None gives DRNet's [1/32, 1/16, 1/8, 1/4, 1] (its last n entries for an encoder with
+            n < 5 stages). Default: None.
         use_input_norm (bool): Normalise images with the ImageNet mean/std before VGG19 (DRNet does not).
             Default: False.
         eps (float): Added to the negative distance so the ratio stays finite when pred equals lq. Default: 1e-6.
@@ -146,7 +157,7 @@ class RDMCContrastivePriorLoss(nn.Module):
         if eps <= 0:
             raise ValueError(f'RDMCContrastivePriorLoss: eps must be > 0, got {eps}')
         if vgg_weights is not None:
-            self.extractor = VGG19Features(list(layers), vgg_weights, bool(use_input_norm))
+            self.extractor = VGG19Features(layers, vgg_weights, bool(use_input_norm))
             num_stages = len(self.extractor.indices)
         else:
             self.extractor = EncoderFeatures(encoder_weights, encoder_param_key)

@@ -128,3 +128,42 @@ def test_bad_options_fail_with_clear_messages(tmp_path):
     torch.save({'params': {'conv_first.weight': torch.zeros(4, 3, 3, 3)}}, tmp_path / 'net_enc_2.pth')
     with pytest.raises(ValueError, match='not a CoICEncoder state dict'):
         build_loss(dict(base, encoder_weights=str(tmp_path / 'net_enc_2.pth')))
+
+
+def test_vgg_layer_weights_follow_their_layers_in_any_order(tmp_path):
+    _write_vgg(tmp_path / 'vgg19.pth', last_conv=7)
+    base = {'type': 'RDMCContrastivePriorLoss', 'vgg_weights': str(tmp_path / 'vgg19.pth'), 'loss_weight': 1.0}
+    torch.manual_seed(3)
+    pred, gt, lq = torch.rand(3, 1, 3, 16, 16)
+    pairs = [('conv1_1', 0.5), ('relu1_1', 2.0), ('pool1', 0.25), ('relu2_2', 1.0)]
+
+    def value(order):
+        layers, weights = zip(*[pairs[i] for i in order])
+        return build_loss(dict(base, layers=list(layers), layer_weights=list(weights)))(pred, gt, lq)
+
+    in_vgg_order = value([0, 1, 2, 3])
+    for order in ([3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]):
+        assert torch.allclose(value(order), in_vgg_order, rtol=1e-6), order
+    # a zero weight switches off exactly the layer it is listed with
+    only_relu1_1 = build_loss(dict(base, layers=['relu1_1'], layer_weights=[1.0]))(pred, gt, lq)
+    reversed_pair = build_loss(dict(base, layers=['relu2_2', 'relu1_1'], layer_weights=[0.0, 1.0]))(pred, gt, lq)
+    assert torch.allclose(reversed_pair, only_relu1_1, rtol=1e-6)
+    extractor = build_loss(dict(base, layers=['relu2_2', 'conv1_1', 'pool1'], layer_weights=[1, 1, 1])).extractor
+    assert [tuple(f.shape[1:]) for f in extractor(pred)] == [(128, 8, 8), (64, 16, 16), (64, 8, 8)]
+
+
+def test_bad_vgg_layers_fail_with_clear_messages(tmp_path):
+    _write_vgg(tmp_path / 'vgg19.pth', last_conv=2)
+    base = {'type': 'RDMCContrastivePriorLoss', 'vgg_weights': str(tmp_path / 'vgg19.pth')}
+    with pytest.raises(ValueError, match=r'^RDMCContrastivePriorLoss: layers is empty'):
+        build_loss(dict(base, layers=[], layer_weights=[]))
+    with pytest.raises(ValueError, match=r"^RDMCContrastivePriorLoss: layers lists \['relu1_1'\] more than once"):
+        build_loss(dict(base, layers=['relu1_1', 'conv1_1', 'relu1_1', 'relu1_1'], layer_weights=[1, 1, 1, 1]))
+    with pytest.raises(ValueError, match=r"^RDMCContrastivePriorLoss: layers must be a list .* got 'relu1_1'"):
+        build_loss(dict(base, layers='relu1_1', layer_weights=[1]))
+    with pytest.raises(ValueError, match='layer_weights has 1 entries but the feature extractor gives 2 stages'):
+        build_loss(dict(base, layers=['relu1_1', 'conv1_1'], layer_weights=[1]))
+    for message in ('empty', 'more than once'):  # one line each
+        with pytest.raises(ValueError) as err:
+            build_loss(dict(base, layers=[] if message == 'empty' else ['conv1_1'] * 2, layer_weights=[1, 1]))
+        assert message in str(err.value) and '\n' not in str(err.value)
