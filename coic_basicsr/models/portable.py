@@ -131,11 +131,12 @@ class PortableModelMixin:
         try:
             bare.load_state_dict(state_dict, strict=strict)
         except RuntimeError:
-            own = set(bare.state_dict())
-            missing, unexpected = sorted(own - set(state_dict)), sorted(set(state_dict) - own)
-            detail = describe_shape_mismatches(bare, state_dict) or (
-                f'{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected keys '
-                f'(e.g. {unexpected[:2]})')
+            detail = describe_shape_mismatches(bare, state_dict)
+            if not detail:  # a copy loads non-strictly: the load hooks fill what a plain checkpoint may lack
+                keys = deepcopy(bare).load_state_dict(state_dict, strict=False)
+                missing, unexpected = sorted(keys.missing_keys), sorted(keys.unexpected_keys)
+                detail = (f'{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected keys '
+                          f'(e.g. {unexpected[:2]})')
             raise ValueError(f"checkpoint '{load_path}' does not fit {bare.__class__.__name__}: {detail}") from None
 
     def _gradients_finite(self) -> bool:

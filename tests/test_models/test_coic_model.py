@@ -1,6 +1,7 @@
 """CoICModel: stage switch, separate optimizers, resume equality, baseline mode, per-source validation."""
 import json
 import os
+import re
 import warnings
 from os import path as osp
 
@@ -338,3 +339,10 @@ def test_a_plain_backbone_checkpoint_loads_into_coicnet_like_into_the_backbone(t
     opt['path']['strict_load_g'] = True
     with pytest.raises(ValueError, match=r"does not fit CoICNet: \d+ tensors differ in shape \(e.g. backbone\."):
         build_model(opt)
+    plain = torch.load(tmp_path / 'same.pth', weights_only=True)
+    plain['params']['weird.weight'] = torch.zeros(1)
+    torch.save(plain, tmp_path / 'extra.pth')
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'extra.pth')
+    with pytest.raises(ValueError, match=re.escape("does not fit CoICNet: 0 missing keys (e.g. []), 1 unexpected keys "
+                                                   "(e.g. ['backbone.weird.weight'])")):
+        build_model(opt)  # the generators a plain checkpoint lacks were listed as missing
