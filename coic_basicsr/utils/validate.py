@@ -7,6 +7,7 @@ from typing import Iterator, Tuple
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from coic_basicsr.data.lmdb_sharing import check_shared_lmdbs
 from coic_basicsr.data.option_keys import check_dataset_keys
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.models.portable import optimizer_class, scheduler_class
@@ -233,6 +234,7 @@ def check_options(opt: dict) -> None:
     check_cpu_malloc_option(opt)
     check_dataset_names(opt)
     check_dataset_paths(opt)
+    check_shared_lmdbs(opt)
     check_model_reads(opt)
     if opt.get('is_train', True):
         check_coic_section(opt)

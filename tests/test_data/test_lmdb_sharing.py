@@ -1,0 +1,43 @@
+"""An LMDB that BasicSR's FileClient opens cannot be opened a second time in the same process."""
+import pytest
+
+from coic_basicsr.data.lmdb_sharing import check_shared_lmdbs
+
+
+def _mixed(root: str, workers: int = 0) -> dict:
+    return {'type': 'MixedRainDataset', 'num_worker_per_gpu': workers, 'sources': [
+        {'name': 'a', 'dataroot_lq': f'{root}/lq.lmdb', 'dataroot_gt': f'{root}/gt.lmdb', 'io_backend': {'type': 'lmdb'}}]}
+
+
+def _stock(root: str) -> dict:
+    return {'type': 'PairedImageDataset', 'dataroot_lq': f'{root}/lq.lmdb', 'dataroot_gt': f'{root}/gt.lmdb',
+            'io_backend': {'type': 'lmdb'}}
+
+
+@pytest.mark.parametrize('datasets', [
+    {'train': _mixed('/d'), 'val': _mixed('/d')},  # our datasets share one handle per process
+    {'train': _mixed('/d', workers=2), 'val': _stock('/d')},  # the training set reads in its workers
+    {'train': _stock('/d'), 'val': _stock('/other')},
+    {'train': _mixed('/d'), 'val': dict(_stock('/d'), io_backend={'type': 'disk'})},
+])
+def test_readers_that_can_share_are_accepted(datasets):
+    check_shared_lmdbs({'datasets': datasets})
+
+
+@pytest.mark.parametrize('datasets, message', [
+    ({'train': _mixed('/d'), 'val': _stock('/d')},
+     "datasets.val.dataroot_lq: '/d/lq.lmdb' is also read by datasets.train.sources[0].dataroot_lq in the same "
+     "process, but datasets.val reads LMDBs through BasicSR's FileClient, which cannot share an open LMDB: use "
+     'MixedRainDataset for both (they share one handle), or give the training set num_worker_per_gpu >= 1 (its '
+     'workers read it)'),
+    ({'test_1': _stock('/d'), 'test_2': _mixed('/d')},
+     "datasets.test_2.sources[0].dataroot_lq: '/d/lq.lmdb' is also read by datasets.test_1.dataroot_lq in the same "
+     "process, but datasets.test_1 reads LMDBs through BasicSR's FileClient, which cannot share an open LMDB: use "
+     'MixedRainDataset for both (they share one handle)'),
+    ({'val': _stock('/d'), 'val_2': _stock('/d')}, 'is also read by datasets.val.dataroot_lq'),
+])
+def test_a_basicsr_dataset_sharing_an_lmdb_in_one_process_is_refused(datasets, message):
+    # it failed with lmdb.Error "already open in this process" at the first item, or after training
+    with pytest.raises(ValueError) as err:
+        check_shared_lmdbs({'datasets': datasets})
+    assert message in str(err.value)
