@@ -83,8 +83,10 @@ def collect_sources(opt: dict, keys: Optional[Sequence[str]], folders: Sequence[
         name, sep, root = spec.partition('=')
         if not sep or not name or not root:
             raise ValueError(f"--folders: '{spec}' is not NAME=PATH")
-        if not osp.isdir(root):
+        if not osp.exists(root):
             raise FileNotFoundError(f"--folders: '{root}' (source '{name}') does not exist")
+        if not osp.isdir(root):
+            raise ValueError(f"--folders: '{root}' (source '{name}') is not a folder")
         images, _ = list_images(root)
         if not images:
             raise ValueError(f"--folders: no images in '{root}' (source '{name}')")

@@ -4,7 +4,8 @@
 ``DIR/<name>_net_g.pth`` (``{'params': ...}`` for ``network_g``) and ``DIR/<name>_net_enc.pth`` (``{'params': query
 encoder, 'params_key': key encoder}`` for ``network_enc``). Every key is renamed onto our arch, the result is loaded
 with ``strict=True`` into the arch built with the hyper-parameters read off the checkpoint (``--opt key=value``
-overrides them), and any key that maps to nothing (or any of ours left unfilled) is an error listing them all.
+overrides them, except ``modulate`` and ``gate_layout``, which follow the checkpoint), and any key that maps to
+nothing (or any of ours left unfilled) is an error listing them all.
 
 Generators (CoI-M): the official ``g2pa_wgen`` MLPs become ``generator``, unchanged. The official conv builds a
 (C_in, C_out) gate and re-reads it with ``view`` as (C_out, C_in) — for non-square convs a different function from
@@ -40,6 +41,9 @@ _ENCODER_RENAMES = [(re.compile(r'^conv1\.'), 'conv_first.'),
                     (re.compile(r'^resblock\.(\d+)\.short_cut\.'), r'blocks.\1.shortcut.')]
 _UNUSED = {'dgunet': re.compile(r'^basic\.concat12\.')}  # built but never called by the official DGUNet forward
 _FIRST_CONV = {'brn': 'conv0.conv', 'rcdnet': 'proxNet_B_0.layer.0.conv1', 'dgunet': 'shallow_feat1.0'}
+# options set from the checkpoint itself, never by --opt
+_INFERRED = {'modulate': 'true exactly when it has generators; --plain drops them',
+             'gate_layout': "official for a CoIC model: only then do its generators give the authors' kernel scales"}
 
 
 def load_official(path: str) -> Dict[str, Tensor]:
@@ -89,11 +93,23 @@ def _error(what: str, keys: List[str]) -> ValueError:
     return ValueError(f'{what} ({len(keys)}): {shown}')
 
 
+def _check_overrides(arch: str, overrides: dict) -> None:
+    for key, reason in _INFERRED.items():
+        if key in overrides:
+            raise ValueError(f'--opt {key}: inferred from the checkpoint ({reason}), cannot be set')
+    accepted = [k for k in inspect.signature(ARCHS[arch]).parameters if k not in _INFERRED]
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        raise ValueError(f"--opt {unknown[0]}: {ARCHS[arch].__name__} has no such option (its options: "
+                         f"{', '.join(accepted)})")
+
+
 def convert_backbone(state: Dict[str, Tensor], arch: str, plain: bool = False,
                      overrides: Optional[dict] = None) -> Tuple[Dict[str, Tensor], dict, List[str]]:
     """Official backbone state dict -> (our params, network_g options, notes); raises ValueError on unmapped keys."""
     if arch not in ARCHS:
         raise ValueError(f"--arch must be one of {sorted(ARCHS)}, got '{arch}'")
+    _check_overrides(arch, overrides or {})
     rules = _RENAMES + (_BRN_RENAMES if arch == 'brn' else [])
     source = {_rename(key, rules): key for key in state}  # our name -> official name
     if len(source) != len(state):
@@ -111,11 +127,6 @@ def convert_backbone(state: Dict[str, Tensor], arch: str, plain: bool = False,
         options = {**infer_options(arch, renamed), **(overrides or {})}
     except KeyError as err:
         raise ValueError(f'the checkpoint does not look like an official {arch} model: no key {err}') from None
-    accepted = inspect.signature(ARCHS[arch]).parameters
-    unknown = sorted(set(overrides or {}) - set(accepted))
-    if unknown:
-        raise ValueError(f"--opt {unknown[0]}: {ARCHS[arch].__name__} has no such option (its options: "
-                         f"{', '.join(accepted)})")
     options['modulate'] = has_generators
     if has_generators:
         options['gate_layout'] = 'official'
@@ -198,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--plain', action='store_true',
                         help='drop generator keys (a baseline trained with the CoIC code, generators untrained)')
     parser.add_argument('--opt', action='append', default=[], metavar='KEY=VALUE',
-                        help='network_g option overriding the inferred one (repeatable), e.g. iterations=8')
+                        help='network_g option overriding the inferred one (repeatable), e.g. iterations=8; '
+                        'modulate and gate_layout always follow the checkpoint')
     return parser
 
 

@@ -1,6 +1,8 @@
 """Image files for the tools: listing a folder, reading any image as the RGB tensor a network takes, and writing a
 result in the input's own form (grey-scale, alpha channel and 16-bit depth kept where the output format has them)."""
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from os import path as osp
 from typing import Optional, Tuple
@@ -14,6 +16,8 @@ from coic_basicsr.data.image_files import list_images  # noqa: F401  (the tools 
 
 _ALPHA_FORMATS = ('.png', '.tif', '.tiff', '.webp')
 _16_BIT_FORMATS = ('.png', '.tif', '.tiff')
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_PNG_GREY, _PNG_GREY_ALPHA = 0, 4  # IHDR colour types
 
 
 @dataclass
@@ -26,6 +30,13 @@ class StoredForm:
 
 def _scale(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+
+
+def _png_declares_grey(content: np.ndarray) -> bool:
+    """Whether the bytes are a PNG whose header declares grey (+ alpha) pixels: OpenCV decodes grey+alpha as BGRA."""
+    header = content[:26].tobytes()
+    return (len(header) == 26 and header[:8] == _PNG_SIGNATURE and header[12:16] == b'IHDR'
+            and header[25] in (_PNG_GREY, _PNG_GREY_ALPHA))
 
 
 def read_image_and_form(path: str) -> Optional[Tuple[Tensor, StoredForm]]:
@@ -42,7 +53,7 @@ def read_image_and_form(path: str) -> Optional[Tuple[Tensor, StoredForm]]:
     if alpha is None:  # decoded again so that EXIF orientation applies (IMREAD_UNCHANGED ignores it)
         img = cv2.imdecode(content, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     else:
-        img = raw[:, :, 0] if raw.shape[2] == 2 else raw[:, :, :3]
+        img = raw[:, :, 0] if raw.shape[2] == 2 or _png_declares_grey(content) else raw[:, :, :3]
     form = StoredForm(gray=img.ndim == 2, alpha=alpha, dtype=img.dtype.type)
     rgb = img.astype(np.float32) / _scale(img.dtype)
     rgb = np.repeat(rgb[:, :, None], 3, axis=2) if form.gray else rgb[:, :, ::-1]
@@ -59,7 +70,8 @@ def write_image(img: Tensor, path: str, form: Optional[StoredForm] = None) -> No
     """Write a (1, 3, H, W) [0, 1] tensor; the format follows the extension; atomic (temp file, then rename).
 
     With the input's ``form``: a grey-scale input gives a grey-scale file, its alpha channel is kept where the format
-    has one (PNG, TIFF, WebP), and 16-bit depth where the format has it (PNG, TIFF); otherwise 8-bit colour.
+    has one (PNG, TIFF, WebP; grey + alpha stays grey + alpha in PNG), and 16-bit depth where the format has it (PNG,
+    TIFF); otherwise 8-bit colour.
     """
     form = form or StoredForm()
     ext = osp.splitext(path)[1].lower()
@@ -67,14 +79,38 @@ def write_image(img: Tensor, path: str, form: Optional[StoredForm] = None) -> No
     out = img.detach().float().cpu().clamp(0, 1)[0].numpy().transpose(1, 2, 0)[:, :, ::-1]  # BGR
     out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2GRAY) if form.gray else out
     out = (out * _scale(dtype)).round().astype(dtype)
+    alpha = None
     if form.alpha is not None and ext in _ALPHA_FORMATS:
         alpha = (form.alpha.astype(np.float64) * (_scale(dtype) / _scale(form.alpha.dtype))).round().astype(dtype)
-        out = np.dstack([cv2.cvtColor(out, cv2.COLOR_GRAY2BGR) if form.gray else out, alpha])  # no 2-channel files
-    ok, buf = cv2.imencode(ext, out)
-    if not ok:
-        raise ValueError(f"cannot encode an image as '{path}'")
+    data = _encode(out, alpha, ext, path)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     tmp = osp.join(osp.dirname(osp.abspath(path)), f'.{osp.basename(path)}.tmp')
     with open(tmp, 'wb') as f:
-        f.write(buf.tobytes())
+        f.write(data)
     os.replace(tmp, path)
+
+
+def _encode(img: np.ndarray, alpha: Optional[np.ndarray], ext: str, path: str) -> bytes:
+    """File bytes of a BGR or grey image, with ``alpha`` (same dtype) when given."""
+    if alpha is not None and img.ndim == 2 and ext == '.png':
+        return _grey_alpha_png(img, alpha)
+    if alpha is not None:  # OpenCV writes no 2-channel files
+        img = np.dstack([cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img, alpha])
+    ok, buf = cv2.imencode(ext, img)
+    if not ok:
+        raise ValueError(f"cannot encode an image as '{path}'")
+    return buf.tobytes()
+
+
+def _grey_alpha_png(grey: np.ndarray, alpha: np.ndarray) -> bytes:
+    """A grey + alpha PNG (colour type 4) of 8- or 16-bit arrays, which OpenCV cannot write."""
+    height, width = grey.shape
+    samples = np.dstack([grey, alpha]).astype(f'>u{grey.dtype.itemsize}')  # PNG samples are big-endian
+    rows = np.hstack([np.zeros((height, 1), np.uint8), samples.reshape(height, -1).view(np.uint8)])  # filter: none
+    header = struct.pack('>IIBBBBB', width, height, 8 * grey.dtype.itemsize, _PNG_GREY_ALPHA, 0, 0, 0)
+    return _PNG_SIGNATURE + b''.join(_png_chunk(tag, data) for tag, data in (
+        (b'IHDR', header), (b'IDAT', zlib.compress(rows.tobytes(), 6)), (b'IEND', b'')))
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack('>I', len(data)) + tag + data + struct.pack('>I', zlib.crc32(tag + data))

@@ -30,7 +30,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', default='auto', help="'auto' (GPU when available), 'cpu', 'cuda', 'cuda:1', ...")
     parser.add_argument('--tile', type=int, help='tile size for large images; 0 = no tiling (default: val.tile)')
     parser.add_argument('--overlap', type=int,
-                        help='overlap of neighbouring tiles (default: val.tile.overlap or 32, at most --tile / 4)')
+                        help='overlap of neighbouring tiles, with --tile or val.tile (default: val.tile.overlap or '
+                        '32, at most --tile / 4)')
 
 
 def resolve_options(source: str) -> Tuple[dict, Optional[str]]:
@@ -188,6 +189,8 @@ def model_from_args(args: argparse.Namespace) -> InferenceModel:
         if value is not None and value < 0:
             raise ValueError(f'{flag}: expected an integer >= 0 (--tile 0: no tiling), got {value}')
     model = load_model(args.opt, args.checkpoint, args.encoder_checkpoint, args.device)
+    if args.overlap is not None and args.tile is None and not model.tile:
+        raise ValueError(f'--overlap {args.overlap} needs tiling: add --tile N (or set val.tile in the option file)')
     if args.tile is not None:
         model.tile = args.tile or None
         if args.overlap is None and model.tile:  # the option file's overlap may not fit a smaller --tile

@@ -162,6 +162,8 @@ def test_folders_unmodulated_model_and_a_skipped_file(tmp_path, capsys):
     ('no_encoder', 'analyze needs a CoIC model'),
     ('one_image', 'at least 2 are needed'),
     ('bad_blur_sigma', '--blur-sigma: expected a positive Gaussian sigma, got -1.0'),
+    ('folder_is_a_file', "(source 'one') is not a folder"),
+    ('missing_folder', "(source 'one') does not exist"),
 ])
 def test_errors_are_one_clear_line(tmp_path, capsys, case, message):
     exp, opt, *_ = make_experiment(tmp_path)
@@ -183,6 +185,11 @@ def test_errors_are_one_clear_line(tmp_path, capsys, case, message):
         args += ['--folders', f"one={tmp_path / 'empty'}"]
     elif case == 'bad_blur_sigma':
         args += ['--blur-sigma', '-1']
+    elif case in ('folder_is_a_file', 'missing_folder'):
+        image = tmp_path / 'empty' / 'a.png'
+        if case == 'folder_is_a_file':
+            assert cv2.imwrite(str(image), np.zeros((16, 16, 3), np.uint8))
+        args += ['--folders', f'one={image}']
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith('basicsr analyze: error: ') and message in err[-1]

@@ -237,3 +237,18 @@ def test_converted_coic_checkpoint_records_its_gate_layout_and_refuses_the_other
     assert torch.load(saved, weights_only=True)['gate_layout'] == 'official'
     with pytest.raises(ValueError, match='set network_g.gate_layout: official'):
         model.load_network(paper, str(saved))
+
+
+@pytest.mark.parametrize('override', ['gate_layout=paper', 'gate_layout=official', 'modulate=false', 'modulate=true'])
+def test_modulate_and_gate_layout_follow_the_checkpoint_and_are_refused_in_opt(tmp_path, capsys, override):
+    src, out_dir = tmp_path / 'coic_brn.pth', tmp_path / 'out'
+    torch.save(official_layout(CoICBRN(**TINY_BRN, context_dim=16)), src)
+    args = ['--arch', 'brn', '--model', str(src), '--out-dir', str(out_dir), '--opt', 'iterations=2']
+    assert main(args + ['--opt', override]) == 2 and not out_dir.exists()
+    err = capsys.readouterr().err
+    key = override.split('=')[0]
+    assert err.count('\n') == 1
+    assert err.startswith(f'basicsr convert-official: error: --opt {key}: inferred from the checkpoint (')
+    assert main(args + ['--opt', 'nokey=1']) == 2
+    listed = capsys.readouterr().err.split('its options: ')[1]
+    assert 'iterations' in listed and 'modulate' not in listed and 'gate_layout' not in listed

@@ -9,12 +9,13 @@ import torch
 import yaml
 from helpers.coic import tiny_coic_options
 from helpers.run import basicsr
+from PIL import Image
 from torch import nn
 
 from coic_basicsr.archs.modulation import ContextEmbedding, KernelScaleGenerator
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.tools.derain import main
-from coic_basicsr.tools.image_io import read_image
+from coic_basicsr.tools.image_io import StoredForm, read_image, read_image_and_form, write_image
 from coic_basicsr.tools.inference import load_model
 
 from basicsr.archs import build_network  # noqa: E402  (after coic_basicsr: torchvision shim)
@@ -133,6 +134,39 @@ def test_results_keep_grey_scale_alpha_and_16_bit_depth_of_their_input(tmp_path)
         assert written.shape == shape and written.dtype == np.uint8
 
 
+def test_grey_alpha_png_is_derained_as_grey_and_written_as_grey_alpha(tmp_path):
+    exp, *_ = make_experiment(tmp_path)
+    grey_alpha = np.random.default_rng(3).integers(0, 256, (24, 32, 2), dtype=np.uint8)
+    inp = tmp_path / 'in'
+    inp.mkdir()
+    Image.fromarray(grey_alpha, 'LA').save(inp / 'la.png')
+    Image.fromarray(grey_alpha[..., 0], 'L').save(inp / 'l.png')  # the same grey pixels, no alpha
+    assert main(['-opt', str(exp), str(inp), str(tmp_path / 'out'), '--quiet']) == 0
+    assert main(['-opt', str(exp), str(inp / 'la.png'), str(tmp_path / 'la.tif'), '--quiet']) == 0
+    with Image.open(tmp_path / 'out' / 'la.png') as la, Image.open(tmp_path / 'out' / 'l.png') as grey:
+        assert la.mode == 'LA' and grey.mode == 'L'
+        assert np.array_equal(np.array(la), np.dstack([np.array(grey), grey_alpha[..., 1]]))
+    tif = cv2.imread(str(tmp_path / 'la.tif'), cv2.IMREAD_UNCHANGED)  # OpenCV writes no 2-channel TIFF: BGRA
+    assert np.array_equal(tif[..., 0], tif[..., 1]) and np.array_equal(tif[..., 0], tif[..., 2])
+    assert np.array_equal(tif[..., 3], grey_alpha[..., 1])
+
+
+def test_16_bit_grey_alpha_png_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    grey, alpha = (rng.integers(0, 65536, (5, 7), dtype=np.uint16) for _ in range(2))
+    path = str(tmp_path / 'la16.png')
+    form = StoredForm(gray=True, alpha=alpha, dtype=np.uint16)
+    write_image(torch.from_numpy(grey / 65535.).float().expand(1, 3, 5, 7), path, form)
+    header = (tmp_path / 'la16.png').read_bytes()[:26]
+    assert header[12:16] == b'IHDR' and header[24:26] == bytes([16, 4])  # 16-bit grey + alpha
+    decoded = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # OpenCV decodes grey + alpha as BGRA
+    assert decoded.dtype == np.uint16 and all(np.array_equal(decoded[..., c], grey) for c in range(3))
+    assert np.array_equal(decoded[..., 3], alpha)
+    img, form = read_image_and_form(path)
+    assert form.gray and form.dtype == np.uint16 and np.array_equal(form.alpha, alpha)
+    assert np.array_equal((img[0, 1].numpy() * 65535).round(), grey)
+
+
 def test_tiled_matches_untiled_where_the_model_allows(tmp_path):
     exp, *_ = make_experiment(tmp_path, {'type': 'CoICToolsPointwiseTestNet', 'context_dim': 16})
     write_img(tmp_path / 'in' / 'big.png', 40, 56, 3)
@@ -156,6 +190,20 @@ def test_a_small_tile_without_overlap_gets_a_fitting_overlap(tmp_path):
     write_img(tmp_path / 'in' / 'big.png', 40, 56, 3)
     args = ['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'out'), '--tile', '16', '--quiet']
     assert main(args) == 0  # the default overlap, 32, does not fit a 16-pixel tile: 4 is used
+    assert cv2.imread(str(tmp_path / 'out' / 'big.png')).shape == (40, 56, 3)
+
+
+def test_overlap_needs_tile_or_val_tile(tmp_path, capsys):
+    exp, *_ = make_experiment(tmp_path, {'type': 'CoICToolsPointwiseTestNet', 'context_dim': 16})
+    write_img(tmp_path / 'in' / 'big.png', 40, 56, 3)
+    args = ['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'out'), '--overlap', '8', '--quiet']
+    assert main(args) == 2 and not (tmp_path / 'out').exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        'basicsr derain: error: --overlap 8 needs tiling: add --tile N (or set val.tile in the option file)')
+    opt = yaml.safe_load((exp / 'tiny.yml').read_text())
+    opt['val']['tile'] = {'size': 32, 'overlap': 4}
+    (exp / 'tiny.yml').write_text(yaml.safe_dump(opt))
+    assert main(args) == 0  # the option file tiles: --overlap overrides its overlap
     assert cv2.imread(str(tmp_path / 'out' / 'big.png')).shape == (40, 56, 3)
 
 
