@@ -73,6 +73,16 @@ class KernelScaleGenerator(nn.Sequential):
         nn.init.zeros_(self[-1].bias)
 
 
+NO_ENCODER_WARNING = ('network_g has trained CoI-M layers but no encoder (network_enc) is given: it runs with z=None, '
+                      'as its plain backbone, not as it was trained')
+
+
+def has_trained_modulation(net: nn.Module) -> bool:
+    """Whether a kernel-scale generator of ``net`` has left its zero-initialised last layer (trained CoI-M)."""
+    return any(bool(m[-1].weight.any() or m[-1].bias.any()) for m in net.modules()
+               if isinstance(m, KernelScaleGenerator))
+
+
 def resolve_z(layer: nn.Module, x: Tensor, z: Optional[Tensor]) -> Optional[Tensor]:
     """Explicit ``z`` wins over the context; check its shape and broadcast a single code over the batch."""
     if z is None and layer.context is not None:

@@ -9,10 +9,12 @@ import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from coic_basicsr.archs.coic_encoder_arch import momentum_update
 from coic_basicsr.archs.modulation import split_modulation_parameters
+from coic_basicsr.archs.modulation_core import NO_ENCODER_WARNING, has_trained_modulation
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.loss_sections import build_loss_sections
 from coic_basicsr.models.portable import PortableModelMixin
@@ -72,6 +74,8 @@ class CoICModel(PortableModelMixin, SRModel):
         super().__init__(opt)
         if not self.is_train:
             self._build_encoders()
+            if self.net_enc_key is None and has_trained_modulation(self.get_bare_model(self.net_g)):
+                get_root_logger().warning(NO_ENCODER_WARNING)
 
     # ---------------------------------------------------------------- construction
     def _build_encoders(self) -> None:

@@ -227,6 +227,9 @@ def _run(argv: Optional[List[str]]) -> None:
         record = {GATE_LAYOUT_KEY: options['gate_layout']} if 'gate_layout' in options else {}
         atomic_save({'params': params, **record}, out)
         snippet.update(network_g=options, path={'pretrain_network_g': out, 'strict_load_g': True})
+        if options['modulate'] and not args.encoder:
+            notes.append('no --encoder: without network_enc the network runs with z=None, as its plain backbone (the '
+                         "CoIC authors' encoder is needed to run it as trained)")
         for note in notes:
             print(f'note: {note}')
         print(f'wrote {out} ({len(params)} tensors)')

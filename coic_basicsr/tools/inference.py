@@ -4,6 +4,7 @@ import argparse
 import glob
 import os
 import re
+import sys
 from os import path as osp
 from typing import Optional, Sequence, Tuple
 
@@ -12,6 +13,7 @@ import torch
 from basicsr.archs import build_network
 from torch import Tensor, nn
 
+from coic_basicsr.archs.modulation_core import NO_ENCODER_WARNING, has_trained_modulation
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.tiling import DEFAULT_OVERLAP, tile_settings, tiled_forward
 from coic_basicsr.utils.checkpoint import (check_gate_layout, describe_shape_mismatches, encoder_beside,
@@ -143,6 +145,8 @@ class InferenceModel:
             load_weights(self.key_encoder, encoder_checkpoint, ('params_key', 'params'),
                          f"network_enc ({opt['network_enc'].get('type')})")
             self.key_encoder.to(device).eval()
+        elif has_trained_modulation(self.net_g):
+            print(f'warning: {NO_ENCODER_WARNING}', file=sys.stderr, flush=True)
         val = opt.get('val') or {}
         self.global_size = int(val.get('global_size', 128))
         self.tile, self.overlap = tile_settings(val) or (None, DEFAULT_OVERLAP)

@@ -307,6 +307,31 @@ def test_a_size_a_wrapped_swinir_cannot_take_is_named_in_one_line(tmp_path, monk
     assert last.endswith('val.tile: {size: N, overlap: M} runs it in tiles of a size it takes)')
 
 
+def test_testing_a_trained_coic_network_without_an_encoder_warns(tmp_path):
+    import logging
+    from basicsr.utils import get_root_logger
+    from coic_basicsr.archs.modulation import KernelScaleGenerator
+    opt = in_memory(tiny_coic_options(coic=False), tmp_path)
+    opt.update(is_train=False)
+    del opt['train']  # and no network_enc
+    net = build_network(dict(opt['network_g']))
+    torch.save({'params': net.state_dict()}, tmp_path / 'untrained.pth')
+    next(m for m in net.modules() if isinstance(m, KernelScaleGenerator))[-1].bias.data.fill_(0.5)
+    torch.save({'params': net.state_dict()}, tmp_path / 'trained.pth')
+    warned = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warned.append(record.getMessage()) if record.levelno >= logging.WARNING else None
+    logger = get_root_logger()
+    logger.addHandler(handler)
+    try:
+        for name in ('untrained', 'trained'):
+            opt['path']['pretrain_network_g'] = str(tmp_path / f'{name}.pth')
+            build_model(opt)
+            assert any('no encoder (network_enc) is given' in w for w in warned) == (name == 'trained'), warned
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_a_plain_backbone_checkpoint_loads_into_coicnet_like_into_the_backbone(tmp_path):
     import logging
     from basicsr.utils import get_root_logger

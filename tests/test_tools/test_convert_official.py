@@ -252,3 +252,5 @@ def test_modulate_and_gate_layout_follow_the_checkpoint_and_are_refused_in_opt(t
     assert main(args + ['--opt', 'nokey=1']) == 2
     listed = capsys.readouterr().err.split('its options: ')[1]
     assert 'iterations' in listed and 'modulate' not in listed and 'gate_layout' not in listed
+    assert main(args) == 0  # a CoIC model without --encoder: the user learns it would run as the plain backbone
+    assert 'note: no --encoder: without network_enc the network runs with z=None' in capsys.readouterr().out

@@ -104,6 +104,21 @@ def test_folder_mirrors_tree_and_matches_the_nets(tmp_path, capsys):
     assert os.stat(out / 'a.png').st_mtime_ns == stamp
 
 
+def test_a_trained_coic_network_without_its_encoder_is_warned_about(tmp_path, capsys):
+    # the official CoIC-BRN comes without its encoder: it ran as the plain backbone, silently
+    exp, _, _, _ = make_experiment(tmp_path)
+    write_img(tmp_path / 'in' / 'a.png', 24, 24, 0)
+    assert main(['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'out'), '--quiet']) == 0
+    assert 'warning' not in capsys.readouterr().err  # with its encoder
+    opt = yaml.safe_load((exp / 'tiny.yml').read_text())
+    del opt['network_enc']
+    (exp / 'tiny.yml').write_text(yaml.safe_dump(opt))
+    (exp / 'models' / 'net_enc_latest.pth').unlink()
+    assert main(['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'plain'), '--quiet']) == 0
+    assert 'warning: network_g has trained CoI-M layers but no encoder (network_enc) is given: it runs with z=None' \
+        in capsys.readouterr().err
+
+
 @torch.no_grad()
 def test_results_keep_grey_scale_alpha_and_16_bit_depth_of_their_input(tmp_path):
     exp, ema, key, _ = make_experiment(tmp_path)
