@@ -36,7 +36,22 @@ def run_reporting_errors(prog: str, func: Callable, argv: Optional[List[str]]) -
         print(f'{prog}: error: {message}', file=sys.stderr, flush=True)
         _abort_process_group()
         return 2
+    except RuntimeError as err:
+        if os.environ.get('COIC_TRACEBACK') or not _another_rank_left(err):
+            raise
+        import torch.distributed as dist
+        print(f'{prog}: error: rank {dist.get_rank()} stopped: another rank ended first (its error is above): '
+              f"{(str(err).splitlines() or [''])[0]}", file=sys.stderr, flush=True)
+        _abort_process_group()
+        return 1
     return 0
+
+
+def _another_rank_left(err: RuntimeError) -> bool:
+    """A collective failed because a peer process closed its connection (it failed or was stopped)."""
+    import torch.distributed as dist
+    return (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            and any(text in str(err) for text in ('Connection closed by peer', 'Connection reset by peer')))
 
 
 def _abort_process_group() -> None:

@@ -14,7 +14,7 @@ from basicsr.utils.options import dict2str
 from coic_basicsr.models.portable import build_model
 from coic_basicsr.utils.checkpoint import encoder_beside
 from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
-from coic_basicsr.utils.dist import barrier
+from coic_basicsr.utils.dist import barrier, wait_for_rank0
 from coic_basicsr.utils.early_log import EarlyLog
 from coic_basicsr.utils.options import parse_options
 from coic_basicsr.utils.validate import check_options
@@ -67,7 +67,7 @@ def run_tests(opt: dict, model, test_loaders: list, logger: logging.Logger) -> N
     for test_loader in test_loaders:
         logger.info(f"Testing {test_loader.dataset.opt['name']}...")
         model.validation(test_loader, current_iter=opt['name'], tb_logger=None, save_img=val_opt.get('save_img', False))
-    barrier()
+    wait_for_rank0()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -21,7 +21,7 @@ from coic_basicsr.data.samplers import ResumableSampler, SeededDraws, build_samp
 from coic_basicsr.models.portable import build_model
 from coic_basicsr.utils.checkpoint import latest_training_state, load_training_state
 from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
-from coic_basicsr.utils.dist import barrier
+from coic_basicsr.utils.dist import barrier, wait_for_rank0
 from coic_basicsr.utils.early_log import EarlyLog
 from coic_basicsr.utils.errors import NonFiniteTrainingError
 from coic_basicsr.utils.options import parse_options, save_options_as_run
@@ -130,7 +130,7 @@ def validate(model, val_loaders, current_iter: int, tb_logger, opt: dict) -> Non
     """Validate on every ``val*`` set; the barrier keeps ranks that skip validation from running ahead."""
     for val_loader in val_loaders:
         model.validation(val_loader, current_iter, tb_logger, opt['val'].get('save_img', False))
-    barrier()
+    wait_for_rank0()
 
 
 def make_run_folders(opt: dict, args, resumed: bool) -> None:

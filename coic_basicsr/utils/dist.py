@@ -59,13 +59,25 @@ def init_dist(launcher: str, backend: Optional[str] = None, timeout_s: Optional[
         torch.cuda.set_device(device)
     kwargs = {'timeout': datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
     dist.init_process_group(backend=backend, **kwargs)
+    # rank 0 validates alone: the others wait for it here, not bounded by dist_params.timeout (torch's default is
+    # 30 min for gloo, 10 for nccl; a CPU validation of a full test set can take longer)
+    _IDLE_WAIT[0] = dist.new_group(backend='gloo', timeout=datetime.timedelta(days=7))
     return device
+
+
+_IDLE_WAIT = [None]
 
 
 def barrier() -> None:
     """Synchronise all ranks (no-op when not distributed)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def wait_for_rank0() -> None:
+    """:func:`barrier` for ranks that idle while rank 0 validates: it waits as long as the validation takes."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier(group=_IDLE_WAIT[0])
 
 
 def rank0_value(value):

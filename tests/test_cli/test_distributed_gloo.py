@@ -154,3 +154,51 @@ def test_torchrun_without_launcher_pytorch_is_refused_before_any_folder_is_made(
     assert result.returncode != 0
     assert 'basicsr train: error: --launcher is none but this is one of 2 processes' in result.stderr
     assert not (tmp_path / 'experiments').exists()
+
+
+class _SlowValidationModel:
+    """Rank 0 validates for longer than dist_params.timeout; the others wait for it."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def validation(self, *args) -> None:
+        if self.rank == 0:
+            import time
+            time.sleep(3)
+
+
+def _validation_wait_worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE='2',
+                      LOCAL_RANK=str(rank))
+    from coic_basicsr.train import validate
+    from coic_basicsr.utils.dist import init_dist
+
+    init_dist('pytorch', backend='gloo', timeout_s=1)
+    validate(_SlowValidationModel(rank), [None], 1, None, {'val': {}})
+    flag = torch.ones(1)
+    dist.all_reduce(flag)  # training collectives keep dist_params.timeout
+    torch.save(float(flag), os.path.join(out_dir, f'after{rank}.pt'))
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_ranks_wait_for_a_validation_longer_than_the_collective_timeout(tmp_path):
+    # the waiting ranks' barrier timed out after dist_params.timeout and killed a healthy run
+    mp.spawn(_validation_wait_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert torch.load(tmp_path / 'after1.pt', weights_only=True) == 2.0
+
+
+def test_a_rank_failing_in_validation_leaves_one_line_per_rank(tmp_path):
+    # rank 1, waiting for rank 0's validation, printed a traceback about a connection closed by peer
+    from helpers.coic import tiny_coic_options
+    opt = tiny_coic_options(name='val_fails', total_iter=4, stage1_iter=2)
+    opt['val']['metrics'] = {'niqe': {'type': 'calculate_niqe', 'crop_border': 0}}  # needs larger images
+    opt_path = write_options(opt, str(tmp_path / 'train.yml'))
+    result = torchrun(2, ['-m', 'coic_basicsr.train', '-opt', opt_path, '--launcher', 'pytorch'], cwd=str(tmp_path),
+                      port=_free_port())
+    assert result.returncode != 0
+    assert 'basicsr train: error: val.metrics.niqe (calculate_niqe) failed on' in result.stderr
+    assert '[rank1]: Traceback' not in result.stderr, result.stderr[-3000:]  # (torchrun prints its own, always)
+    if 'Connection closed by peer' in result.stderr:  # else torchrun ended rank 1 before it noticed
+        assert 'basicsr train: error: rank 1 stopped: another rank ended first (its error is above)' in result.stderr
