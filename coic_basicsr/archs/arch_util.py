@@ -1,11 +1,32 @@
-"""What every CoIC arch's ``forward(x, z=None)`` shares: checking z, padding to a size multiple, cropping back."""
-from typing import Callable, List, Optional, Tuple, Union
+"""What every CoIC arch shares: constructor option checks, and for ``forward(x, z=None)`` checking z, padding to a
+size multiple, cropping back."""
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 Outputs = Union[Tensor, List[Tensor]]
+
+
+def check_choice(arch: str, key: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise a one-line ValueError naming ``network_g.<key>`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f'network_g.{key} must be one of {tuple(choices)} for {arch}, got {value!r}')
+
+
+def check_at_least(arch: str, minimum: int, values: Iterable[Tuple[str, Any]]) -> None:
+    """Raise a one-line ValueError naming ``network_g.<key>`` for the first ``(key, value)`` below ``minimum``."""
+    for key, value in values:
+        if int(value) < minimum:
+            raise ValueError(f'network_g.{key} must be >= {minimum} for {arch}, got {value}')
+
+
+def check_parity(arch: str, key: str, value: int, odd: bool, reason: str) -> None:
+    """Raise a one-line ValueError naming ``network_g.<key>`` unless ``value`` is odd (``odd``) or even; ``reason``
+    says which layer needs it."""
+    if int(value) % 2 != int(odd):
+        raise ValueError(f"network_g.{key} must be {'odd' if odd else 'even'} for {arch} ({reason}), got {value}")
 
 
 def is_channels_last(x: Tensor) -> bool:

@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from coic_basicsr.archs.arch_util import check_context
+from coic_basicsr.archs.arch_util import check_at_least, check_context
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -74,11 +74,9 @@ class CoICBRN(nn.Module):
                  iterations: int = 8, context_dim: int = 128, modulate: bool = True,
                  gate_layout: str = 'paper', generator_width: Optional[int] = None) -> None:
         super().__init__()
-        for key, value in (('in_channels', in_channels), ('channels', channels), ('num_res_blocks', num_res_blocks),
-                           ('num_rain_res_blocks', num_rain_res_blocks), ('iterations', iterations),
-                           ('context_dim', context_dim)):
-            if int(value) < 1:
-                raise ValueError(f'network_g.{key} must be >= 1 for CoICBRN, got {value}')
+        check_at_least('CoICBRN', 1, (('in_channels', in_channels), ('channels', channels),
+                                      ('num_res_blocks', num_res_blocks), ('num_rain_res_blocks', num_rain_res_blocks),
+                                      ('iterations', iterations), ('context_dim', context_dim)))
         self.channels, self.iterations = int(channels), int(iterations)
         self.num_res_blocks, self.num_rain_res_blocks = int(num_res_blocks), int(num_rain_res_blocks)
         self.context_dim, self.modulate = int(context_dim), bool(modulate)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from coic_basicsr.archs.dgunet_blocks import CAB, SAM, BasicBlock, Decoder, Encoder, ResBlock, conv
-from coic_basicsr.archs.arch_util import conditioned_forward
+from coic_basicsr.archs.arch_util import check_at_least, check_parity, conditioned_forward
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -27,12 +27,13 @@ class CoICDGUNet(nn.Module):
 
     YAML keys (``network_g``):
         in_channels (int): image channels. Default: 3.
-        n_feat (int): channels of the first U-Net level. Default: 40.
-        scale_unetfeats (int): channels added per U-Net level. Default: 20.
+        n_feat (int): channels of the first U-Net level; even (every U-Net level splits its channels in half for
+            the half instance norm). Default: 40.
+        scale_unetfeats (int): channels added per U-Net level; even, like n_feat. Default: 20.
         scale_orsnetfeats (int): extra channels of the last stage's fusion conv (``concat67``). Default: 16.
         num_cab (int): accepted for the official signature; DGUNet's forward uses one CAB per stage
             (its ORSNet with ``num_cab`` CABs was dropped from MPRNet), so this value changes nothing. Default: 8.
-        kernel_size (int): kernel of the feature convs. Default: 3.
+        kernel_size (int): kernel of the feature convs; odd (they pad kernel_size // 2 to keep the size). Default: 3.
         reduction (int): channel-attention reduction. Default: 4.
         bias (bool): bias of the feature convs. Default: False.
         depth (int): intermediate stages (weight-shared BasicBlock); depth + 2 outputs. Default: 5.
@@ -53,14 +54,15 @@ class CoICDGUNet(nn.Module):
                  context_dim: int = 128, modulate: bool = True, gate_layout: str = 'paper',
                  generator_width: Optional[int] = None) -> None:
         super().__init__()
-        for key, value in (('in_channels', in_channels), ('n_feat', n_feat), ('kernel_size', kernel_size),
-                           ('reduction', reduction), ('context_dim', context_dim)):
-            if int(value) < 1:
-                raise ValueError(f'network_g.{key} must be >= 1 for CoICDGUNet, got {value}')
-        for key, value in (('scale_unetfeats', scale_unetfeats), ('scale_orsnetfeats', scale_orsnetfeats),
-                           ('depth', depth)):
-            if int(value) < 0:
-                raise ValueError(f'network_g.{key} must be >= 0 for CoICDGUNet, got {value}')
+        arch = 'CoICDGUNet'
+        check_at_least(arch, 1, (('in_channels', in_channels), ('n_feat', n_feat), ('kernel_size', kernel_size),
+                                 ('reduction', reduction), ('context_dim', context_dim)))
+        check_at_least(arch, 0, (('scale_unetfeats', scale_unetfeats), ('scale_orsnetfeats', scale_orsnetfeats),
+                                 ('depth', depth)))
+        half_norm = 'each U-Net level, n_feat + i * scale_unetfeats channels, is halved for the half instance norm'
+        check_parity(arch, 'n_feat', n_feat, False, half_norm)
+        check_parity(arch, 'scale_unetfeats', scale_unetfeats, False, half_norm)
+        check_parity(arch, 'kernel_size', kernel_size, True, 'its convs pad kernel_size // 2 to keep the size')
         if n_feat // reduction < 1:
             raise ValueError(f'network_g.reduction ({reduction}) must not exceed n_feat ({n_feat})')
         self.depth, self.num_cab = int(depth), int(num_cab)

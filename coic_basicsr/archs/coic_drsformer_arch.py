@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from coic_basicsr.archs.arch_util import conditioned_forward
 from coic_basicsr.archs.drsformer_blocks import FeatureCompensator, SparseTransformerBlock
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
-from coic_basicsr.archs.restormer_blocks import LAYER_NORM_TYPES, PatchEmbed, Resample
+from coic_basicsr.archs.restormer_blocks import PatchEmbed, Resample, check_unet_options
 from basicsr.utils.registry import ARCH_REGISTRY
 
 _SIZE_MULTIPLE = 8  # three 2x down-samplings
@@ -34,11 +34,15 @@ class CoICDRSformer(nn.Module):
 
     YAML keys (``network_g``):
         inp_channels (int): input image channels. Default: 3.
-        out_channels (int): output image channels. Default: 3.
-        dim (int): channels of level 1 (level k has dim * 2**(k-1)). Default: 48.
+        out_channels (int): output image channels; the output adds the input image, so it must equal
+            inp_channels (or inp_channels be 1). Default: 3.
+        dim (int): channels of level 1 (level k has dim * 2**(k-1)); even and >= 2 (the first down-sampling
+            convolves to dim // 2 channels and pixel-unshuffles them to the 2 * dim of level 2). Default: 48.
         num_blocks (list[int]): sparse transformer blocks per level 1..4. Default: [4, 6, 6, 8].
-        heads (list[int]): attention heads per level 1..4; each head needs >= 2 channels. Default: [1, 2, 4, 8].
-        ffn_expansion_factor (float): MSFN hidden expansion. Default: 2.66.
+        heads (list[int]): attention heads per level 1..4; each must divide its level's channels into heads
+            of >= 2 channels. Default: [1, 2, 4, 8].
+        ffn_expansion_factor (float): MSFN hidden expansion; int(dim * ffn_expansion_factor) must be >= 1.
+            Default: 2.66.
         bias (bool): bias in the 1x1/attention/FFN convs. Default: False.
         LayerNorm_type (str): 'WithBias' or 'BiasFree'. Default: 'WithBias'.
         mefc (bool): build the two feature compensators (``encoder_level0``, ``refinement``); false gives the
@@ -59,15 +63,9 @@ class CoICDRSformer(nn.Module):
                  mefc: bool = True, context_dim: int = 128, modulate: bool = True,
                  generator_width: Optional[int] = None) -> None:  # noqa: N803
         super().__init__()
-        if len(num_blocks) != 4 or len(heads) != 4:
-            raise ValueError(f'network_g: num_blocks and heads need 4 entries, got {list(num_blocks)}, {list(heads)}')
-        if LayerNorm_type not in LAYER_NORM_TYPES:
-            raise ValueError(f"network_g.LayerNorm_type must be one of {LAYER_NORM_TYPES}, got '{LayerNorm_type}'")
-        for level, n_heads in enumerate(heads):
-            channels = dim * 2**level
-            if channels % n_heads or channels // n_heads < 2:
-                raise ValueError(f'network_g.heads[{level}]={n_heads} must divide {channels} channels into heads of '
-                                 'at least 2 channels (top-k attention keeps int(C/2) of C)')
+        check_unet_options('CoICDRSformer', inp_channels, out_channels, dim, num_blocks, heads, ffn_expansion_factor,
+                           LayerNorm_type, global_residual=True, min_head_channels=2,
+                           head_note=' into heads of at least 2 channels (top-k attention keeps int(C/2) of C)')
         self.context_dim = context_dim
         self.modulate = modulate
         self.mefc = mefc

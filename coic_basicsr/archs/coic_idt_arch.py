@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from coic_basicsr.archs.idt_blocks import ConvTokens, IDTBlock, IDTLayer, SpatialTransformerLayer
-from coic_basicsr.archs.arch_util import conditioned_forward
+from coic_basicsr.archs.arch_util import check_at_least, conditioned_forward
 from coic_basicsr.archs.modulation import ContextEmbedding, ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -42,9 +42,11 @@ class CoICIDT(nn.Module):
         depths (list[int]): window blocks of the 9 layers (4 encoder, bottleneck, 4 decoder); also drives the
             drop-path schedule (the official class hard-codes these counts; its training script passes the same
             list). Default: [3, 3, 2, 2, 1, 1, 2, 2, 3].
-        num_heads (list[int]): heads of the 9 layers. Default: [1, 2, 4, 8, 16, 16, 8, 4, 2].
+        num_heads (list[int]): heads of the 9 layers; each must divide its layer's channels and, outside the
+            bottleneck, spatial_win_size**2. Default: [1, 2, 4, 8, 16, 16, 8, 4, 2].
         win_size (int): window side of the window blocks. Default: 8.
-        mlp_ratio (float): LeFF hidden expansion. Default: 4.0.
+        mlp_ratio (float): LeFF hidden expansion; int(C * mlp_ratio) must be >= 1 for C = embed_dim and
+            C = spatial_win_size**2 (the spatial layers' LeFF expands the patch pixels). Default: 4.0.
         qkv_bias (bool): bias of the Q/K/V projections. Default: true.
         qk_scale (float): attention scale; null for head_dim**-0.5. Default: null.
         drop_path_rate (float): stochastic depth rate (training only). Default: 0.1.
@@ -67,6 +69,13 @@ class CoICIDT(nn.Module):
         if len(depths) != 9 or len(num_heads) != 9 or min(depths) < 1:
             raise ValueError(f'network_g: depths and num_heads need 9 entries (depths >= 1), got {list(depths)}, '
                              f'{list(num_heads)}')
+        check_at_least('CoICIDT', 1, [('in_chans', in_chans), ('embed_dim', embed_dim), ('img_size', img_size),
+                                      ('win_size', win_size), ('spatial_win_size', spatial_win_size)]
+                       + [(f'num_heads[{i}]', heads) for i, heads in enumerate(num_heads)])
+        narrowest = min(embed_dim, spatial_win_size**2)  # LeFF inputs: level channels, spatial_win_size**2 pixels
+        if int(narrowest * mlp_ratio) < 1:
+            raise ValueError(f'network_g.mlp_ratio must leave int(C * mlp_ratio) >= 1 hidden LeFF channels for CoICIDT '
+                             f'(C down to min(embed_dim, spatial_win_size**2) = {narrowest}), got {mlp_ratio}')
         self.context_dim = context_dim
         self.modulate = modulate
         self.context = ModulationContext(generator_width, 'network_g.generator_width')

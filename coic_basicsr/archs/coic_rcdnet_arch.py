@@ -14,7 +14,7 @@ from scipy.io import loadmat
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.archs.arch_util import check_context
+from coic_basicsr.archs.arch_util import check_at_least, check_context
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -98,10 +98,9 @@ class CoICRCDNet(nn.Module):
                  num_stage: int = 17, img_range: float = 255., context_dim: int = 128, modulate: bool = True,
                  gate_layout: str = 'paper', generator_width: Optional[int] = None) -> None:
         super().__init__()
-        for key, value in (('in_channels', in_channels), ('num_map', num_map), ('num_channel', num_channel),
-                           ('num_block', num_block), ('num_stage', num_stage), ('context_dim', context_dim)):
-            if int(value) < 1:
-                raise ValueError(f'network_g.{key} must be >= 1 for CoICRCDNet, got {value}')
+        check_at_least('CoICRCDNet', 1, (('in_channels', in_channels), ('num_map', num_map),
+                                         ('num_channel', num_channel), ('num_block', num_block),
+                                         ('num_stage', num_stage), ('context_dim', context_dim)))
         if img_range <= 0:
             raise ValueError(f'network_g.img_range must be positive for CoICRCDNet, got {img_range}')
         self.in_channels, self.num_stage, self.img_range = int(in_channels), int(num_stage), float(img_range)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from coic_basicsr.archs.arch_util import conditioned_forward
 from coic_basicsr.archs.modulation import ModulationContext
-from coic_basicsr.archs.restormer_blocks import LAYER_NORM_TYPES, CoICTransformerBlock, PatchEmbed, Resample
+from coic_basicsr.archs.restormer_blocks import CoICTransformerBlock, PatchEmbed, Resample, check_unet_options
 from basicsr.utils.registry import ARCH_REGISTRY
 
 _SIZE_MULTIPLE = 8  # three 2x down-samplings
@@ -27,12 +27,16 @@ class CoICRestormer(nn.Module):
 
     YAML keys (``network_g``):
         inp_channels (int): input image channels. Default: 3.
-        out_channels (int): output image channels. Default: 3.
-        dim (int): channels of level 1 (level k has dim * 2**(k-1)). Default: 48.
+        out_channels (int): output image channels; unless dual_pixel_task the output adds the input image, so it
+            must equal inp_channels (or inp_channels be 1). Default: 3.
+        dim (int): channels of level 1 (level k has dim * 2**(k-1)); even and >= 2 (the first down-sampling
+            convolves to dim // 2 channels and pixel-unshuffles them to the 2 * dim of level 2). Default: 48.
         num_blocks (list[int]): transformer blocks per level 1..4. Default: [4, 6, 6, 8].
         num_refinement_blocks (int): blocks of the refinement stage. Default: 4.
-        heads (list[int]): attention heads per level 1..4. Default: [1, 2, 4, 8].
-        ffn_expansion_factor (float): GDFN hidden expansion. Default: 2.66.
+        heads (list[int]): attention heads per level 1..4; each must divide its level's channels.
+            Default: [1, 2, 4, 8].
+        ffn_expansion_factor (float): GDFN hidden expansion; int(dim * ffn_expansion_factor) must be >= 1.
+            Default: 2.66.
         bias (bool): bias in the 1x1/attention/FFN convs. Default: False.
         LayerNorm_type (str): 'WithBias' or 'BiasFree'. Default: 'WithBias'.
         dual_pixel_task (bool): dual-pixel defocus variant (skip_conv, no global residual). Default: False.
@@ -53,13 +57,8 @@ class CoICRestormer(nn.Module):
                  modulate: bool = True,
                  generator_width: Optional[int] = None) -> None:  # noqa: N803 (official option name)
         super().__init__()
-        if len(num_blocks) != 4 or len(heads) != 4:
-            raise ValueError(f'network_g: num_blocks and heads need 4 entries, got {list(num_blocks)}, {list(heads)}')
-        if LayerNorm_type not in LAYER_NORM_TYPES:
-            raise ValueError(f"network_g.LayerNorm_type must be one of {LAYER_NORM_TYPES}, got '{LayerNorm_type}'")
-        for level, n_heads in enumerate(heads):
-            if (dim * 2**level) % n_heads:
-                raise ValueError(f'network_g.heads[{level}]={n_heads} does not divide {dim * 2**level} channels')
+        check_unet_options('CoICRestormer', inp_channels, out_channels, dim, num_blocks, heads, ffn_expansion_factor,
+                           LayerNorm_type, global_residual=not dual_pixel_task)
         self.context_dim = context_dim
         self.modulate = modulate
         self.dual_pixel_task = dual_pixel_task

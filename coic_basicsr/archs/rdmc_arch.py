@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from coic_basicsr.archs.arch_util import crop, pad_to_multiple
+from coic_basicsr.archs.arch_util import check_at_least, check_choice, crop, pad_to_multiple
 
 RECRUITMENT_MODES = ('dynamic', 'static', 'none')
 
@@ -171,8 +171,8 @@ class RDMCNet(nn.Module):
                  recruitment: str = 'dynamic', gate_reduction: int = 4, return_stages: bool = False) -> None:
         super().__init__()
         widths, dilations = [int(w) for w in widths], [int(d) for d in dilations]
-        if int(iterations) < 1:
-            raise ValueError(f'network_g.iterations must be >= 1, got {iterations}')
+        check_at_least('RDMCNet', 1, (('in_channels', in_channels), ('iterations', iterations),
+                                      ('gate_reduction', gate_reduction)))
         if out_channels != in_channels:
             raise ValueError(f'network_g.out_channels ({out_channels}) must equal in_channels ({in_channels}): '
                              'RDMCNet predicts a residual on the input')
@@ -180,10 +180,7 @@ class RDMCNet(nn.Module):
             raise ValueError(f'network_g.widths needs >= 2 positive entries, got {widths}')
         if not dilations or min(dilations) < 1:
             raise ValueError(f'network_g.dilations needs >= 1 positive entries, got {dilations}')
-        if recruitment not in RECRUITMENT_MODES:
-            raise ValueError(f"network_g.recruitment must be one of {RECRUITMENT_MODES}, got '{recruitment}'")
-        if int(gate_reduction) < 1:
-            raise ValueError(f'network_g.gate_reduction must be >= 1, got {gate_reduction}')
+        check_choice('RDMCNet', 'recruitment', recruitment, RECRUITMENT_MODES)
         self.iterations = int(iterations)
         self.return_stages = bool(return_stages)
         self.size_multiple = 2**(len(widths) - 1)

@@ -3,16 +3,44 @@
 Attribute names and shapes follow the official ``restormer_arch.py`` so official checkpoints load with their own keys.
 The blocks build their CoI-M layers themselves when given a :class:`ModulationContext` (plain layers without one).
 """
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.archs.arch_util import is_channels_last
+from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_parity, is_channels_last
 from coic_basicsr.archs.modulation import ContextEmbedding, ModulatedConv2d, ModulationContext
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
+
+
+def check_unet_options(arch: str, inp_channels: int, out_channels: int, dim: int, num_blocks: Sequence[int],
+                       heads: Sequence[int], ffn_expansion_factor: float, layer_norm_type: str, global_residual: bool,
+                       min_head_channels: int = 1, head_note: str = '') -> None:
+    """The ``network_g`` checks of the Restormer U-Net (CoICRestormer, CoICDRSformer), each a one-line ValueError
+    naming the key: level k (1..4) runs dim * 2**(k-1) channels with heads[k-1] heads (the level-1 decoder 2 * dim
+    with heads[0]); every head needs ``min_head_channels`` channels; ``global_residual`` adds the input image to the
+    output."""
+    if len(num_blocks) != 4 or len(heads) != 4:
+        raise ValueError(f'network_g: num_blocks and heads need 4 entries, got {list(num_blocks)}, {list(heads)}')
+    check_choice(arch, 'LayerNorm_type', layer_norm_type, LAYER_NORM_TYPES)
+    check_at_least(arch, 1, [('inp_channels', inp_channels), ('out_channels', out_channels)]
+                   + [(f'heads[{level}]', n_heads) for level, n_heads in enumerate(heads)])
+    check_at_least(arch, 2, [('dim', dim)])
+    check_parity(arch, 'dim', dim, False, 'the first down-sampling convolves to dim // 2 channels, which '
+                 'PixelUnshuffle(2) must turn into the 2 * dim channels of level 2')
+    for level, n_heads in enumerate(heads):
+        channels = dim * 2**level
+        if channels % n_heads or channels // n_heads < min_head_channels:
+            raise ValueError(f'network_g.heads[{level}] must divide the {channels} channels of level {level + 1}'
+                             f'{head_note} for {arch}, got {n_heads}')
+    if int(dim * ffn_expansion_factor) < 1:
+        raise ValueError(f'network_g.ffn_expansion_factor must leave int(dim * ffn_expansion_factor) >= 1 hidden FFN '
+                         f'channels for {arch} (dim={dim}), got {ffn_expansion_factor}')
+    if global_residual and out_channels != inp_channels and inp_channels != 1:
+        raise ValueError(f'network_g.out_channels must equal inp_channels ({inp_channels}) for {arch}, the output '
+                         f'adding the input image (or inp_channels be 1), got {out_channels}')
 
 
 def _conv3x3(in_ch: int, out_ch: int, groups: int, bias: bool, context: Optional[ModulationContext],

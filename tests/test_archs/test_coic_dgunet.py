@@ -5,6 +5,7 @@ from torch import nn
 
 import coic_basicsr  # noqa: F401  (shim + registration)
 from basicsr.archs import build_network
+from coic_basicsr.archs import coic_dgunet_arch
 from coic_basicsr.archs.coic_dgunet_arch import CoICDGUNet
 from coic_basicsr.archs.modulation import ModulatedConv2d, ModulatedConvTranspose2d
 
@@ -83,3 +84,49 @@ def test_training_step_and_bad_input():
         net(torch.rand(1, 3, 8, 8), torch.zeros(1, 3))
     with pytest.raises(ValueError, match='reduction'):
         CoICDGUNet(n_feat=4, reduction=8)
+
+
+def test_options_whose_forward_cannot_run_are_refused_naming_the_key():
+    for bad, message in (
+            (dict(n_feat=20, scale_unetfeats=5), r'network_g\.scale_unetfeats must be even for CoICDGUNet \(each U-Net '
+             r'level, n_feat \+ i \* scale_unetfeats channels, is halved for the half instance norm\), got 5'),
+            (dict(n_feat=7), r'network_g\.n_feat must be even for CoICDGUNet \(each U-Net level'),
+            (dict(kernel_size=4), r'network_g\.kernel_size must be odd for CoICDGUNet \(its convs pad kernel_size // 2 '
+             r'to keep the size\), got 4'),
+            (dict(kernel_size=0), r'network_g\.kernel_size must be >= 1 for CoICDGUNet, got 0')):
+        with pytest.raises(ValueError, match=message) as err:
+            CoICDGUNet(**{**TINY, **bad})
+        assert '\n' not in str(err.value)
+
+
+_SWEEP = dict(depth=1, scale_orsnetfeats=0, reduction=1, context_dim=4)
+_CASES = ([dict(n_feat=n, scale_unetfeats=s) for n in range(1, 7) for s in range(4)]
+          + [dict(n_feat=2, scale_unetfeats=0, kernel_size=k) for k in range(1, 7)])
+
+
+def _forward_runs(net: nn.Module) -> bool:
+    x = torch.rand(1, 3, 16, 16)
+    try:
+        with torch.no_grad():
+            outs = net.eval()(x) + net(x, torch.randn(1, 4))
+    except (RuntimeError, ValueError):  # the half instance norm raises ValueError on a channel mismatch
+        return False
+    return all(out.shape == x.shape for out in outs)
+
+
+def test_small_widths_and_kernels_are_accepted_exactly_when_the_forward_runs(monkeypatch):
+    refused = []
+    for case in _CASES:
+        try:
+            net = CoICDGUNet(**_SWEEP, **case)
+        except ValueError as err:
+            assert str(err).startswith('network_g.') and '\n' not in str(err), err
+            refused.append(case)
+            continue
+        assert _forward_runs(net), case
+    assert [c for c in _CASES if c not in refused] == [
+        dict(n_feat=n, scale_unetfeats=s) for n in (2, 4, 6) for s in (0, 2)] + [
+        dict(n_feat=2, scale_unetfeats=0, kernel_size=k) for k in (1, 3, 5)]
+    monkeypatch.setattr(coic_dgunet_arch, 'check_parity', lambda *args, **kwargs: None)
+    for case in refused:  # without the checks every refused case fails in the forward
+        assert not _forward_runs(CoICDGUNet(**_SWEEP, **case)), case

@@ -11,7 +11,7 @@ import coic_basicsr  # noqa: F401  (installs the shim and registers the archs)
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from coic_basicsr.archs.coic_idt_arch import CoICIDT
-from coic_basicsr.archs.idt_blocks import RelativeWindowAttention, relative_position_index
+from coic_basicsr.archs.idt_blocks import LeFF, RelativeWindowAttention, relative_position_index
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
                                            ModulatedConvTranspose2d, split_modulation_parameters)
 from helpers.modulated_arch import (activate_context_embeddings, activate_modulation,
@@ -291,3 +291,36 @@ def test_paper_scale_parameter_counts() -> None:
     assert n_plain == n_backbone == n_ref
     assert set(plain.state_dict()) == set(RefIDT().state_dict())
     assert coic.size_multiple == 128
+
+
+def test_options_whose_forward_cannot_run_are_refused_naming_the_key() -> None:
+    for bad, message in (
+            (dict(win_size=0), r'network_g\.win_size must be >= 1 for CoICIDT, got 0'),
+            (dict(spatial_win_size=0), r'network_g\.spatial_win_size must be >= 1 for CoICIDT, got 0'),
+            (dict(img_size=0), r'network_g\.img_size must be >= 1 for CoICIDT, got 0'),
+            (dict(num_heads=[0, 2, 4, 8, 16, 16, 8, 4, 2]), r'network_g\.num_heads\[0\] must be >= 1 for CoICIDT'),
+            (dict(mlp_ratio=0.2), r'network_g\.mlp_ratio must leave int\(C \* mlp_ratio\) >= 1 hidden LeFF channels '
+             r'for CoICIDT \(C down to min\(embed_dim, spatial_win_size\*\*2\) = 4\), got 0\.2'),
+            (dict(in_chans=0), r'network_g\.in_chans must be >= 1 for CoICIDT, got 0')):
+        with pytest.raises(ValueError, match=message) as err:
+            CoICIDT(**dict(TINY, **bad))
+        assert '\n' not in str(err.value)
+
+
+def test_mlp_ratio_is_accepted_exactly_when_the_leff_layers_have_a_channel() -> None:
+    small = dict(TINY, depths=[1] * 9, num_heads=[1] * 9)
+    # (embed_dim, spatial_win_size, mlp_ratio, accepted): the narrowest LeFF input is embed_dim = 4 in the first
+    # two, the spatial layers' spatial_win_size**2 = 4 pixels in the last two
+    cases = [(4, 4, 0.25, True), (4, 4, 0.24, False), (8, 2, 0.25, True), (8, 2, 0.2, False)]
+    x = torch.rand(1, 3, 32, 32)
+    for embed_dim, spatial, ratio, accepted in cases:
+        options = dict(small, embed_dim=embed_dim, spatial_win_size=spatial, mlp_ratio=ratio)
+        if accepted:
+            with torch.no_grad():
+                assert CoICIDT(**options).eval()(x, torch.randn(1, TINY['context_dim'])).shape == x.shape
+        else:
+            with pytest.raises(ValueError, match=r'network_g\.mlp_ratio'):
+                CoICIDT(**options)
+            narrowest = min(embed_dim, spatial**2)  # without the check, its LeFF would be built with 0 channels
+            with pytest.raises(ValueError, match='groups must be a positive integer'):
+                LeFF(narrowest, int(narrowest * ratio))

@@ -1,5 +1,6 @@
 """CoICRestormer: equivalence with an independent Restormer reference, CoIC context paths, padding, params."""
 import copy
+import sys
 from typing import Dict, Optional
 
 import pytest
@@ -10,6 +11,7 @@ from torch.nn import functional as F
 import coic_basicsr  # noqa: F401  (installs the shim and registers the archs)
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
+from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
 from coic_basicsr.archs.coic_restormer_arch import CoICRestormer
 from coic_basicsr.archs.restormer_blocks import MDTAttention
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
@@ -231,3 +233,72 @@ def test_paper_scale_config_builds_and_reports_parameter_counts() -> None:
     n_blocks = 2 * (4 + 6 + 6) + 8 + 4
     assert sum(isinstance(m, ModulatedConv2d) for m in coic.modules()) == 1 + n_blocks + 6
     assert sum(isinstance(m, ContextEmbedding) for m in coic.modules()) == n_blocks
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Constructor checks: options whose forward cannot run are refused naming the key, and nothing that runs is refused.
+# CoICDRSformer shares the U-Net and its checks (restormer_blocks.check_unet_options), so it is swept here too.
+# ----------------------------------------------------------------------------------------------------------------
+def test_options_whose_forward_cannot_run_are_refused_naming_the_key() -> None:
+    for bad, message in (
+            (dict(dim=5), r'network_g\.dim must be even for CoICRestormer \(the first down-sampling convolves to '
+             r'dim // 2 channels, which PixelUnshuffle\(2\) must turn into the 2 \* dim channels of level 2\), got 5'),
+            (dict(dim=0, heads=[1, 1, 1, 1]), r'network_g\.dim must be >= 2 for CoICRestormer, got 0'),
+            (dict(heads=[0, 2, 4, 8]), r'network_g\.heads\[0\] must be >= 1 for CoICRestormer, got 0'),
+            (dict(heads=[1, 3, 4, 8]), r'network_g\.heads\[1\] must divide the 16 channels of level 2 for '
+             r'CoICRestormer, got 3'),
+            (dict(ffn_expansion_factor=0.1), r'network_g\.ffn_expansion_factor must leave int\(dim \* '
+             r'ffn_expansion_factor\) >= 1 hidden FFN channels for CoICRestormer \(dim=8\), got 0\.1'),
+            (dict(inp_channels=0), r'network_g\.inp_channels must be >= 1 for CoICRestormer, got 0'),
+            (dict(out_channels=2), r'network_g\.out_channels must equal inp_channels \(3\) for CoICRestormer'),
+            (dict(LayerNorm_type='Batch'), r"network_g\.LayerNorm_type must be one of \('WithBias', 'BiasFree'\) "
+             r"for CoICRestormer, got 'Batch'")):
+        with pytest.raises(ValueError, match=message) as err:
+            CoICRestormer(**dict(TINY, **bad))
+        assert '\n' not in str(err.value)
+    CoICRestormer(**dict(TINY, inp_channels=6, out_channels=3, dual_pixel_task=True))  # no global residual there
+
+
+_UNET_SWEEP = {CoICRestormer: dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 1, 1],
+                                   context_dim=4),
+               # the feature compensators (mefc) take any channel count; without them the sweep is 3x faster
+               CoICDRSformer: dict(num_blocks=[1, 1, 1, 1], heads=[1, 1, 1, 1], context_dim=4, mefc=False)}
+_UNET_CASES = ([dict(dim=dim) for dim in range(1, 13)]
+               + [dict(dim=4, ffn_expansion_factor=f) for f in (0.24, 0.25)]  # int(4 * 0.25) = 1 hidden channel
+               + [dict(dim=2, inp_channels=i, out_channels=o) for i in (1, 2, 3) for o in (1, 2, 3)])
+
+
+def _forward_runs(net: nn.Module, case: dict) -> bool:
+    """Whether the forward, plain and with a context, gives an image of ``out_channels`` channels at 16x16."""
+    x = torch.rand(1, case.get('inp_channels', 3), 16, 16)
+    try:
+        with torch.no_grad():
+            outs = [net.eval()(x), net(x, torch.randn(1, 4))]
+    except RuntimeError:
+        return False
+    return all(out.shape == (1, case.get('out_channels', 3), 16, 16) for out in outs)
+
+
+@pytest.mark.parametrize('cls', [CoICRestormer, CoICDRSformer], ids=lambda cls: cls.__name__)
+def test_small_options_are_accepted_exactly_when_the_forward_runs(cls: type, monkeypatch) -> None:
+    refused = []
+    for case in _UNET_CASES:
+        try:
+            net = cls(**_UNET_SWEEP[cls], **case)
+        except ValueError as err:
+            assert str(err).startswith('network_g.') and '\n' not in str(err), err
+            refused.append(case)
+            continue
+        assert _forward_runs(net, case), case
+    assert refused == ([dict(dim=dim) for dim in (1, 3, 5, 7, 9, 11)] + [dict(dim=4, ffn_expansion_factor=0.24)]
+                       + [dict(dim=2, inp_channels=i, out_channels=o) for i, o in ((2, 1), (2, 3), (3, 1), (3, 2))])
+    # without the checks every refused case fails: at construction naming no key, in the forward, or with an image
+    # of other than out_channels channels (3 -> 1 broadcasts the 1-channel output over the 3-channel input)
+    monkeypatch.setattr(sys.modules[cls.__module__], 'check_unet_options', lambda *args, **kwargs: None)
+    for case in refused:
+        try:
+            net = cls(**_UNET_SWEEP[cls], **case)
+        except ValueError as err:
+            assert 'network_g' not in str(err)
+            continue
+        assert not _forward_runs(net, case), case

@@ -81,7 +81,8 @@ def test_odd_sizes_and_z_none_and_errors():
         assert torch.equal(net(x, None), net(x))
     with pytest.raises(ValueError, match='CoICNet'):
         net(x, torch.zeros(1, 8))
-    for key, value in (('iterations', 0), ('recruitment', 'always'), ('widths', [4]), ('dilations', [])):
+    for key, value in (('iterations', 0), ('recruitment', 'always'), ('widths', [4]), ('dilations', []),
+                       ('in_channels', 0), ('gate_reduction', 0)):
         with pytest.raises(ValueError, match=f'network_g.{key}'):
             RDMCNet(**{**TINY, key: value})
 
