@@ -167,11 +167,13 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
         make_run_folders(opt, args, resumed=resume_state is not None)
         early.open_file(log_file, opt['rank'])
         tb_logger = init_tb_loggers(opt)
-        run_training(opt, model, train_loader, train_sampler, val_loaders, total_iters, resume_state, tb_logger, logger)
+        with GracefulStop() as stop:  # handlers restored afterwards: a project calling us in-process keeps Ctrl-C
+            run_training(opt, model, train_loader, train_sampler, val_loaders, total_iters, resume_state, tb_logger,
+                         logger, stop)
 
 
 def run_training(opt: dict, model, train_loader, train_sampler: ResumableSampler, val_loaders: list, total_iters: int,
-                 resume_state: Optional[dict], tb_logger, logger: logging.Logger) -> None:
+                 resume_state: Optional[dict], tb_logger, logger: logging.Logger, stop: GracefulStop) -> None:
     """BasicSR's training loop: per-iteration seeding, checkpoints, validation, graceful stop, final save."""
     current_iter = resume_state['iter'] if resume_state else 0
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
@@ -180,7 +182,6 @@ def run_training(opt: dict, model, train_loader, train_sampler: ResumableSampler
     if progressive is not None:
         logger.info(f'Progressive learning: {progressive.describe()}.')
     data_timer, iter_timer = AvgTimer(), AvgTimer()
-    stop = GracefulStop()
     start_time = time.time()
     val_freq = (opt.get('val') or {}).get('val_freq')
     iters_per_epoch = max(len(train_loader), 1)

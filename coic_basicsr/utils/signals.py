@@ -43,6 +43,12 @@ class GracefulStop:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
+    def __enter__(self) -> 'GracefulStop':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)

@@ -1,6 +1,7 @@
 """Every bad input gets one clear line naming the option key or the file (table in docs/reliability.md)."""
 import importlib.util
 import os
+import signal
 from os import path as osp
 
 import cv2
@@ -214,6 +215,7 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, monkeypatch, capsys):
     assert err and err[-1].startswith('basicsr train: error: ') and expected in err[-1], err[-1:]
     made = (tmp_path / 'experiments').exists()
     assert made == (case in FAIL_WHILE_TRAINING), 'the experiment folder is made once data and model are built'
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a failed run gives Ctrl-C back
 
 
 @pytest.mark.skipif(importlib.util.find_spec('wandb') is not None, reason='wandb is installed here')

@@ -66,16 +66,15 @@ def test_a_stop_signal_saves_state_and_auto_resume_finishes(tmp_path, signum, wo
 
 
 def test_repeated_stop_signals_close_together_are_one_stop(monkeypatch):
-    stop = GracefulStop()
-    try:
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # an in-process training restored it
+    with GracefulStop() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)  # torchrun's SIGTERM right after the terminal's Ctrl-C
         assert stop.requested() == signal.SIGINT
         monkeypatch.setattr(GracefulStop, 'REPEAT_AFTER_S', 0.0)
         with pytest.raises(KeyboardInterrupt):  # a later, deliberate second Ctrl-C stops at once
             os.kill(os.getpid(), signal.SIGINT)
-    finally:
-        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sigterm_to_torchrun_with_loader_workers_saves_a_state(tmp_path):
