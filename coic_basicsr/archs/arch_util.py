@@ -1,5 +1,6 @@
 """What every CoIC arch shares: constructor option checks, and for ``forward(x, z=None)`` checking z, padding to a
 size multiple, cropping back."""
+import inspect
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,6 +28,13 @@ def check_parity(arch: str, key: str, value: int, odd: bool, reason: str) -> Non
     says which layer needs it."""
     if int(value) % 2 != int(odd):
         raise ValueError(f"network_g.{key} must be {'odd' if odd else 'even'} for {arch} ({reason}), got {value}")
+
+
+def takes_representation(net: nn.Module) -> bool:
+    """Whether ``net.forward`` takes a second positional input, the code z (``forward(x, z=None)``)."""
+    inputs = [p for p in inspect.signature(net.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(inputs) >= 2
 
 
 def is_channels_last(x: Tensor) -> bool:

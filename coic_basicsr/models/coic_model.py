@@ -1,5 +1,4 @@
 """CoICModel: two-stage joint training of a backbone with CoI-M and the rain-/detail-aware contrastive encoder."""
-import inspect
 import warnings
 from collections import OrderedDict
 from copy import deepcopy
@@ -12,6 +11,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from coic_basicsr.archs.arch_util import takes_representation
 from coic_basicsr.archs.coic_encoder_arch import momentum_update
 from coic_basicsr.archs.modulation import split_modulation_parameters
 from coic_basicsr.archs.modulation_core import NO_ENCODER_WARNING, has_trained_modulation
@@ -21,6 +21,7 @@ from coic_basicsr.models.portable import PortableModelMixin
 from coic_basicsr.models.source_validation import validate_per_source, write_result_tables
 from coic_basicsr.models.tiling import tile_settings, tiled_forward
 from coic_basicsr.utils.checkpoint import load_checkpoint
+from coic_basicsr.utils.option_values import check_coic_section
 
 COIC_DEFAULTS = {'stage1_iter': 40000, 'contrastive_weight': 0.2, 'temperature': 1.0, 'num_detail_negatives': 4,
                  'archive_size': 64, 'momentum': 0.999}
@@ -60,13 +61,10 @@ class CoICModel(PortableModelMixin, SRModel):
     reads_val_tile = True
 
     def __init__(self, opt: dict):
+        if opt['is_train']:
+            check_coic_section(opt)  # again: BasicSR's own train_pipeline runs none of our option checks
         coic = (opt.get('train') or {}).get('coic') if opt['is_train'] else None
         self.coic_opt = None if coic is None else {**COIC_DEFAULTS, **coic}
-        unknown = set(coic or {}) - set(COIC_DEFAULTS)
-        if unknown:
-            raise ValueError(f'train.coic: unknown keys {sorted(unknown)} (known: {sorted(COIC_DEFAULTS)})')
-        if self.coic_opt is not None and 'network_enc' not in opt:
-            raise ValueError('train.coic requires a network_enc section (e.g. {type: CoICEncoder})')
         if self.coic_opt is not None:
             opt.setdefault('find_unused_parameters', True)  # generators are idle during stage 1
         self.current_iter = 0
@@ -81,9 +79,7 @@ class CoICModel(PortableModelMixin, SRModel):
     def _build_encoders(self) -> None:
         if 'network_enc' not in self.opt:
             return
-        inputs = [p for p in inspect.signature(self.get_bare_model(self.net_g).forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if len(inputs) < 2:
+        if not takes_representation(self.get_bare_model(self.net_g)):
             raise ValueError(f"network_enc: network_g ({self.opt['network_g']['type']}) takes no representation z "
                              '(forward(x, z=None)): remove network_enc, or use a CoIC arch or CoICNet')
         encoder = build_network(self.opt['network_enc'])
@@ -119,9 +115,6 @@ class CoICModel(PortableModelMixin, SRModel):
                                        'temperature': c['temperature'],
                                        'num_detail_negatives': c['num_detail_negatives'],
                                        'archive_size': c['archive_size']}).to(self.device)
-            if c['stage1_iter'] > self.opt['train']['total_iter']:
-                raise ValueError(f"train.coic.stage1_iter ({c['stage1_iter']}) is larger than train.total_iter "
-                                 f"({self.opt['train']['total_iter']}): stage 2 would never start")
 
     def setup_optimizers(self) -> None:
         train_opt = self.opt['train']
