@@ -179,9 +179,10 @@ class CoICModel(PortableModelMixin, SRModel):
         stages = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
         self.output = stages[-1]
         total = loss_dict.get('l_con', 0)
-        for name, section in self.losses.items():
-            loss_dict[f'l_{name}'] = value = section(stages, self.gt, self.lq)
-            total = total + value
+        for section in self.losses.values():
+            for log_name, value in section(stages, self.gt, self.lq).items():
+                loss_dict[log_name] = value
+                total = total + value
         total.backward()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if not self._gradients_finite():

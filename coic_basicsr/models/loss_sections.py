@@ -39,21 +39,26 @@ class LossSection:
     """One built loss section: ``key`` (e.g. ``pixel_opt``), the loss, and whether it compares with gt."""
 
     key: str
+    name: str
     loss: nn.Module
     takes_gt: bool
 
-    def __call__(self, stages: List[Tensor], gt: Tensor, lq: Tensor) -> Tensor:
-        """The loss of the stage outputs (final last): the list for ``takes_all_stages`` losses, else the final
-        one; ``takes_input`` losses also get ``lq``."""
+    def __call__(self, stages: List[Tensor], gt: Tensor, lq: Tensor) -> Dict[str, Tensor]:
+        """The loss of the stage outputs (final last), by log name: the list for ``takes_all_stages`` losses, else
+        the final one; ``takes_input`` losses also get ``lq``. BasicSR's PerceptualLoss gives two terms, logged
+        as BasicSR does (``l_percep``, ``l_style``; ``l_<name>_style`` for another section name)."""
         args = [stages if getattr(self.loss, 'takes_all_stages', False) else stages[-1]]
         args += [gt] if self.takes_gt else []
         args += [lq] if getattr(self.loss, 'takes_input', False) else []
         value = self.loss(*args)
-        value = sum(v for v in value if v is not None) if isinstance(value, tuple) else value
-        if value.dim() != 0:
-            raise ValueError(f'train.{self.key}: {type(self.loss).__name__} returned a tensor of shape '
-                             f'{tuple(value.shape)}, not one number: the losses are summed into one to train')
-        return value
+        style = 'l_style' if self.name == 'percep' else f'l_{self.name}_style'
+        terms = dict(zip((f'l_{self.name}', style), value)) if isinstance(value, tuple) else {f'l_{self.name}': value}
+        terms = {log_name: term for log_name, term in terms.items() if term is not None}
+        for term in terms.values():
+            if term.dim() != 0:
+                raise ValueError(f'train.{self.key}: {type(self.loss).__name__} returned a tensor of shape '
+                                 f'{tuple(term.shape)}, not one number: the losses are summed into one to train')
+        return terms
 
 
 def build_loss_sections(train_opt: dict, device: torch.device) -> Dict[str, LossSection]:
@@ -67,7 +72,7 @@ def build_loss_sections(train_opt: dict, device: torch.device) -> Dict[str, Loss
             raise ValueError(f'train.{sections[name].key} and train.{key} would both be logged as l_{name} '
                              '(one would be dropped): rename one')
         loss = _build_loss(key, loss_opt).to(device)
-        sections[name] = LossSection(key, loss, _compares_with_gt(key, loss))
+        sections[name] = LossSection(key, name, loss, _compares_with_gt(key, loss))
     if not sections:
         raise ValueError('train: define at least one loss section (e.g. pixel_opt: {type: L1Loss})')
     return sections

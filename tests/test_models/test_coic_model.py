@@ -88,6 +88,32 @@ def test_a_loss_of_the_output_alone_is_not_given_gt(tmp_path):
     assert model.get_current_log()['l_tv'] == pytest.approx(WeightedTVLoss()(model.output.detach()).item())
 
 
+class CoICTestTwoTermLoss(torch.nn.Module):
+    """Test-only loss returning (term, style term) as BasicSR's PerceptualLoss does."""
+
+    def __init__(self, loss_weight: float = 1.0) -> None:
+        super().__init__()
+
+    def forward(self, x, gt):
+        return (x - gt).abs().mean(), (x - gt).pow(2).mean()
+
+
+def test_a_two_term_loss_logs_both_terms_as_basicsr_does(tmp_path):
+    # PerceptualLoss's style term was summed into l_percep; BasicSR logs l_percep and l_style
+    from basicsr.utils.registry import LOSS_REGISTRY
+    if 'CoICTestTwoTermLoss' not in LOSS_REGISTRY:
+        LOSS_REGISTRY.register(CoICTestTwoTermLoss)
+    opt = in_memory(tiny_coic_options(coic=False), tmp_path)
+    opt['train']['perceptual_opt'] = {'type': 'CoICTestTwoTermLoss'}
+    model = build_model(opt)
+    model.feed_data(next(iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2))))
+    model.optimize_parameters(1)
+    log, diff = model.get_current_log(), model.output.detach() - model.gt
+    assert set(log) == {'l_pix', 'l_percep', 'l_style'}
+    assert log['l_percep'] == pytest.approx(diff.abs().mean().item(), rel=1e-5)
+    assert log['l_style'] == pytest.approx(diff.pow(2).mean().item(), rel=1e-5)
+
+
 def test_resumed_run_with_loader_workers_matches_uninterrupted_run_without(tmp_path):
     opt = tiny_coic_options(name='full', total_iter=6, stage1_iter=2)
     opt['logger']['save_checkpoint_freq'] = 3
