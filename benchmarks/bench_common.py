@@ -9,6 +9,17 @@ import torch
 from coic_basicsr.utils.cpu_memory import keep_freed_memory
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the flag in its one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
     parser.add_argument('--threads', type=int, default=0, help='CPU intra-op threads (0: leave as is)')

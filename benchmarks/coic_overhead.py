@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench_common import add_runtime_args, setup_runtime, sync, timed
+from bench_common import add_runtime_args, positive_int, setup_runtime, sync, timed
 from coic_basicsr.archs.coic_brn_arch import CoICBRN
 from coic_basicsr.archs.coic_dgunet_arch import CoICDGUNet
 from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
@@ -152,20 +152,21 @@ def measure(name: str, batch: int, size: int, repeats: int, device: str, threads
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_runtime_args(parser)
-    parser.add_argument('--batch', type=int, default=None, help='default: 1 on CPU, 4 on CUDA (paper batch)')
-    parser.add_argument('--size', type=int, default=None, help='input side; default: 64 on CPU, 128 on CUDA')
-    parser.add_argument('--repeats', type=int, default=None, help='timed steps per mode; default: 3 CPU, 10 CUDA')
+    parser.add_argument('--batch', type=positive_int, default=None, help='default: 1 on CPU, 4 on CUDA (paper batch)')
+    parser.add_argument('--size', type=positive_int, default=None, help='input side; default: 64 on CPU, 128 on CUDA')
+    parser.add_argument('--repeats', type=positive_int, default=None,
+                        help='timed steps per mode; default: 3 CPU, 10 CUDA')
     parser.add_argument('--archs', nargs='+', choices=list(ARCHS), default=list(ARCHS))
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory processes')
     parser.add_argument('--channels-last', action='store_true', help='channels-last weights and input')
-    parser.add_argument('--generator-width', type=int, default=None,
+    parser.add_argument('--generator-width', type=positive_int, default=None,
                         help="network_g.generator_width (compact CoI-M generators); default: the CoIC authors' widths")
     args = parser.parse_args(argv)
     setup_runtime(args)
     cuda = args.device == 'cuda'
-    batch = args.batch or (4 if cuda else 1)
-    size = args.size or (128 if cuda else 64)
-    repeats = args.repeats or (10 if cuda else 3)
+    batch = args.batch if args.batch is not None else (4 if cuda else 1)
+    size = args.size if args.size is not None else (128 if cuda else 64)
+    repeats = args.repeats if args.repeats is not None else (10 if cuda else 3)
     memory_format = 'channels_last' if args.channels_last else 'contiguous'
     print(f'device={args.device} batch={batch} input={size}x{size} threads={torch.get_num_threads()} '
           f'context_dim={CONTEXT_DIM} memory_format={memory_format} generator_width={args.generator_width} '

@@ -3,7 +3,10 @@
 Builds a deterministic mixed benchmark (four rain types; one source also has different backgrounds), trains the same
 backbone with and without CoIC for each seed (identical architecture and initialisation — the baseline simply never
 switches z on — identical data order, iterations and optimiser), tests both per source, and writes a Markdown table
-with mean ± std over seeds and the per-source difference.
+with mean ± std over seeds and the per-source difference. With ``--generator-width`` the CoIC arm's backbone starts from
+other weights than the baseline's (its generators draw a different number of random values before the backbone is
+built). Re-running into the same ``--out`` reuses the data and each arm's result only where the settings that produced
+them (recorded in ``settings.json`` beside them) equal the current ones; anything else is rebuilt or retrained.
 
     python benchmarks/coic_vs_baseline.py --backbone restormer-small --iters 600 --seeds 3 --out bench_runs
     python benchmarks/coic_vs_baseline.py ... --generator-width 4   (CoIC arm with compact CoI-M generators)
@@ -11,15 +14,18 @@ with mean ± std over seeds and the per-source difference.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 from os import path as osp
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
 import yaml
+
+from bench_common import positive_int
 
 BACKBONES = {
     'restormer-tiny': {'type': 'CoICRestormer', 'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1,
@@ -36,17 +42,42 @@ SOURCES = {
 }
 
 
+SETTINGS = 'settings.json'  # beside each cached item: the settings that produced it
+
+
+def read_settings(folder: str) -> Optional[object]:
+    """The settings recorded in ``folder``, or None if there are none (or they are unreadable)."""
+    try:
+        with open(osp.join(folder, SETTINGS)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_settings(folder: str, settings: object) -> None:
+    with open(osp.join(folder, SETTINGS), 'w') as f:
+        json.dump(settings, f, indent=1)
+
+
+def same_settings(folder: str, settings: object) -> bool:
+    """Whether ``folder`` holds an item made with exactly ``settings`` (compared as JSON)."""
+    return read_settings(folder) == json.loads(json.dumps(settings))
+
+
 def make_benchmark(root: str, train_per_source: int, test_per_source: int, size: int) -> None:
-    """Write ``root/<split>/<source>/{lq,gt}/*.png`` deterministically (seeded by split, source and index)."""
+    """Write ``root/<split>/<source>/{lq,gt}/*.png`` deterministically (seeded by split, source and index); a folder
+    made with other settings (count, size) is rebuilt."""
     from coic_basicsr.data.synthetic_rain import render_rain
     from coic_basicsr.data.synthetic_rain_dataset import load_skimage_background
     for split, count in (('train', train_per_source), ('test', test_per_source)):
         for s_index, (source, (preset, backgrounds)) in enumerate(SOURCES.items()):
             folder = osp.join(root, split, source)
-            if osp.isfile(osp.join(folder, 'done')):
+            settings = {'count': count, 'size': size}
+            if same_settings(folder, settings):
                 continue
+            shutil.rmtree(folder, ignore_errors=True)
             for sub in ('lq', 'gt'):
-                os.makedirs(osp.join(folder, sub), exist_ok=True)
+                os.makedirs(osp.join(folder, sub))
             for k in range(count):
                 rng = np.random.default_rng([7, split == 'test', s_index, k])
                 img = load_skimage_background(backgrounds[int(rng.integers(len(backgrounds)))])
@@ -57,7 +88,7 @@ def make_benchmark(root: str, train_per_source: int, test_per_source: int, size:
                 rainy = render_rain(clean, preset, seed=int(rng.integers(2**62)))
                 cv2.imwrite(osp.join(folder, 'gt', f'{k:04d}.png'), np.round(clean * 255).astype(np.uint8))
                 cv2.imwrite(osp.join(folder, 'lq', f'{k:04d}.png'), np.round(np.clip(rainy, 0, 1) * 255).astype(np.uint8))
-            open(osp.join(folder, 'done'), 'w').close()
+            write_settings(folder, settings)
 
 
 def _sources(root: str, split: str) -> List[dict]:
@@ -120,16 +151,25 @@ def run(command: List[str], workdir: str) -> None:
 
 
 def train_and_test(args, root: str, seed: int, coic: bool) -> Dict:
+    """Train and test one arm and seed; a result recorded with the same options and data settings is reused."""
     train_opt = options(args, root, seed, coic)
-    table = osp.join(args.out, 'results', train_opt['name'] + '_test', 'bench_test_metrics.json')
-    if not osp.isfile(table):
-        for kind, opt in (('train', train_opt), ('test', test_options(train_opt, root))):
+    test_opt = test_options(train_opt, root)
+    folder = osp.join(args.out, 'results', test_opt['name'])
+    settings = {'train': train_opt, 'test': test_opt, 'data': data_settings(args)}
+    table = osp.join(folder, 'bench_test_metrics.json')
+    if not (osp.isfile(table) and same_settings(folder, settings)):
+        for kind, opt in (('train', train_opt), ('test', test_opt)):  # basicsr archives the stale folders
             path = osp.join(args.out, f"{opt['name']}.yml")
             with open(path, 'w') as f:
                 yaml.safe_dump(opt, f, sort_keys=False)
             run([kind, '-opt', osp.basename(path)], args.out)
+        write_settings(folder, settings)
     with open(table) as f:
         return json.load(f)
+
+
+def data_settings(args) -> Dict[str, int]:
+    return {'train_per_source': args.train_per_source, 'test_per_source': args.test_per_source, 'size': args.size}
 
 
 def _mean_std(values: List[float]) -> str:
@@ -154,22 +194,25 @@ def report(results: Dict[str, List[Dict]], args) -> str:
     return '\n'.join(lines)
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--backbone', choices=sorted(BACKBONES), default='restormer-small')
-    parser.add_argument('--iters', type=int, default=600)
-    parser.add_argument('--stage1', type=int, default=200)
-    parser.add_argument('--seeds', type=int, default=3)
-    parser.add_argument('--batch', type=int, default=8)
-    parser.add_argument('--crop', type=int, default=48)
+    parser.add_argument('--iters', type=positive_int, default=600)
+    parser.add_argument('--stage1', type=positive_int, default=200, help='stage-1 iterations (fewer than --iters)')
+    parser.add_argument('--seeds', type=positive_int, default=3)
+    parser.add_argument('--batch', type=positive_int, default=8)
+    parser.add_argument('--crop', type=positive_int, default=48)
     parser.add_argument('--contrastive-weight', type=float, default=0.2)
-    parser.add_argument('--generator-width', type=int, default=None,
+    parser.add_argument('--generator-width', type=positive_int, default=None,
                         help="network_g.generator_width of the CoIC arm; default: the CoIC authors' widths")
-    parser.add_argument('--train-per-source', type=int, default=96)
-    parser.add_argument('--test-per-source', type=int, default=16)
-    parser.add_argument('--size', type=int, default=96, help='side of the benchmark images')
-    parser.add_argument('--out', default='bench_runs', help='working folder (data, experiments, results)')
-    args = parser.parse_args()
+    parser.add_argument('--train-per-source', type=positive_int, default=96)
+    parser.add_argument('--test-per-source', type=positive_int, default=16)
+    parser.add_argument('--size', type=positive_int, default=96, help='side of the benchmark images')
+    parser.add_argument('--out', default='bench_runs', help='working folder (data, experiments, results); items '
+                        'recorded with other settings are rebuilt')
+    args = parser.parse_args(argv)
+    if args.stage1 >= args.iters:
+        parser.error(f'--stage1 ({args.stage1}) must be below --iters ({args.iters}): stage 2 needs iterations')
     os.makedirs(args.out, exist_ok=True)
     args.out = osp.abspath(args.out)
     root = osp.join(args.out, 'data')

@@ -17,9 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
+
+from bench_common import positive_int
 
 CONFIGS = ('1x2', '1x1', '2x1')  # processes x intra-op threads per process
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OPT = 'options/coic_restormer_demo.yml'  # relative to the repository root
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -88,10 +92,35 @@ def launch(opt: str, stage: int, processes: int, threads: int, iters: int, warmu
             return json.load(f)
 
 
+def parse_config(config: str) -> Tuple[int, int]:
+    """'PROCESSESxTHREADS' -> (processes, threads), both >= 1; a malformed value is a one-line error."""
+    parts = config.split('x')
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise SystemExit(f"--configs: '{config}' is not PROCESSESxTHREADS (e.g. 2x1)")
+    return int(parts[0]), int(parts[1])
+
+
+def option_file(opt: Optional[str]) -> str:
+    """Absolute path of -opt (the default relative to the repository root, a given one to the working folder)."""
+    path = os.path.join(ROOT, DEFAULT_OPT) if opt is None else os.path.abspath(opt)
+    if not os.path.isfile(path):
+        raise SystemExit(f"-opt: option file '{path}' does not exist")
+    return path
+
+
+def backends(configs: List[Tuple[int, int]]) -> str:
+    """What the configurations run: one process, and/or gloo for the multi-process ones."""
+    parts = ['1 process'] if any(p == 1 for p, _ in configs) else []
+    multi = sorted({p for p, _ in configs if p > 1})
+    if multi:
+        parts.append(f"gloo for {' / '.join(map(str, multi))} processes")
+    return ', '.join(parts)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-opt', default='options/coic_restormer_demo.yml', help='training option file')
-    parser.add_argument('--iters', type=int, default=20, help='timed iterations per configuration')
+    parser.add_argument('-opt', default=None, help=f'training option file (default: {DEFAULT_OPT} of the repository)')
+    parser.add_argument('--iters', type=positive_int, default=20, help='timed iterations per configuration')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--stages', type=int, nargs='+', choices=[1, 2], default=[1, 2])
     parser.add_argument('--configs', nargs='+', default=list(CONFIGS), help='PROCESSESxTHREADS, e.g. 2x1')
@@ -103,14 +132,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
-    opt = os.path.abspath(args.opt)
-    print(f'{opt}: {args.iters} timed iterations after {args.warmup} warm-up, CPU, gloo for 2 processes')
-    configs = []
-    for config in args.configs:
-        try:
-            configs.append(tuple(int(n) for n in config.split('x')))
-        except ValueError:
-            raise SystemExit(f"--configs: '{config}' is not PROCESSESxTHREADS (e.g. 2x1)") from None
+    configs = [parse_config(config) for config in args.configs]
+    opt = option_file(args.opt)
+    print(f'{opt}: {args.iters} timed iterations after {args.warmup} warm-up, CPU, {backends(configs)}')
     print(f'{"stage":>5} {"processes":>9} {"threads":>7} {"seconds":>8} {"samples/s":>9} {"vs first":>8}')
     for stage in args.stages:
         base = None

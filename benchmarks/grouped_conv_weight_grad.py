@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from bench_common import add_runtime_args, median_ms, setup_runtime
+from bench_common import add_runtime_args, median_ms, positive_int, setup_runtime
 from coic_basicsr.archs.grouped_conv import (input_grad_as_forward, input_grad_strategy, weight_grad_as_conv,
                                              weight_grad_strategy)
 
@@ -68,8 +68,8 @@ def measure(batch: int, channels: int, per_group: int, side: int, kernel: int, d
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_runtime_args(parser)
-    parser.add_argument('--batches', type=int, nargs='+', default=[1, 4])
-    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--batches', type=positive_int, nargs='+', default=[1, 4])
+    parser.add_argument('--repeats', type=positive_int, default=5)
     parser.add_argument('--tiny', action='store_true', help='tiny shapes (a smoke run)')
     parser.add_argument('--nchw', action='store_true', help='contiguous NCHW tensors (default: channels-last)')
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Overhead of CoI-M modulated convs over plain convs, and three ways to run the per-sample kernels.
+"""Overhead of CoI-M modulated convs over plain convs, and the module's path vs five other ways to run it.
 
 Implementations compared (all use the same kernel scales from ``layer.kernel_scale``):
   module      the module's own path (per-sample on the CPU, fold on CUDA, the plain op at batch 1)
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench_common import add_runtime_args, median_ms, setup_runtime
+from bench_common import add_runtime_args, median_ms, positive_int, setup_runtime
 from coic_basicsr.archs import modulation
 from coic_basicsr.archs.modulation import ModulatedConv2d, ModulatedConvTranspose2d
 
@@ -111,9 +111,9 @@ def layers(size: int) -> Dict[str, tuple]:
 def main(argv: List[str] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_runtime_args(parser)
-    parser.add_argument('--batch', type=int, default=4)
-    parser.add_argument('--size', type=int, default=64)
-    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--batch', type=positive_int, default=4)
+    parser.add_argument('--size', type=positive_int, default=64)
+    parser.add_argument('--repeats', type=positive_int, default=10)
     parser.add_argument('--channels-last', action='store_true', help='channels-last inputs')
     args = parser.parse_args(argv)
     setup_runtime(args)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench_common import add_runtime_args, setup_runtime, timed
+from bench_common import add_runtime_args, positive_int, setup_runtime, timed
 from coic_basicsr.archs.coic_brn_arch import CoICBRN
 from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
 
@@ -68,10 +68,11 @@ def load_reference(reference_dir: str, arch: str = 'drsformer', device: str = 'c
     return PAIRS[arch].reference(module, device)
 
 
-def make_runners(net: nn.Module, call: Callable[[Optional[Tensor]], Tensor], x: Tensor,
-                 z: Tensor) -> Dict[str, Callable[[], None]]:
+def make_runners(net: nn.Module, call: Callable[[Optional[Tensor]], Tensor], z: Tensor,
+                 gt: Tensor) -> Dict[str, Callable[[], None]]:
+    """Training step and forward of ``net`` (through ``call``) with code ``z`` or None; the step's L1 target is
+    ``gt``, shared by every network."""
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    gt = torch.rand_like(x)
 
     def step(code: Optional[Tensor]) -> None:
         net.train()
@@ -93,12 +94,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--reference-dir', required=True, help='local copy of github.com/Schizophreni/CoIC')
     parser.add_argument('--arch', choices=sorted(PAIRS), default='drsformer', help='which pair of networks')
     add_runtime_args(parser)
-    parser.add_argument('--batch', type=int, default=4)
-    parser.add_argument('--size', type=int, default=64)
-    parser.add_argument('--repeats', type=int, default=3, help='timed runs per measurement and network')
+    parser.add_argument('--batch', type=positive_int, default=4)
+    parser.add_argument('--size', type=positive_int, default=64)
+    parser.add_argument('--repeats', type=positive_int, default=3, help='timed runs per measurement and network')
     parser.add_argument('--channels-last', action='store_true',
                         help='also time ours with channels-last weights and input (the top-level channels_last key)')
-    parser.add_argument('--generator-width', type=int, default=None,
+    parser.add_argument('--generator-width', type=positive_int, default=None,
                         help='also time ours with network_g.generator_width set to this (compact CoI-M generators)')
     args = parser.parse_args(argv)
     setup_runtime(args)
@@ -107,23 +108,24 @@ def main(argv: Optional[List[str]] = None) -> None:
     ours = ours_class(context_dim=CONTEXT_DIM).to(args.device)
     x = torch.rand(args.batch, 3, args.size, args.size, device=args.device)
     z = F.normalize(torch.randn(args.batch, CONTEXT_DIM, device=args.device), dim=1)
+    gt = torch.rand_like(x)  # one L1 target for every network
     runners = {
-        'reference': make_runners(reference, lambda c: reference(x, c, 'normal' if c is None else 'tran'), x, z),
-        'ours': make_runners(ours, lambda c: ours(x, c), x, z),
+        'reference': make_runners(reference, lambda c: reference(x, c, 'normal' if c is None else 'tran'), z, gt),
+        'ours': make_runners(ours, lambda c: ours(x, c), z, gt),
     }
     if args.channels_last:
         ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
         x_cl = x.contiguous(memory_format=torch.channels_last)
-        runners['ours channels-last'] = make_runners(ours_cl, lambda c: ours_cl(x_cl, c), x_cl, z)
+        runners['ours channels-last'] = make_runners(ours_cl, lambda c: ours_cl(x_cl, c), z, gt)
     if args.generator_width:
         compact = ours_class(context_dim=CONTEXT_DIM, generator_width=args.generator_width).to(args.device)
-        runners[f'ours width {args.generator_width}'] = make_runners(compact, lambda c: compact(x, c), x, z)
+        runners[f'ours width {args.generator_width}'] = make_runners(compact, lambda c: compact(x, c), z, gt)
     nets = [('reference', reference), ('ours', ours)]
     if args.generator_width:
         nets.append((f'ours width {args.generator_width}', compact))
     params = {name: sum(p.numel() for p in net.parameters()) for name, net in nets}
     print(f'arch={args.arch} device={args.device} batch={args.batch} input={args.size}x{args.size} '
-          f'threads={torch.get_num_threads()} malloc_cache={not args.no_malloc_cache} '
+          f'threads={torch.get_num_threads()} malloc_cache={args.device == "cpu" and not args.no_malloc_cache} '
           f'(medians of {args.repeats} alternating runs, seconds)')
     print('parameters: ' + '  '.join(f'{name} {count:,}' for name, count in params.items()))
     ours_names = [name for name in runners if name != 'reference']

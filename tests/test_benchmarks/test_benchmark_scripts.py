@@ -1,10 +1,14 @@
 """The benchmark scripts run end to end at tiny sizes and print their tables (numbers are not asserted: timings
 belong to benchmark runs, never to tests)."""
+import argparse
+import importlib
+import json
 import os
 import os.path as osp
 import subprocess
 import sys
 
+import cv2
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -96,10 +100,28 @@ class BRN(nn.Module):
 """
 
 
+# Loaded with the stand-in, this records every L1 target the script steps a network with.
+RECORD_L1_TARGETS = """
+import os.path
+from torch.nn import functional
+
+_l1_loss = functional.l1_loss
+
+
+def _recording_l1_loss(out, gt):
+    with open(os.path.join(os.path.dirname(__file__), 'targets.txt'), 'a') as f:
+        f.write(repr(gt.double().sum().item()) + '\\n')
+    return _l1_loss(out, gt)
+
+
+functional.l1_loss = _recording_l1_loss
+"""
+
+
 def test_reference_step_times_the_brn_pair(tmp_path):
     (tmp_path / 'models').mkdir()
     (tmp_path / 'models' / '__init__.py').write_text('')
-    (tmp_path / 'models' / 'BRN_CoIM.py').write_text(STAND_IN_BRN)
+    (tmp_path / 'models' / 'BRN_CoIM.py').write_text(STAND_IN_BRN + RECORD_L1_TARGETS)
     proc = run_script('reference_step.py', '--reference-dir', str(tmp_path), '--arch', 'brn', '--batch', '2',
                       '--size', '16', '--repeats', '1', '--threads', '1', '--generator-width', '4')
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -107,6 +129,8 @@ def test_reference_step_times_the_brn_pair(tmp_path):
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(('step', 'forward'))]
     assert [' '.join(row[:2]) for row in rows] == ['step z', 'step z=None', 'forward z', 'forward z=None']
     assert all(len(row) == 7 and row[4].endswith('x') and row[6].endswith('x') for row in rows)
+    targets = (tmp_path / 'models' / 'targets.txt').read_text().split()
+    assert len(targets) == 12 and len(set(targets)) == 1  # 3 networks x (warm-up + 1) x 2 kinds of step: one target
 
 
 @pytest.mark.timeout(600)
@@ -132,6 +156,8 @@ def test_coic_vs_baseline_trains_tests_and_tabulates_both_arms(tmp_path):
                                                            'mist_textures', 'all']
     assert 'generator_width: 2' in (tmp_path / 'coic_width2_restormer-tiny_seed0.yml').read_text()
     assert 'generator_width' not in (tmp_path / 'baseline_restormer-tiny_seed0.yml').read_text()
+    assert (tmp_path / 'results' / 'coic_width2_restormer-tiny_seed0_test' / 'settings.json').is_file()
+    assert (tmp_path / 'data' / 'test' / 'mist_textures' / 'settings.json').is_file()
 
 
 def test_data_pipeline_times_every_backend_and_worker_count():
@@ -143,3 +169,79 @@ def test_data_pipeline_times_every_backend_and_worker_count():
     assert [(data.split()[0], workers) for data, workers, _ in rows] == [
         ('png', '0'), ('png', '1'), ('lmdb', '0'), ('lmdb', '1'), ('synthetic', '0'), ('synthetic', '1')]
     assert all(float(speed) > 0 for *_, speed in rows)
+
+
+def import_script(name: str, monkeypatch: pytest.MonkeyPatch):
+    """A benchmark script as a module (its folder on sys.path, as when it runs)."""
+    monkeypatch.syspath_prepend(osp.join(ROOT, 'benchmarks'))
+    return importlib.import_module(name)
+
+
+@pytest.mark.parametrize('script, args, message', [
+    ('coic_overhead', ['--repeats', '0'], 'argument --repeats: must be at least 1, got 0'),
+    ('coic_overhead', ['--size', '0'], 'argument --size: must be at least 1, got 0'),
+    ('coic_overhead', ['--batch', '0'], 'argument --batch: must be at least 1, got 0'),
+    ('modulated_conv_overhead', ['--repeats', '0'], 'argument --repeats: must be at least 1, got 0'),
+    ('reference_step', ['--reference-dir', '.', '--repeats', '0'], 'argument --repeats: must be at least 1, got 0'),
+    ('coic_vs_baseline', ['--seeds', '0'], 'argument --seeds: must be at least 1, got 0'),
+    ('coic_vs_baseline', ['--iters', '4', '--stage1', '4'], '--stage1 (4) must be below --iters (4)'),
+    ('distributed_throughput', ['--configs', '2'], "--configs: '2' is not PROCESSESxTHREADS (e.g. 2x1)"),
+    ('distributed_throughput', ['--configs', '1x1', '2x1x1'], "--configs: '2x1x1' is not PROCESSESxTHREADS"),
+    ('distributed_throughput', ['--configs', '0x1'], "--configs: '0x1' is not PROCESSESxTHREADS"),
+    ('distributed_throughput', ['-opt', 'no/such.yml'], "-opt: option file '"),
+])
+def test_scripts_refuse_bad_values_in_one_line(script: str, args: list, message: str, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        import_script(script, monkeypatch).main(args)
+    error = str(exit_info.value.code) if exit_info.value.code != 2 else capsys.readouterr().err.strip()
+    assert message in error.splitlines()[-1], error  # argparse: usage lines, then the one-line error
+
+
+def test_distributed_throughput_finds_its_default_options_from_any_folder(tmp_path, monkeypatch):
+    script = import_script('distributed_throughput', monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert script.option_file(None) == osp.join(ROOT, 'options', 'coic_restormer_demo.yml')
+    assert script.backends([(1, 1)]) == '1 process'
+    assert script.backends([(1, 2), (2, 1)]) == '1 process, gloo for 2 processes'
+
+
+def test_coic_vs_baseline_rebuilds_data_made_with_other_settings(tmp_path, monkeypatch):
+    script = import_script('coic_vs_baseline', monkeypatch)
+    lq = tmp_path / 'train' / 'heavy_dense' / 'lq'
+    script.make_benchmark(str(tmp_path), 1, 1, 16)
+    assert len(os.listdir(lq)) == 1
+    script.make_benchmark(str(tmp_path), 2, 1, 16)  # more pairs
+    assert len(os.listdir(lq)) == 2
+    script.make_benchmark(str(tmp_path), 2, 1, 24)  # larger images
+    assert cv2.imread(str(lq / '0001.png')).shape[:2] == (24, 24)
+
+
+def test_coic_vs_baseline_retrains_a_run_whose_settings_changed(tmp_path, monkeypatch):
+    script = import_script('coic_vs_baseline', monkeypatch)
+    calls = []
+
+    def fake_run(command: list, workdir: str) -> None:  # stands in for basicsr train / test
+        calls.append(command[0])
+        if command[0] == 'test':
+            folder = osp.join(workdir, 'results', command[2][:-len('.yml')])
+            os.makedirs(folder, exist_ok=True)
+            with open(osp.join(folder, 'bench_test_metrics.json'), 'w') as f:
+                json.dump({'all': {'psnr': len(calls)}}, f)
+
+    monkeypatch.setattr(script, 'run', fake_run)
+    args = argparse.Namespace(backbone='restormer-tiny', iters=4, stage1=2, batch=2, crop=16, contrastive_weight=0.2,
+                              generator_width=None, train_per_source=1, test_per_source=1, size=16, out=str(tmp_path))
+    root = str(tmp_path / 'data')
+    assert script.train_and_test(args, root, 0, True) == {'all': {'psnr': 2}}
+    assert script.train_and_test(args, root, 0, True) == {'all': {'psnr': 2}} and len(calls) == 2  # reused
+    for flag, value in (('iters', 6), ('stage1', 3), ('batch', 4), ('crop', 8), ('contrastive_weight', 0.1),
+                        ('size', 24), ('train_per_source', 2), ('test_per_source', 2)):
+        before = len(calls)
+        setattr(args, flag, value)
+        assert script.train_and_test(args, root, 0, True) == {'all': {'psnr': before + 2}}, flag  # trained + tested
+        assert calls[before:] == ['train', 'test'], flag
+    before = len(calls)
+    args.generator_width = 4  # another arm: its own run
+    script.train_and_test(args, root, 0, True)
+    script.train_and_test(args, root, 0, True)
+    assert len(calls) == before + 2
