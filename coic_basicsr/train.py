@@ -11,11 +11,11 @@ from typing import List, Optional
 import coic_basicsr  # noqa: F401  (shim + registration before basicsr's builders are used)
 import torch
 from basicsr.data import build_dataloader, build_dataset
-from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
 from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_root_logger, get_time_str,
                            init_tb_logger, init_wandb_logger, make_exp_dirs, mkdir_and_rename, set_random_seed)
 from basicsr.utils.options import dict2str
 
+from coic_basicsr.data.prefetch import create_prefetcher
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.data.samplers import ResumableSampler, SeededDraws, build_sampler
 from coic_basicsr.models.portable import build_model
@@ -107,19 +107,6 @@ def load_resume_state(opt: dict) -> Optional[dict]:
     return state
 
 
-def create_prefetcher(opt: dict, train_loader):
-    mode = opt['datasets']['train'].get('prefetch_mode')
-    if mode in (None, 'cpu'):
-        return CPUPrefetcher(train_loader)
-    if mode == 'cuda' and opt['num_gpu'] > 0:
-        if opt['datasets']['train'].get('pin_memory') is not True:
-            raise ValueError('datasets.train.pin_memory must be true with prefetch_mode: cuda')
-        return CUDAPrefetcher(train_loader, opt)
-    if mode == 'cuda':
-        return CPUPrefetcher(train_loader)  # no CUDA here: same batches, without the copy stream
-    raise ValueError(f"datasets.train.prefetch_mode: '{mode}' is not one of None, cpu, cuda")
-
-
 def seed_for(opt: dict, current_iter: int, stream: int) -> None:
     """Re-seed python/numpy/torch from (manual_seed, rank, iteration, stream) so a resumed run draws the same random
     numbers as an uninterrupted one (data drawn in the main process and the model's own sampling, e.g. CoIC views)."""
@@ -167,9 +154,12 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
         make_run_folders(opt, args, resumed=resume_state is not None)
         early.open_file(log_file, opt['rank'])
         tb_logger = init_tb_loggers(opt)
-        with GracefulStop() as stop:  # handlers restored afterwards: a project calling us in-process keeps Ctrl-C
-            run_training(opt, model, train_loader, train_sampler, val_loaders, total_iters, resume_state, tb_logger,
-                         logger, stop)
+        try:
+            with GracefulStop() as stop:  # handlers restored afterwards: a project calling us in-process keeps Ctrl-C
+                run_training(opt, model, train_loader, train_sampler, val_loaders, total_iters, resume_state,
+                             tb_logger, logger, stop)
+        finally:
+            train_loader.worker_init_fn.release()  # leftover loader workers may end with the process now
 
 
 def run_training(opt: dict, model, train_loader, train_sampler: ResumableSampler, val_loaders: list, total_iters: int,

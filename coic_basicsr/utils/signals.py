@@ -1,8 +1,10 @@
 """SIGTERM/SIGINT during training: finish the current iteration, save a training state, exit."""
+import multiprocessing
+import os
 import signal
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -56,18 +58,33 @@ class GracefulStop:
 
 
 class StopSignalsIgnored:
-    """``worker_init_fn`` wrapper: DataLoader workers ignore SIGTERM/SIGINT, which the main process handles.
+    """``worker_init_fn`` wrapper: DataLoader workers leave SIGTERM/SIGINT to the main process while it trains.
 
     torchrun, ``timeout``, SLURM and Ctrl-C signal the whole process group; a worker that died of it made the main
-    process fail on its next batch, before it could save. Workers still exit when the loader shuts down or the main
-    process dies (PyTorch's watchdog).
+    process fail on its next batch, before it could save. Once the main process is done with the loader
+    (:meth:`release`), a stop signal ends a worker again (Python's exit ends leftover workers with SIGTERM), as does
+    a second one ``GracefulStop.REPEAT_AFTER_S`` or more after the first, which ends the main process too.
     """
 
     def __init__(self, init_fn: Optional[Callable[[int], None]] = None) -> None:
         self.init_fn = init_fn
+        self._released = multiprocessing.Event()
+
+    def release(self) -> None:
+        self._released.set()
 
     def __call__(self, worker_id: int) -> None:
+        first: List[float] = []
+
+        def on_stop(signum: int, frame) -> None:
+            now = time.monotonic()
+            if self._released.is_set():
+                os._exit(0)  # a normal end: PyTorch reports workers that end otherwise as failed
+            if first and now - first[0] >= GracefulStop.REPEAT_AFTER_S:
+                os._exit(128 + signum)
+            first[:] = first or [now]
+
         for sig in GracefulStop.SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, on_stop)
         if self.init_fn is not None:
             self.init_fn(worker_id)

@@ -65,6 +65,19 @@ def test_a_stop_signal_saves_state_and_auto_resume_finishes(tmp_path, signum, wo
     assert (tmp_path / 'experiments' / 'sig' / 'models' / 'net_g_latest.pth').is_file()
 
 
+@pytest.mark.parametrize('persistent', [False, True])
+def test_training_with_prefetching_loader_workers_ends(tmp_path, persistent):
+    # it hung after training (leftover workers ignored Python's SIGTERM at exit); with persistent workers two prefetch
+    # threads read one iterator and training stopped at the first epoch's end
+    opt = tiny_coic_options(name='prefetch', total_iter=8, stage1_iter=2)  # 6 iterations per epoch: ends mid-epoch
+    opt['datasets']['train'].update(num_worker_per_gpu=1, prefetch_mode='cpu', persistent_workers=persistent)
+    opt['val']['val_freq'] = 1000
+    result = basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'prefetch.yml'))], cwd=str(tmp_path),
+                     timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr and 'End of training' in result.stderr, result.stderr[-3000:]
+
+
 def test_repeated_stop_signals_close_together_are_one_stop(monkeypatch):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # an in-process training restored it
     with GracefulStop() as stop:
