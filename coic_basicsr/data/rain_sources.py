@@ -44,6 +44,7 @@ def _strip_ext(name: str) -> str:
 
 # BasicSR's lmdb meta_info.txt line: '<name> (h,w,c) <compress level>'; the name may hold spaces ('rain 1.png')
 _META_LINE = re.compile(r'^(.+?)(?:\s+\(\d+,\s*\d+,\s*\d+\)(?:\s+\d+)?)?$')
+_BASICSR_META_LINE = re.compile(r'^(.+?)\s+\(\d+,\s*\d+,\s*\d+\)(?:\s+\d+)?$')  # the shape is required
 
 
 def _lmdb_keys(root: str, where: str, which: str) -> List[str]:
@@ -64,12 +65,12 @@ def _read_meta_info(meta_file: str, tmpl: str, where: str) -> List[Tuple[int, st
             tokens = line.split()
             if not tokens or tokens[0].startswith('#'):
                 continue
-            if len(tokens) >= 2 and not tokens[1].startswith('('):
+            basicsr_style = _BASICSR_META_LINE.match(line.strip())  # its names may hold spaces ('rain 1.png')
+            if basicsr_style is None and len(tokens) >= 2:
                 rows.append((no, tokens[0], tokens[1]))
             else:
-                folder, base = osp.split(tokens[0])
-                stem, ext = osp.splitext(base)
-                rows.append((no, osp.join(folder, tmpl.format(stem) + ext), tokens[0]))
+                gt_rel = basicsr_style.group(1) if basicsr_style else tokens[0]
+                rows.append((no, _lq_name(gt_rel, tmpl), gt_rel))
     return rows
 
 

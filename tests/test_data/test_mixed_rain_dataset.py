@@ -274,6 +274,8 @@ def test_unusual_but_legitimate_layouts_are_read(tmp_path):
         for i in range(3):
             item = ds[i]
             assert torch.allclose(item['lq'], 1 - item['gt'], atol=1e-6)
+    basicsr_meta = dict(lmdb_source, meta_info_file=str(tmp_path / 'gt.lmdb' / 'meta_info.txt'))  # BasicSR's own
+    assert sorted(MixedRainDataset(_opt([basicsr_meta], phase='val')).gt_paths) == sorted(n[:-4] for n in names)
 
     (tmp_path / 'png' / 'gt' / '.DS_Store').write_bytes(b'x')  # hidden files and folders are not images
     (tmp_path / 'png' / 'lq' / '.ipynb_checkpoints').mkdir()
