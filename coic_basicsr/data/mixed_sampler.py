@@ -7,6 +7,7 @@ from basicsr.utils import get_root_logger
 from torch.utils.data import Dataset, Sampler
 
 from coic_basicsr.registry import SAMPLER_REGISTRY
+from coic_basicsr.utils.option_values import is_number
 
 
 @SAMPLER_REGISTRY.register()
@@ -47,10 +48,11 @@ class MixedDatasetSampler(Sampler):
         if int(num_replicas) < 1 or not 0 <= int(rank) < int(num_replicas):
             raise ValueError(f'MixedDatasetSampler: need 0 <= rank < num_replicas, got rank={rank}, '
                              f'num_replicas={num_replicas}')
-        if not ratio or ratio <= 0:
-            raise ValueError(f'datasets.train.dataset_enlarge_ratio: must be > 0, got {ratio}')
-        if real_fraction is not None and real_fraction < 0:
-            raise ValueError(f'datasets.train.sampler.real_fraction: must be >= 0 or null, got {real_fraction}')
+        if not is_number(ratio) or ratio <= 0:
+            raise ValueError(f'datasets.train.dataset_enlarge_ratio: must be a number > 0, got {ratio!r}')
+        if real_fraction is not None and (not is_number(real_fraction) or real_fraction < 0):
+            raise ValueError(f'datasets.train.sampler.real_fraction: must be a number >= 0 or null, got '
+                             f'{real_fraction!r}')
         self.dataset = dataset
         self.num_replicas, self.rank, self.ratio = int(num_replicas), int(rank), ratio
         self.seed = int(seed or 0) % 2**63

@@ -3,6 +3,7 @@ import difflib
 from typing import Iterable, Mapping
 
 from coic_basicsr.data.progressive import KEYS as PROGRESSIVE_KEYS
+from coic_basicsr.utils.option_values import is_integer, is_number
 
 #: Keys of a dataset section read by the pipeline around the dataset: BasicSR's option parser (``phase``,
 #: ``scale``) and ``build_dataloader``, our sampler and Restormer's progressive learning. ``use_shuffle`` is in every
@@ -10,6 +11,25 @@ from coic_basicsr.data.progressive import KEYS as PROGRESSIVE_KEYS
 PIPELINE_KEYS = frozenset({'type', 'phase', 'scale', 'num_worker_per_gpu', 'batch_size_per_gpu',
                            'dataset_enlarge_ratio', 'use_shuffle', 'pin_memory', 'persistent_workers',
                            'prefetch_mode', 'num_prefetch_queue', 'sampler', *PROGRESSIVE_KEYS})
+
+
+def _positive_int(v) -> bool:
+    return is_integer(v) and v >= 1
+
+
+#: key: (predicate, what is expected) for the values of a rain dataset section; null takes the default
+VALUE_RULES = {
+    'gt_size': (_positive_int, 'a positive integer'),
+    'global_size': (_positive_int, 'a positive integer'),
+    'val_size': (_positive_int, 'a positive integer or null'),
+    'bg_size': (_positive_int, 'a positive integer'),
+    'num_per_source': (_positive_int, 'a positive integer'),
+    'skip_bad': (lambda v: is_integer(v) and v >= 0, 'an integer >= 0'),
+    'seed': (lambda v: is_integer(v) and v >= 0, 'an integer >= 0'),
+    'dataset_enlarge_ratio': (lambda v: is_number(v) and v > 0, 'a number > 0'),
+    'backgrounds': (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(b, str) for b in v),
+                    'a non-empty list of scikit-image sample names'),
+}
 
 
 def check_dataset_keys(dataset_opt: Mapping, dataset_cls, where: str) -> None:
@@ -22,6 +42,9 @@ def check_dataset_keys(dataset_opt: Mapping, dataset_cls, where: str) -> None:
     owner = dataset_cls.__name__
     for key in dataset_opt:
         if key in dataset_cls.OPTION_KEYS or key in PIPELINE_KEYS:
+            value = dataset_opt[key]
+            if key in VALUE_RULES and value is not None and not VALUE_RULES[key][0](value):
+                raise ValueError(f'{where}.{key}: expected {VALUE_RULES[key][1]}, got {value!r}')
             continue
         if key in dataset_cls.SOURCE_KEYS:
             raise ValueError(f"{where}.{key}: {owner} reads '{key}' in each entry of sources, not here")

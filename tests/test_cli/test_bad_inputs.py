@@ -195,6 +195,16 @@ CASES = {
         'scale: datasets.train (PairedImageDataset) needs the top-level scale option'),
     'tile-with-another-model': (lambda opt, tmp: _set(['val', 'tile'], {'size': 16, 'overlap': 4})(
         _set(['model_type'], 'SRModel')(opt, tmp), tmp), 'val.tile: SRModel would ignore it'),
+    'crop-size-not-positive': (_set(['datasets', 'train', 'gt_size'], 0),
+                               'datasets.train.gt_size: expected a positive integer, got 0'),
+    'global-size-not-a-number': (_set(['datasets', 'train', 'global_size'], 'abc'),
+                                 "datasets.train.global_size: expected a positive integer, got 'abc'"),
+    'enlarge-ratio-not-a-number': (_set(['datasets', 'train', 'dataset_enlarge_ratio'], 'abc'),
+                                   "datasets.train.dataset_enlarge_ratio: expected a number > 0, got 'abc'"),
+    'real-fraction-not-a-number': (_set(['datasets', 'train', 'sampler', 'real_fraction'], 'abc'),
+                                   "datasets.train.sampler.real_fraction: must be a number >= 0 or null, got 'abc'"),
+    'backgrounds-not-a-list': (_set(['datasets', 'train', 'backgrounds'], 'astronaut'),
+                               "datasets.train.backgrounds: expected a non-empty list of scikit-image sample names"),
     'restormer-mixup': (_set(['train', 'mixing_augs'], {'mixup': True, 'mixup_beta': 1.2}),
                         "train.mixing_augs.mixup: Restormer's mixup augmentation is not supported"),
 }
