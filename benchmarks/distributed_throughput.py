@@ -67,6 +67,7 @@ def worker(args: argparse.Namespace) -> None:
     begin = time.perf_counter()
     run(args.iters, first_iter + args.warmup)
     elapsed = torch.tensor([time.perf_counter() - begin])
+    train_loader.worker_init_fn.release()  # loader workers that are left may end with the process
     if opt['dist']:
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
     if opt['rank'] == 0:
