@@ -88,6 +88,13 @@ def resolve_rain_params(preset_or_params: Union[str, Mapping[str, Any], RainPara
         if unknown:
             raise ValueError(f'{where}: unknown rain parameter(s) {unknown}; valid: {list(_PARAM_NAMES)}')
         overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        for name, value in overrides.items():
+            numbers = value if isinstance(value, tuple) else (value,)
+            if (isinstance(value, tuple) and len(value) != 2) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+                raise ValueError(f'{where}: params.{name}: expected a number or a [low, high] range, got {list(numbers)!r}')
+            if isinstance(value, tuple) and value[0] > value[1]:
+                raise ValueError(f'{where}: params.{name}: the range [low, high] has low > high: {list(value)}')
         return replace(base, **overrides)
     raise ValueError(f'{where}: expected a preset name or a parameter mapping, got {type(preset_or_params).__name__}')
 

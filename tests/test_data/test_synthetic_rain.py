@@ -130,6 +130,10 @@ def test_clean_folder_and_errors(tmp_path):
         (dict(gt_size=64), 'gt_size'),
         (dict(sources=[dict(name='a', preset='drizzle')]), "sources[0] (name 'a'): unknown rain preset"),
         (dict(sources=[dict(name='a')]), "sources[0] (name 'a')"),
+        (dict(sources=[dict(name='a', params={'density': [0.5, 0.1]})]),  # numpy's 'high - low < 0' at the first item
+         "sources[0] (name 'a'): params.density: the range [low, high] has low > high: [0.5, 0.1]"),
+        (dict(sources=[dict(name='a', params={'angle': 'steep'})]),
+         "sources[0] (name 'a'): params.angle: expected a number or a [low, high] range, got ['steep']"),
         (dict(sources=[dict(name='a', preset='mist'), dict(name='a', preset='mist')]), 'duplicate'),
         (dict(backgrounds=['not_an_image']), 'not_an_image'),
         (dict(clean_folder=str(tmp_path / 'missing')), 'missing'),
