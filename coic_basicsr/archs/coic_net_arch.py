@@ -1,6 +1,4 @@
 """CoICNet: any BasicSR backbone with its convs turned into CoI-M modulated convs."""
-import fnmatch
-import math
 from typing import List, Optional
 
 from basicsr.archs import build_network
@@ -47,9 +45,9 @@ class CoICNet(nn.Module):
         self.context_dim = int(context_dim)
         self.context = ModulationContext(modulate.get('generator_width'), 'network_g.modulate.generator_width')
         self.backbone = build_network(backbone)
-        _check_patterns(self.backbone, modulate, backbone['type'])
         self.modulated_layers: List[str] = modulate_convs(self.backbone, self.context, self.context_dim,
-                                                          modulate.get('include'), modulate.get('exclude'))
+                                                          modulate.get('include'), modulate.get('exclude'),
+                                                          option_key='network_g.modulate')
         if not self.modulated_layers:
             raise ValueError(f"CoICNet: modulate {modulate} matches no conv with kernel > 1 in backbone "
                              f"'{backbone['type']}'")
@@ -68,19 +66,6 @@ class CoICNet(nn.Module):
             raise ValueError(f'CoICNet: z must have shape ({x.shape[0]}, {self.context_dim}), got {tuple(z.shape)}')
         with self.context.use(z):
             return self.backbone(x)
-
-
-def _check_patterns(backbone: nn.Module, modulate: dict, name: str) -> None:
-    """Every ``include``/``exclude`` pattern must match a conv that can be modulated: a misspelt one was ignored
-    whenever another pattern matched (an exclude typo modulated what was meant to stay plain)."""
-    convs = [n for n, m in backbone.named_modules()
-             if n and type(m) in (nn.Conv2d, nn.ConvTranspose2d) and math.prod(m.kernel_size) > 1]
-    for key in ('include', 'exclude'):
-        patterns = modulate.get(key)
-        for pattern in [patterns] if isinstance(patterns, str) else list(patterns or []):
-            if not any(fnmatch.fnmatchcase(conv, str(pattern)) for conv in convs):
-                raise ValueError(f"network_g.modulate.{key}: '{pattern}' matches no conv with kernel > 1 in {name} "
-                                 f"(e.g. {', '.join(convs[:4])})")
 
 
 def _add_backbone_prefix(state_dict: dict, prefix: str, local_metadata: dict, strict: bool, missing_keys: list,

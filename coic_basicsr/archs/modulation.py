@@ -211,24 +211,24 @@ def _as_patterns(patterns: Union[None, str, Sequence[str]]) -> Optional[List[str
 
 def modulate_convs(module: nn.Module, context: ModulationContext, context_dim: int = 128,
                    include: Optional[Sequence[str]] = None, exclude: Optional[Sequence[str]] = None,
-                   gate_layout: str = 'paper') -> List[str]:
+                   gate_layout: str = 'paper', option_key: Optional[str] = None) -> List[str]:
     """Replace in place every nn.Conv2d / nn.ConvTranspose2d with kernel > 1 whose qualified name matches `include`
     (fnmatch patterns; None = all) and not `exclude` by its modulated version (weights shared); returns the names.
-    ``gate_layout='official'`` makes them compute kernel scales exactly as the CoIC authors' code (for their
-    converted checkpoints).
-
-    Only exact nn.Conv2d / nn.ConvTranspose2d instances are replaced (subclasses may have their own forward); the
-    root module itself is never replaced.
+    ``gate_layout='official'`` computes kernel scales exactly as the CoIC authors' code (their checkpoints). With
+    ``option_key`` (the user's patterns), a pattern that matches no such conv is refused, naming ``<option_key>.<
+    include|exclude>``. Only exact nn.Conv2d / nn.ConvTranspose2d instances are replaced (subclasses may have their
+    own forward); the root module itself never is.
     """
     if not isinstance(context, ModulationContext):
         raise TypeError(f'modulate_convs: context must be a ModulationContext, got {type(context)}')
     if gate_layout not in ('paper', 'official'):
         raise ValueError(f"gate_layout must be 'paper' or 'official', got '{gate_layout}'")
     include, exclude = _as_patterns(include), _as_patterns(exclude) or []
-    replacements, names = {}, []
+    replacements, names, eligible = {}, [], []
     for name, conv in module.named_modules():
         if not name or type(conv) not in _REPLACEMENTS or math.prod(conv.kernel_size) <= 1:
             continue
+        eligible.append(name)
         if include is not None and not any(fnmatch.fnmatchcase(name, p) for p in include):
             continue
         if any(fnmatch.fnmatchcase(name, p) for p in exclude):
@@ -236,6 +236,11 @@ def modulate_convs(module: nn.Module, context: ModulationContext, context_dim: i
         replacements[id(conv)] = _REPLACEMENTS[type(conv)].from_conv(conv, context, context_dim)
         replacements[id(conv)].gate_layout = gate_layout
         names.append(name)
+    for key, patterns in (('include', include or []), ('exclude', exclude)) if option_key else ():
+        for pattern in patterns:  # a misspelt one was ignored whenever another matched
+            if not any(fnmatch.fnmatchcase(name, str(pattern)) for name in eligible):
+                raise ValueError(f"{option_key}.{key}: '{pattern}' matches no conv with kernel > 1 in "
+                                 f"{type(module).__name__} (e.g. {', '.join(eligible[:4])})")
     for parent in list(module.modules()):
         for child_name, child in list(parent._modules.items()):
             if child is not None and id(child) in replacements:

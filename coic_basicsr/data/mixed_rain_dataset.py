@@ -27,8 +27,8 @@ class MixedRainDataset(RainSourcesDataset):
     Items (train): ``lq``, ``gt`` (aligned ``gt_size`` crops, RGB float32 CHW in [0, 1], same flip/rot90),
     ``lq_global``, ``gt_global`` (whole images through :func:`~coic_basicsr.data.transforms.global_view`, with the
     crop's flip/rotation), ``source`` (int), ``lq_path``, ``gt_path`` (file path, or lmdb key), ``image_name``
-    (:func:`image_names`). Val/test: full ``lq``, ``gt``, ``lq_global`` and the same metadata. Indices of source ``s`` are ``source_indices[s]``
-    (contiguous, in the order of ``sources``).
+    (:func:`image_names`). Val/test: full ``lq``, ``gt``, ``lq_global`` and the same metadata. Indices of source
+    ``s`` are ``source_indices[s]`` (contiguous, in the order of ``sources``).
 
     Pairs of a source come from ``meta_info_file`` when given (lines ``lq_rel gt_rel``, or BasicSR-style
     ``gt_rel (h,w,c) ...`` with the lq name from ``filename_tmpl``; for lmdb, names are keys with or without the

@@ -3,7 +3,7 @@ import difflib
 from typing import Iterable, Mapping
 
 from coic_basicsr.data.progressive import KEYS as PROGRESSIVE_KEYS
-from coic_basicsr.utils.option_values import is_integer, is_number
+from coic_basicsr.utils.option_values import check_value, is_integer, is_number
 
 #: Keys of a dataset section read by the pipeline around the dataset: BasicSR's option parser (``phase``,
 #: ``scale``) and ``build_dataloader``, our sampler and Restormer's progressive learning. ``use_shuffle`` is in every
@@ -17,7 +17,7 @@ def _positive_int(v) -> bool:
     return is_integer(v) and v >= 1
 
 
-#: key: (predicate, what is expected) for the values of a rain dataset section; null takes the default
+#: key: (predicate, what is expected) for the values of a rain dataset section, as option_values.SCALAR_RULES
 VALUE_RULES = {
     'gt_size': (_positive_int, 'a positive integer'),
     'global_size': (_positive_int, 'a positive integer'),
@@ -42,9 +42,8 @@ def check_dataset_keys(dataset_opt: Mapping, dataset_cls, where: str) -> None:
     owner = dataset_cls.__name__
     for key in dataset_opt:
         if key in dataset_cls.OPTION_KEYS or key in PIPELINE_KEYS:
-            value = dataset_opt[key]
-            if key in VALUE_RULES and value is not None and not VALUE_RULES[key][0](value):
-                raise ValueError(f'{where}.{key}: expected {VALUE_RULES[key][1]}, got {value!r}')
+            if key in VALUE_RULES:
+                check_value(f'{where}.{key}', dataset_opt[key], VALUE_RULES[key])
             continue
         if key in dataset_cls.SOURCE_KEYS:
             raise ValueError(f"{where}.{key}: {owner} reads '{key}' in each entry of sources, not here")

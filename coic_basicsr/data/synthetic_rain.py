@@ -12,6 +12,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import cv2
 import numpy as np
 
+from coic_basicsr.utils.option_values import is_number
+
 Range = Union[float, Tuple[float, float]]
 
 
@@ -90,9 +92,9 @@ def resolve_rain_params(preset_or_params: Union[str, Mapping[str, Any], RainPara
         overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
         for name, value in overrides.items():
             numbers = value if isinstance(value, tuple) else (value,)
-            if (isinstance(value, tuple) and len(value) != 2) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
-                raise ValueError(f'{where}: params.{name}: expected a number or a [low, high] range, got {list(numbers)!r}')
+            if (isinstance(value, tuple) and len(value) != 2) or not all(is_number(v) for v in numbers):
+                raise ValueError(f'{where}: params.{name}: expected a number or a [low, high] range, '
+                                 f'got {list(numbers)!r}')
             if isinstance(value, tuple) and value[0] > value[1]:
                 raise ValueError(f'{where}: params.{name}: the range [low, high] has low > high: {list(value)}')
         return replace(base, **overrides)

@@ -67,9 +67,7 @@ class MixedSyntheticRainDataset(RainSourcesDataset):
         prefix = f'datasets.{self.phase}'
         self.bg_size = int(opt.get('bg_size', 96))
         self.seed = int(opt.get('seed', 0))
-        self.num_per_source = int(opt.get('num_per_source', 64))
-        if self.num_per_source < 1:
-            raise ValueError(f'{prefix}.num_per_source: must be >= 1, got {self.num_per_source}')
+        self.num_per_source = int(opt.get('num_per_source', 64))  # checked by option_keys.VALUE_RULES
         if self.train and self.gt_size > self.bg_size:
             raise ValueError(f'{prefix}.gt_size: {self.gt_size} is larger than bg_size {self.bg_size}')
         self.params: List[RainParams] = []

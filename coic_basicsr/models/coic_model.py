@@ -90,11 +90,11 @@ class CoICModel(PortableModelMixin, SRModel):
         if self.is_train:
             self.net_enc = self.model_to_device(encoder)
             self.net_enc.train()
-            # DDP has made every rank's encoder rank 0's: the key encoder must start from the same weights
-            key_encoder.load_state_dict(encoder.state_dict())
         if load_path is not None:
             checkpoint = load_checkpoint(load_path)
             key_encoder.load_state_dict(checkpoint.get('params_key', checkpoint['params']))
+        elif self.is_train:  # DDP has made every rank's encoder rank 0's: the key encoder must start from it too
+            key_encoder.load_state_dict(encoder.state_dict())
         for p in key_encoder.parameters():
             p.requires_grad_(False)
         self.net_enc_key = key_encoder.to(self.device)

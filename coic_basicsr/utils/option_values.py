@@ -12,6 +12,14 @@ def is_integer(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def check_value(where: str, value, rule, allow_null: bool = True) -> None:
+    """Refuse a ``value`` that fails ``rule`` = (predicate, what is expected), naming ``where``; null passes when
+    ``allow_null`` (the code's default applies)."""
+    valid, expected = rule
+    if not (value is None and allow_null) and not valid(value):
+        raise ValueError(f'{where}: expected {expected}, got {value!r}')
+
+
 _BACKENDS = [name for name in dist.Backend.backend_list if name not in ('undefined', 'fake')]
 # key path: (predicate, what is expected); a missing key or null takes the code's default
 SCALAR_RULES = {
@@ -32,12 +40,11 @@ SCALAR_RULES = {
 def check_scalar_options(opt: dict) -> None:
     """Every option of :data:`SCALAR_RULES` that is set has a possible value (a string ``ema_decay`` was a
     TypeError mid-run; a misspelt ``dist_params.backend`` an AssertionError)."""
-    for path, (valid, expected) in SCALAR_RULES.items():
+    for path, rule in SCALAR_RULES.items():
         node = opt
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
-        if node is not None and not valid(node):
-            raise ValueError(f"{'.'.join(path)}: expected {expected}, got {node!r}")
+        check_value('.'.join(path), node, rule)
 
 
 COIC_RULES = {  # key: (predicate, what is expected), as SCALAR_RULES
@@ -61,9 +68,7 @@ def check_coic_section(opt: dict) -> None:
     for key, value in coic.items():
         if key not in COIC_RULES:
             raise ValueError(f'train.coic.{key}: unknown key (known: {", ".join(COIC_RULES)})')
-        valid, expected = COIC_RULES[key]
-        if not valid(value):
-            raise ValueError(f'train.coic.{key}: expected {expected}, got {value!r}')
+        check_value(f'train.coic.{key}', value, COIC_RULES[key], allow_null=False)  # null would replace the default
     total = train.get('total_iter')
     if isinstance(total, (int, float)) and coic.get('stage1_iter', 40000) > total:
         raise ValueError(f"train.coic.stage1_iter ({coic.get('stage1_iter', 40000)}) is larger than "
