@@ -28,9 +28,9 @@ from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
 from coic_basicsr.archs import grouped_conv
-from coic_basicsr.archs.modulation_core import (KernelScaleGenerator, ModulationContext, ScaledKernels,
-                                                WithChannelMeans, generator_widths, kernel_scale_from_logits,
-                                                keep_modulation_if_missing, resolve_z)
+from coic_basicsr.archs.modulation_core import (ContextEmbedding, KernelScaleGenerator, ModulationContext,
+                                                ScaledKernels, WithChannelMeans, generator_widths,
+                                                kernel_scale_from_logits, keep_modulation_if_missing, resolve_z)
 
 __all__ = ['ContextEmbedding', 'KernelScaleGenerator', 'ModulatedConv2d', 'ModulatedConvTranspose2d',
            'ModulationContext', 'modulate_convs', 'split_modulation_parameters']
@@ -176,30 +176,6 @@ class ModulatedConvTranspose2d(_ModulatedMixin, nn.ConvTranspose2d):
         return cls._from(conv, nn.ConvTranspose2d, context, context_dim, output_padding=conv.output_padding,
                          groups=conv.groups, bias=conv.bias is not None, dilation=conv.dilation,
                          padding_mode=conv.padding_mode)
-
-
-class ContextEmbedding(nn.Module):
-    """x -> x + Linear(SiLU(z)) broadcast over H,W (K/V context of transformer blocks); returns x itself (same object)
-    when z is None. The Linear is zero-initialised (identity at construction)."""
-
-    def __init__(self, channels: int, *, context: ModulationContext, context_dim: int = 128) -> None:
-        super().__init__()
-        if not isinstance(context, ModulationContext):
-            raise TypeError(f'ContextEmbedding: context must be a ModulationContext, got {type(context)}')
-        self.context = context
-        self.context_dim = int(context_dim)
-        self.proj = nn.Linear(self.context_dim, channels)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-        self._register_load_state_dict_pre_hook(keep_modulation_if_missing, with_module=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        z = resolve_z(self, x, None)
-        if z is None:
-            return x
-        if x.dim() != 4:
-            raise ValueError(f'ContextEmbedding expects (B, C, H, W) features, got shape {tuple(x.shape)}')
-        return x + self.proj(F.silu(z.to(x.dtype)))[:, :, None, None]
 
 
 _REPLACEMENTS = {nn.Conv2d: ModulatedConv2d, nn.ConvTranspose2d: ModulatedConvTranspose2d}

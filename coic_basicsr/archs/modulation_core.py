@@ -1,5 +1,6 @@
 """The parts under every CoI-M layer of ``modulation.py``: the shared code holder, the kernel-scale generator and
-its math, the channel means the generator reads, and the load hook that lets plain checkpoints load strictly."""
+its math, the K/V context embedding, the channel means the generator reads, and the load hook that lets plain
+checkpoints load strictly."""
 import threading
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Tuple
@@ -7,6 +8,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
 
 from basicsr.utils import get_root_logger  # safe: importing coic_basicsr (our parent) installed the shim first
 
@@ -96,6 +98,30 @@ def resolve_z(layer: nn.Module, x: Tensor, z: Optional[Tensor]) -> Optional[Tens
             raise ValueError(f'{type(layer).__name__}: z has batch {z.shape[0]} but the input has {x.shape[0]}')
         z = z.expand(x.shape[0], -1)
     return z
+
+
+class ContextEmbedding(nn.Module):
+    """x -> x + Linear(SiLU(z)) broadcast over H,W (K/V context of transformer blocks); returns x itself (same object)
+    when z is None. The Linear is zero-initialised (identity at construction)."""
+
+    def __init__(self, channels: int, *, context: ModulationContext, context_dim: int = 128) -> None:
+        super().__init__()
+        if not isinstance(context, ModulationContext):
+            raise TypeError(f'ContextEmbedding: context must be a ModulationContext, got {type(context)}')
+        self.context = context
+        self.context_dim = int(context_dim)
+        self.proj = nn.Linear(self.context_dim, channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self._register_load_state_dict_pre_hook(keep_modulation_if_missing, with_module=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = resolve_z(self, x, None)
+        if z is None:
+            return x
+        if x.dim() != 4:
+            raise ValueError(f'ContextEmbedding expects (B, C, H, W) features, got shape {tuple(x.shape)}')
+        return x + self.proj(F.silu(z.to(x.dtype)))[:, :, None, None]
 
 
 class WithChannelMeans(torch.autograd.Function):

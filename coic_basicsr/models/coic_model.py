@@ -75,7 +75,6 @@ class CoICModel(PortableModelMixin, SRModel):
             if self.net_enc_key is None and has_trained_modulation(self.get_bare_model(self.net_g)):
                 get_root_logger().warning(NO_ENCODER_WARNING)
 
-    # ---------------------------------------------------------------- construction
     def _build_encoders(self) -> None:
         if 'network_enc' not in self.opt:
             return
@@ -143,7 +142,6 @@ class CoICModel(PortableModelMixin, SRModel):
             warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before')
             super().update_learning_rate(current_iter, warmup_iter)
 
-    # ---------------------------------------------------------------- training
     def feed_data(self, data: dict) -> None:
         if 'gt' not in data and hasattr(self, 'gt'):  # else an item without gt is scored against the last one's gt
             del self.gt
@@ -193,7 +191,6 @@ class CoICModel(PortableModelMixin, SRModel):
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
-    # ---------------------------------------------------------------- testing
     def representation(self) -> Optional[torch.Tensor]:
         """z for the current batch from the key encoder, or None when CoIC is off (or still in stage 1)."""
         if self.net_enc_key is None or (self.is_train and not self.in_stage2(self.current_iter)):
@@ -232,12 +229,10 @@ class CoICModel(PortableModelMixin, SRModel):
         if not self.is_train:
             write_result_tables(results, self.opt['path']['results_root'], name)
 
-    # ---------------------------------------------------------------- saving / resuming
     def save(self, epoch: int, current_iter: int) -> None:
-        if hasattr(self, 'net_g_ema'):
-            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
-        else:
-            self.save_network(self.net_g, 'net_g', current_iter)
+        with_ema = hasattr(self, 'net_g_ema')
+        nets, keys = ([self.net_g, self.net_g_ema], ['params', 'params_ema']) if with_ema else (self.net_g, 'params')
+        self.save_network(nets, 'net_g', current_iter, param_key=keys)
         if self.net_enc is not None:
             self.save_network([self.net_enc, self.net_enc_key], 'net_enc', current_iter,
                               param_key=['params', 'params_key'])
