@@ -10,11 +10,12 @@ from typing import List, Optional
 
 import coic_basicsr  # noqa: F401  (shim + registration before basicsr's builders are used)
 import torch
-from basicsr.data import build_dataloader, build_dataset
+from basicsr.data import build_dataloader
 from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_root_logger, get_time_str,
                            init_tb_logger, init_wandb_logger, make_exp_dirs, mkdir_and_rename, set_random_seed)
 from basicsr.utils.options import dict2str
 
+from coic_basicsr.data.build import build_dataset_of
 from coic_basicsr.data.prefetch import create_prefetcher
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.data.samplers import ResumableSampler, SeededDraws, build_sampler
@@ -47,7 +48,7 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
         if opt['num_gpu'] == 0 and dataset_opt.get('pin_memory'):  # a GPU option file on the CPU: nothing to pin for
             dataset_opt = dict(dataset_opt, pin_memory=False)
         if phase == 'train':
-            train_set = build_dataset(dataset_opt)
+            train_set = build_dataset_of(phase, dataset_opt)
             train_sampler = ResumableSampler(
                 build_sampler(train_set, dataset_opt, opt['world_size'], opt['rank'], opt['manual_seed']),
                 seed=opt['manual_seed'], rank=opt['rank'])
@@ -71,7 +72,7 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
                         f'\n\tWorld size: {opt["world_size"]}\n\tIters per epoch: {iters_per_epoch}'
                         f'\n\tTotal epochs: {total_epochs}; iters: {total_iters}.')
         elif phase.split('_')[0] in ('val', 'test'):
-            val_set = build_dataset(dataset_opt)
+            val_set = build_dataset_of(phase, dataset_opt)
             val_loaders.append(build_dataloader(val_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
                                                 sampler=None, seed=opt['manual_seed']))
             logger.info(f'Number of val images/folders in {dataset_opt["name"]}: {len(val_set)}')

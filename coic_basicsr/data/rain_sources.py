@@ -29,6 +29,9 @@ def checked_sources(opt: Mapping[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
         if not isinstance(src, Mapping) or not isinstance(src.get('name'), str) or not src['name']:
             raise ValueError(f'{prefix}.sources[{i}]: every source needs a non-empty string "name"')
         name = src['name']
+        if name == 'all':
+            raise ValueError(f"{prefix}.sources[{i}]: the name 'all' is reserved for the overall row of the per-source "
+                             'metric tables; rename this source')
         if name in seen:
             raise ValueError(f"{prefix}.sources[{i}] (name '{name}'): duplicate source name "
                              f'(also sources[{seen[name]}])')

@@ -18,9 +18,9 @@ from coic_basicsr.archs.modulation_core import NO_ENCODER_WARNING, has_trained_m
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.loss_sections import build_loss_sections
 from coic_basicsr.models.portable import PortableModelMixin
-from coic_basicsr.models.source_validation import validate_per_source, write_result_tables
+from coic_basicsr.models.source_validation import log_results, validate_per_source, write_result_tables
 from coic_basicsr.models.tiling import tile_settings, tiled_forward
-from coic_basicsr.utils.checkpoint import load_checkpoint
+from coic_basicsr.utils.checkpoint import load_checkpoint, test_encoder_path
 from coic_basicsr.utils.option_values import check_coic_section
 
 COIC_DEFAULTS = {'stage1_iter': 40000, 'contrastive_weight': 0.2, 'temperature': 1.0, 'num_detail_negatives': 4,
@@ -82,7 +82,10 @@ class CoICModel(PortableModelMixin, SRModel):
             raise ValueError(f"network_enc: network_g ({self.opt['network_g']['type']}) takes no representation z "
                              '(forward(x, z=None)): remove network_enc, or use a CoIC arch or CoICNet')
         encoder = build_network(self.opt['network_enc'])
-        load_path = self.opt['path'].get('pretrain_network_enc')
+        paths = self.opt['path']
+        load_path = paths.get('pretrain_network_enc') if self.is_train else test_encoder_path(paths)
+        if load_path != paths.get('pretrain_network_enc'):  # a test that found the encoder saved with network_g
+            get_root_logger().info(f'Set pretrain_network_enc to {load_path}')
         if load_path is not None:
             self.load_network(encoder, load_path, True, 'params')
         key_encoder = deepcopy(encoder)
@@ -94,8 +97,7 @@ class CoICModel(PortableModelMixin, SRModel):
             key_encoder.load_state_dict(checkpoint.get('params_key', checkpoint['params']))
         elif self.is_train:  # DDP has made every rank's encoder rank 0's: the key encoder must start from it too
             key_encoder.load_state_dict(encoder.state_dict())
-        for p in key_encoder.parameters():
-            p.requires_grad_(False)
+        key_encoder.requires_grad_(False)
         self.net_enc_key = key_encoder.to(self.device)
 
     def init_training_settings(self) -> None:
@@ -110,10 +112,8 @@ class CoICModel(PortableModelMixin, SRModel):
         self.opt['train'] = train_opt
         if self.coic_opt is not None:
             c = self.coic_opt
-            self.cri_con = build_loss({'type': 'CoICContrastiveLoss', 'loss_weight': c['contrastive_weight'],
-                                       'temperature': c['temperature'],
-                                       'num_detail_negatives': c['num_detail_negatives'],
-                                       'archive_size': c['archive_size']}).to(self.device)
+            self.cri_con = build_loss(dict(type='CoICContrastiveLoss', loss_weight=c['contrastive_weight'], **{
+                key: c[key] for key in ('temperature', 'num_detail_negatives', 'archive_size')})).to(self.device)
 
     def setup_optimizers(self) -> None:
         train_opt = self.opt['train']
@@ -131,9 +131,8 @@ class CoICModel(PortableModelMixin, SRModel):
             self.optimizers.append(self.optimizer_mod)
 
     def scheduler_options(self, optimizer_index: int) -> dict:
-        train_opt = self.opt['train']
-        return train_opt.get('scheduler_mod') or train_opt['scheduler'] if optimizer_index == 1 else \
-            train_opt['scheduler']
+        scheduler = self.opt['train']['scheduler']
+        return (self.opt['train'].get('scheduler_mod') or scheduler) if optimizer_index == 1 else scheduler
 
     def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
         # optim_mod idles through stage 1 while its schedule follows the iteration count; torch's warning about a
@@ -165,9 +164,8 @@ class CoICModel(PortableModelMixin, SRModel):
             with torch.no_grad():
                 momentum_update(self.net_enc_key, self.get_bare_model(self.net_enc), self.coic_opt['momentum'])
                 positive, negatives = self.cri_con.build_views(self.lq_global, self.gt_global)
-                batch, count = negatives.shape[:2]
                 keys = self.net_enc_key(torch.cat([positive, negatives.flatten(0, 1)]))[1]
-                key_pos, key_neg = keys[:batch], keys[batch:].unflatten(0, (batch, count))
+                key_pos, key_neg = keys[:len(positive)], keys[len(positive):].unflatten(0, negatives.shape[:2])
             outputs = self.net_g(self.lq, z)
             l_con, logits = self.cri_con(anchor, key_pos, key_neg)
             loss_dict['l_con'] = l_con
@@ -217,15 +215,17 @@ class CoICModel(PortableModelMixin, SRModel):
         net.train(was_training)
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
-        name = dataloader.dataset.opt['name']
-        results = validate_per_source(self, dataloader, current_iter, tb_logger, save_img)
+        name, metrics = dataloader.dataset.opt['name'], (self.opt.get('val') or {}).get('metrics') or {}
+        results = validate_per_source(self, dataloader, current_iter, save_img)
         self.last_validation = getattr(self, 'last_validation', {})
         self.last_validation[name] = results
-        if self.opt['val'].get('metrics') and 'all' in results:
+        if metrics and 'all' in results:
             self._initialize_best_metric_results(name)
-            for metric in self.opt['val']['metrics']:
+            for metric in metrics:
                 if metric in results['all']:  # a set without clean images has no full-reference scores
                     self._update_best_metric_result(name, metric, results['all'][metric], current_iter)
+        log_results(name, results, metrics, current_iter, tb_logger,
+                    getattr(self, 'best_metric_results', {}).get(name))
         if not self.is_train:
             write_result_tables(results, self.opt['path']['results_root'], name)
 

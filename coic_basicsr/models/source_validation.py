@@ -2,6 +2,7 @@
 import csv
 import inspect
 import json
+import os
 import time
 from collections import defaultdict
 from os import path as osp
@@ -12,6 +13,7 @@ import torch
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY
+from tqdm import tqdm
 
 
 def _source_name(dataset, data: dict) -> str:
@@ -29,8 +31,9 @@ def _image_name(data: dict, index: int) -> str:
 
 
 @torch.no_grad()
-def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bool) -> Dict:
-    """Run ``model.test()`` on every item; return and log mean metrics overall and per source.
+def validate_per_source(model, dataloader, current_iter, save_img: bool) -> Dict:
+    """Run ``model.test()`` on every item; return mean metrics overall (``'all'``) and per source (log them with
+    :func:`log_results`).
 
     Besides each metric of ``val.metrics`` it records ``<metric>_input`` (the rainy input scored against the clean
     image, when ``val.report_input`` is true, the default for ``scale`` 1) so gains over the input are visible per
@@ -38,13 +41,14 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
     """
     dataset = dataloader.dataset
     dataset_name = dataset.opt['name']
-    val_opt = model.opt['val']
+    val_opt = model.opt.get('val') or {}
     metrics = val_opt.get('metrics') or {}
     report_input = val_opt.get('report_input', model.opt.get('scale', 1) == 1)  # an SR input is smaller than gt
     full_reference = {name for name, metric_opt in metrics.items()  # need the clean image; NIQE does not
                       if 'img2' in inspect.signature(METRIC_REGISTRY.get(metric_opt['type'])).parameters}
     sums: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
     seconds = 0.0
+    pbar = tqdm(total=len(dataloader), unit='image') if val_opt.get('pbar') else None
     for index, data in enumerate(dataloader):
         source, image_name = _source_name(dataset, data), _image_name(data, index)
         model.feed_data(data)
@@ -69,7 +73,7 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
             scores[name] = _score(name, metric_opt, restored, clean, f'{dataset_name}: {image_name}')
             if report_input:
                 scores[f'{name}_input'] = _score(name, metric_opt, rainy, clean, f'{dataset_name}: {image_name}')
-        for group in ('all', source):
+        for group in ('all',) if source == 'all' else ('all', source):  # a stock set may be named 'all'
             for key, value in scores.items():
                 sums[group][key] += value
         if save_img:
@@ -79,11 +83,15 @@ def validate_per_source(model, dataloader, current_iter, tb_logger, save_img: bo
             folder, stem = osp.split(image_name)  # a name may keep the sub-folders of its source
             parts.append(image_name if model.opt['is_train'] else folder)  # training: BasicSR's folder per image
             imwrite(restored, osp.join(model.opt['path']['visualization'], *parts, f'{stem}_{tag}.png'))
+        if pbar is not None:
+            pbar.update(1)
+            pbar.set_description(f'Test {image_name}')
+    if pbar is not None:
+        pbar.close()
     results = {group: {k: (int(v) if k == 'count' else v / values['count']) for k, v in values.items()}
                for group, values in sums.items()}
     if 'all' in results:
         results['all']['seconds_per_image'] = seconds / results['all']['count']
-    _log(dataset_name, results, metrics, current_iter, tb_logger)
     return results
 
 
@@ -97,11 +105,17 @@ def _score(name: str, metric_opt: dict, img: np.ndarray, clean: Optional[np.ndar
                          f'({img.shape[0]}x{img.shape[1]}): {type(err).__name__}: {err}') from err
 
 
-def _log(dataset_name: str, results: Dict, metrics: dict, current_iter, tb_logger) -> None:
+def log_results(dataset_name: str, results: Dict, metrics: dict, current_iter, tb_logger,
+                best: Optional[Dict] = None) -> None:
+    """Log one validation's table (and tensorboard scalars); ``best``: BasicSR's ``best_metric_results`` of the
+    set, logged after the overall row as BasicSR's models do."""
     lines = [f'Validation {dataset_name}']
     for group, values in results.items():
         scores = '  '.join(f'{k}: {v:.4f}' for k, v in values.items() if k not in ('count', 'seconds_per_image'))
         lines.append(f'\t # [{group}] ({int(values["count"])} images) {scores}')
+        if group == 'all' and best:
+            lines.append('\t # Best: ' + '  '.join(f"{metric}: {best[metric]['val']:.4f} @ {best[metric]['iter']} iter"
+                                                   for metric in metrics if metric in values and metric in best))
     get_root_logger().info('\n'.join(lines))
     if tb_logger and isinstance(current_iter, int):
         for group, values in results.items():
@@ -117,6 +131,7 @@ def write_result_tables(results: Dict, folder: str, dataset_name: str) -> None:
     columns = sorted({k for values in results.values() for k in values})
     rows = [[group] + [values.get(c, '') for c in columns] for group, values in results.items()]
     base = osp.join(folder, f'{dataset_name}_metrics')
+    os.makedirs(osp.dirname(base), exist_ok=True)  # a set name may hold folders, as BasicSR's image paths do
     with open(base + '.json', 'w') as f:
         json.dump(results, f, indent=2)
     with open(base + '.csv', 'w', newline='') as f:

@@ -115,3 +115,14 @@ def encoder_beside(net_g_path: str) -> Optional[str]:
     match = re.fullmatch(r'net_g_(.+)\.pth', osp.basename(net_g_path))
     path = match and osp.join(osp.dirname(net_g_path), f'net_enc_{match.group(1)}.pth')
     return path if path and osp.isfile(path) else None
+
+
+def test_encoder_path(paths: dict) -> Optional[str]:
+    """The encoder weights a test of a CoIC model uses: ``path.pretrain_network_enc``, else the file saved beside
+    ``path.pretrain_network_g`` (None when network_g has no weights either: an untrained model stays untrained)."""
+    net_g = paths.get('pretrain_network_g')
+    found = paths.get('pretrain_network_enc') or (net_g and encoder_beside(net_g))
+    if net_g and not found:
+        raise ValueError(f"path.pretrain_network_enc: the options have network_enc but name no encoder weights, "
+                         f"and none lie next to '{net_g}'")
+    return found or None

@@ -5,40 +5,20 @@ from os import path as osp
 from typing import Iterator, Tuple
 
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
 from coic_basicsr.data.lmdb_sharing import check_shared_lmdbs
-from coic_basicsr.data.option_keys import check_dataset_keys
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.models.portable import optimizer_class, scheduler_class
 from coic_basicsr.models.tiling import tile_settings
-from coic_basicsr.registry import SAMPLER_REGISTRY
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
 from coic_basicsr.utils.option_values import check_coic_section, is_integer
-
-
-
-def _typed_sections(opt: dict) -> Iterator[Tuple[str, dict, object]]:
-    """Yield (key path, section, registry) for every option section whose ``type`` names a registered class."""
-    yield 'model_type', {'type': opt.get('model_type', 'SRModel')}, MODEL_REGISTRY
-    for key, section in opt.items():
-        if key.startswith('network_') and isinstance(section, dict):
-            yield key, section, ARCH_REGISTRY
-    for phase, dataset in (opt.get('datasets') or {}).items():
-        yield f'datasets.{phase}', dataset, DATASET_REGISTRY
-        if isinstance(dataset.get('sampler'), dict):
-            yield f'datasets.{phase}.sampler', dataset['sampler'], SAMPLER_REGISTRY
-    for key, section in (opt.get('train') or {}).items():
-        if key.endswith('_opt') and isinstance(section, dict):
-            yield f'train.{key}', section, LOSS_REGISTRY
-    for name, section in ((opt.get('val') or {}).get('metrics') or {}).items():
-        if isinstance(section, dict):
-            yield f'val.metrics.{name}', section, METRIC_REGISTRY
+from coic_basicsr.utils.section_keys import check_section_keys, typed_sections
 
 
 def check_registered_types(opt: dict) -> None:
     """Every ``type`` must name a registered class (BasicSR would fail late with a bare KeyError)."""
-    for key, section, registry in _typed_sections(opt):
+    for key, section, registry in typed_sections(opt):
         name = section.get('type')
         if name is None:
             raise ValueError(f'{key}: missing required key "type"')
@@ -67,36 +47,6 @@ def check_context_dims(opt: dict) -> None:
     if enc_dim is not None and net_dim is not None and enc_dim != net_dim:
         raise ValueError(f'network_enc.context_dim ({enc_dim}) must equal network_g.context_dim ({net_dim}): the '
                          "encoder's code z modulates network_g")
-
-
-#: Sampler arguments the pipeline passes itself (``ratio`` from ``dataset_enlarge_ratio``), not YAML keys.
-_SAMPLER_POSITIONALS = ('dataset', 'num_replicas', 'rank', 'ratio')
-
-
-def check_section_keys(opt: dict) -> None:
-    """Network, loss and sampler sections may only hold their class's arguments (a misspelt key was a TypeError
-    traceback; for a sampler, after the datasets were built); rain dataset sections only their declared keys (a
-    misspelt one was ignored)."""
-    for key, section, registry in _typed_sections(opt):
-        if registry in (ARCH_REGISTRY, LOSS_REGISTRY):
-            _check_arguments(key, section, registry)
-        elif registry is SAMPLER_REGISTRY:
-            _check_arguments(key, section, registry, excluded=_SAMPLER_POSITIONALS)
-        elif hasattr(registry.get(section['type']), 'SOURCE_KEYS'):  # our rain datasets declare their keys
-            check_dataset_keys(section, registry.get(section['type']), key)
-
-
-def _check_arguments(key: str, section: dict, registry, excluded: Tuple[str, ...] = ()) -> None:
-    params = inspect.signature(registry.get(section['type'])).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        accepted = [name for name in params if name not in excluded]
-        unknown = sorted(set(section) - {'type'} - set(accepted))
-        if unknown:
-            raise ValueError(f"{key}: {section['type']} has no option '{unknown[0]}' (its options: "
-                             f"{', '.join(accepted)})")
-    for name, value in section.items():  # a wrapped arch (CoICNet's backbone)
-        if isinstance(value, dict) and value.get('type') in registry:
-            _check_arguments(f'{key}.{name}', value, registry)
 
 
 def _schedulers(opt: dict) -> Iterator[Tuple[str, dict]]:

@@ -86,6 +86,16 @@ def _other_generator_width(opt, tmp):
 
 
 # id -> (mutation of the tiny CoIC options, text the one-line error must contain)
+def _stock_folders_of_different_lengths(opt, tmp):
+    source = _pairs(str(tmp / 'data'))
+    _pairs(str(tmp / 'extra'), names=('c',))
+    os.replace(tmp / 'extra' / 'gt' / 'c.png', tmp / 'data' / 'gt' / 'c.png')
+    opt['scale'] = 1
+    opt['datasets']['train'] = dict(source, type='PairedImageDataset', io_backend={'type': 'disk'}, gt_size=16,
+                                    batch_size_per_gpu=1, num_worker_per_gpu=0)
+    return opt
+
+
 CASES = {
     'unknown-network-type': (_set(['network_g', 'type'], 'NoSuchArch'), "network_g: type 'NoSuchArch'"),
     'unknown-model-type': (_set(['model_type'], 'NoSuchModel'), "model_type: type 'NoSuchModel'"),
@@ -207,6 +217,20 @@ CASES = {
                                "datasets.train.backgrounds: expected a non-empty list of scikit-image sample names"),
     'restormer-mixup': (_set(['train', 'mixing_augs'], {'mixup': True, 'mixup_beta': 1.2}),
                         "train.mixing_augs.mixup: Restormer's mixup augmentation is not supported"),
+    'metric-misspelt-key': (_set(['val', 'metrics', 'psnr'], {'type': 'calculate_psnr', 'crop_border': 0,
+                                                              'test_y_chanel': True}),
+                            "val.metrics.psnr: calculate_psnr has no option 'test_y_chanel' (its options: "
+                            'crop_border, input_order, test_y_channel, better)'),  # it scored RGB without a word
+    'metric-without-crop-border': (_set(['val', 'metrics', 'psnr'], {'type': 'calculate_psnr'}),
+                                   "val.metrics.psnr: calculate_psnr needs 'crop_border'"),  # after val_freq iters
+    'metric-better-misspelt': (_set(['val', 'metrics', 'psnr'], {'type': 'calculate_psnr', 'crop_border': 0,
+                                                                 'better': 'higer'}),
+                               "val.metrics.psnr.better: expected 'higher' or 'lower', got 'higer'"),
+    'source-named-all': (_set(['datasets', 'train', 'sources', 0, 'name'], 'all'),
+                         "datasets.train.sources[0]: the name 'all' is reserved for the overall row"),
+    'stock-folders-of-different-lengths': (_stock_folders_of_different_lengths,
+                                           'datasets.train: lq and gt datasets have different number of images: 2, '
+                                           '3.'),  # BasicSR's assert: it was a traceback
 }
 
 

@@ -9,8 +9,8 @@ from basicsr.archs import build_network
 
 from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.utils.options import apply_force_yml
-from coic_basicsr.utils.validate import (check_optimizers, check_registered_types, check_scheduler_options,
-                                         check_section_keys)
+from coic_basicsr.utils.section_keys import check_section_keys
+from coic_basicsr.utils.validate import check_optimizers, check_registered_types, check_scheduler_options
 
 OPTION_FILES = sorted(glob.glob(osp.join(osp.dirname(__file__), '..', '..', 'options', '**', '*.yml'),
                             recursive=True))

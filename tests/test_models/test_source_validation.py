@@ -1,0 +1,77 @@
+"""Per-source validation tables and the test path around them (``basicsr test`` and a project's own pipeline)."""
+import json
+import os
+import re
+from os import path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from basicsr.archs import build_network
+
+from coic_basicsr.models.portable import build_model
+from helpers.coic import in_memory, tiny_coic_options, untrained_test_options
+from helpers.stock import write_options
+
+
+def test_a_project_testing_without_an_encoder_path_loads_the_one_saved_beside_network_g(tmp_path):
+    opt = in_memory(tiny_coic_options(), tmp_path)
+    opt['is_train'] = False
+    del opt['train']
+    models = tmp_path / 'models'
+    models.mkdir()
+    torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, models / 'net_g_5.pth')
+    opt['path']['pretrain_network_g'] = str(models / 'net_g_5.pth')
+    with pytest.raises(ValueError, match=r"path.pretrain_network_enc: .* none lie next to '.*net_g_5.pth'"):
+        build_model(opt)  # it tested with a random encoder, without a word
+    query, key = (build_network(dict(opt['network_enc'])).state_dict() for _ in range(2))
+    torch.save({'params': query, 'params_key': key}, models / 'net_enc_5.pth')
+    model = build_model(opt)
+    for name, value in model.net_enc_key.state_dict().items():
+        assert torch.equal(value, key[name]), name
+
+
+def _folder_pairs(root, count: int) -> dict:
+    rng = np.random.default_rng(count)
+    for side in ('gt', 'lq'):
+        os.makedirs(osp.join(root, side), exist_ok=True)
+    for i in range(count):
+        for side in ('gt', 'lq'):
+            cv2.imwrite(osp.join(root, side, f'{i}.png'), rng.integers(0, 256, (24, 24, 3), np.uint8))
+    return {'dataroot_gt': osp.join(root, 'gt'), 'dataroot_lq': osp.join(root, 'lq')}
+
+
+def test_basicsr_test_tables_for_odd_set_names_without_a_val_section_and_beside_a_training_set(
+        tmp_path, monkeypatch, capsys, caplog):
+    from coic_basicsr.test import main as test_main
+    opt = untrained_test_options(tiny_coic_options(name='odd_names'), tmp_path)
+    opt['scale'] = 1
+    train_set = opt['datasets']['train']
+    opt['datasets'] = {
+        'train': train_set,  # a training option file given to basicsr test: its random crops were scored
+        'test_1': dict(_folder_pairs(str(tmp_path / 'three'), 3), name='all', type='PairedImageDataset',
+                       io_backend={'type': 'disk'}),  # each image was counted twice
+        'test_2': dict(_folder_pairs(str(tmp_path / 'two'), 2), name='Rain100L/test', type='PairedImageDataset',
+                       io_backend={'type': 'disk'})}  # its tables could not be written
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
+    metrics = opt.pop('val')['metrics']
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'test.yml'))]) == 0, capsys.readouterr().err[-2000:]
+    capsys.readouterr()  # without a val section it failed with "basicsr test: error: val"
+
+    opt.update(name='odd_names_2', val={'metrics': metrics, 'pbar': True})
+    caplog.clear()
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'test.yml'))]) == 0
+    err = capsys.readouterr().err
+    results = tmp_path / 'results' / 'odd_names_2'
+    assert json.loads((results / 'all_metrics.json').read_text())['all']['count'] == 3
+    assert json.loads((results / 'Rain100L' / 'test_metrics.json').read_text())['all']['count'] == 2
+    log = caplog.text
+    assert 'datasets.train: a training set, not tested' in log and 'Number of test images in train' not in log
+    assert 'Test 2' in err  # val.pbar's progress bar
+    assert re.search(r'# Best: psnr: [\d.]+ @ odd_names_2 iter', log)
+
+    opt['datasets'] = {'train': train_set}
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'test.yml'))]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith('basicsr test: error: datasets: no test set')
