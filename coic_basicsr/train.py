@@ -198,8 +198,10 @@ def run_training(opt: dict, model, train_loader, train_sampler: ResumableSampler
             try:
                 model.optimize_parameters(current_iter)
             except NonFiniteTrainingError:
-                logger.error(f'Non-finite training at iter {current_iter}: saving the last good state.')
-                model.save(epoch, current_iter - 1)
+                # as the state of this iteration (its schedulers have stepped): the weights are the last finite
+                # step's, every non-finite update was skipped
+                logger.error(f'Non-finite training at iter {current_iter}: saving the last good weights as its state.')
+                model.save(epoch, current_iter)
                 raise
             iter_timer.record()
             if current_iter == 1:

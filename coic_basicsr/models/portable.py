@@ -14,7 +14,8 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from coic_basicsr.models.resume import optimizer_settings, restore_optimizer_settings, scheduler_progress
+from coic_basicsr.models.resume import (check_optimizer_states, continue_multistep, optimizer_settings,
+                                       restore_optimizer_settings, scheduler_progress)
 from coic_basicsr.registry import SCHEDULER_REGISTRY
 from coic_basicsr.utils.checkpoint import (GATE_LAYOUT_KEY, atomic_save, check_gate_layout,
                                           describe_shape_mismatches, gate_layouts, load_checkpoint, to_plain)
@@ -193,8 +194,11 @@ class PortableModelMixin:
         schedulers = [scheduler_progress(saved, mine, index)
                       for index, (saved, mine) in enumerate(zip(resume_state['schedulers'], self.schedulers))]
         settings = optimizer_settings(self.optimizers)
+        check_optimizer_states(resume_state['optimizers'], settings, self.optimizers)
         super().resume_training(dict(resume_state, schedulers=schedulers))
         restore_optimizer_settings(self.optimizers, settings)
+        for saved, scheduler in zip(resume_state['schedulers'], self.schedulers):
+            continue_multistep(saved, scheduler)
         self.load_extra_training_state(resume_state.get('extra', {}))
         get_root_logger().info(f"Resumed optimizers/schedulers at iter {resume_state['iter']}.")
 

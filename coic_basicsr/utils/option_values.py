@@ -23,6 +23,7 @@ def check_value(where: str, value, rule, allow_null: bool = True) -> None:
 _BACKENDS = [name for name in dist.Backend.backend_list if name not in ('undefined', 'fake')]
 # key path: (predicate, what is expected); a missing key or null takes the code's default
 SCALAR_RULES = {
+    ('manual_seed',): (is_integer, 'an integer, or null (a random seed)'),
     ('channels_last',): (lambda v: isinstance(v, bool), 'true or false'),
     ('train', 'ema_decay'): (lambda v: is_number(v) and 0 <= v < 1, 'a number in [0, 1)'),
     ('train', 'grad_clip'): (lambda v: is_number(v) and v > 0, 'a positive gradient norm, or null'),
@@ -30,6 +31,7 @@ SCALAR_RULES = {
     ('train', 'max_nonfinite_steps'): (lambda v: is_integer(v) and v >= 1, 'an integer >= 1'),
     ('train', 'total_iter'): (lambda v: is_number(v) and v >= 1 and v == int(v), 'a positive number of iterations'),
     ('train', 'warmup_iter'): (lambda v: is_integer(v) and v >= -1, 'an integer >= -1 (-1: no warm-up)'),
+    ('val', 'val_freq'): (lambda v: is_number(v) and v >= 1 and v == int(v), 'a positive number of iterations'),
     ('datasets', 'train', 'prefetch_mode'): (lambda v: v in ('cpu', 'cuda'), "cpu, cuda, or null"),
     ('dist_params', 'backend'): (lambda v: v in _BACKENDS, f"one of {', '.join(_BACKENDS)}"),
     ('dist_params', 'timeout'): (lambda v: is_number(v) and v > 0, 'a positive number of seconds, or null'),
@@ -39,12 +41,17 @@ SCALAR_RULES = {
 
 def check_scalar_options(opt: dict) -> None:
     """Every option of :data:`SCALAR_RULES` that is set has a possible value (a string ``ema_decay`` was a
-    TypeError mid-run; a misspelt ``dist_params.backend`` an AssertionError)."""
+    TypeError mid-run; a misspelt ``dist_params.backend`` an AssertionError); a null one is removed, so that the
+    code's default applies (``train.total_iter`` has none)."""
     for path, rule in SCALAR_RULES.items():
-        node = opt
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        check_value('.'.join(path), node, rule)
+        parent = opt
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        present = isinstance(parent, dict) and path[-1] in parent
+        value = parent[path[-1]] if present else None
+        check_value('.'.join(path), value, rule, allow_null=not (present and path == ('train', 'total_iter')))
+        if present and value is None:
+            del parent[path[-1]]  # the code reads .get(key, default): a null key would bypass the default
 
 
 COIC_RULES = {  # key: (predicate, what is expected), as SCALAR_RULES

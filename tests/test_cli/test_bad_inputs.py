@@ -226,6 +226,12 @@ CASES = {
     'metric-better-misspelt': (_set(['val', 'metrics', 'psnr'], {'type': 'calculate_psnr', 'crop_border': 0,
                                                                  'better': 'higer'}),
                                "val.metrics.psnr.better: expected 'higher' or 'lower', got 'higer'"),
+    'val-freq-not-a-number': (_set(['val', 'val_freq'], '5e3'),  # YAML's 5e3: a traceback after iteration 1
+                              "val.val_freq: expected a positive number of iterations, got '5e3'"),
+    'manual-seed-not-an-integer': (_set(['manual_seed'], 3.5),
+                                   'manual_seed: expected an integer, or null (a random seed), got 3.5'),
+    'total-iter-null': (_set(['train', 'total_iter'], None),
+                        'train.total_iter: expected a positive number of iterations, got None'),
     'source-named-all': (_set(['datasets', 'train', 'sources', 0, 'name'], 'all'),
                          "datasets.train.sources[0]: the name 'all' is reserved for the overall row"),
     'stock-folders-of-different-lengths': (_stock_folders_of_different_lengths,

@@ -60,3 +60,11 @@ def test_force_yml_reports_the_other_places_an_aliased_section_is_used(capsys):
     assert capsys.readouterr().out.splitlines() == [
         "--force_yml: 'datasets:train:sources:00:preset' also sets datasets:val:sources:0:preset (the option file "
         'shares that section through a YAML alias)']
+
+
+def test_a_null_option_takes_the_code_default():
+    from coic_basicsr.utils.option_values import check_scalar_options
+    opt = {'train': {'ema_decay': None, 'warmup_iter': None, 'max_nonfinite_steps': None, 'total_iter': 4},
+           'val': {'val_freq': None}, 'manual_seed': None}
+    check_scalar_options(opt)  # the code's .get(key, default) gave None: TypeErrors mid-run
+    assert opt == {'train': {'total_iter': 4}, 'val': {}}

@@ -38,6 +38,18 @@ def test_non_finite_steps_are_skipped_then_abort(tmp_path):
         model.optimize_parameters(3)
 
 
+def test_the_state_saved_when_non_finite_steps_abort_is_labelled_with_its_schedulers_iteration(tmp_path):
+    opt = tiny_coic_options(name='diverge', total_iter=20, stage1_iter=10)
+    opt['train'].update(max_nonfinite_steps=3, grad_clip=None, warmup_iter=None)  # null: the default, no warm-up
+    opt['train']['optim_g']['lr'] = 1e30  # the first update makes every later loss non-finite
+    opt['logger']['save_checkpoint_freq'] = 100
+    result = basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'diverge.yml'))], cwd=str(tmp_path))
+    assert result.returncode == 2 and 'Non-finite training at iter 4' in result.stderr, result.stderr[-2000:]
+    state = torch.load(tmp_path / 'experiments' / 'diverge' / 'training_states' / '4.state', weights_only=False)
+    assert state['iter'] == 4  # it was saved as 3.state, with the schedulers one step further: a resumed run
+    assert state['schedulers'] and all(s['last_epoch'] == 3 for s in state['schedulers'])  # ran each iteration at the next one's rate
+
+
 @pytest.mark.parametrize('signum, workers', [(signal.SIGTERM, 0), (signal.SIGTERM, 1), (signal.SIGINT, 1)])
 def test_a_stop_signal_saves_state_and_auto_resume_finishes(tmp_path, signum, workers):
     # sent to the process group, as torchrun, timeout, SLURM and Ctrl-C do: the loader workers get it too
