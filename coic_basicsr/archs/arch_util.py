@@ -7,6 +7,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from coic_basicsr.utils.option_values import is_integer, yaml_text_hint
+
 Outputs = Union[Tensor, List[Tensor]]
 
 
@@ -17,10 +19,31 @@ def check_choice(arch: str, key: str, value: Any, choices: Sequence[Any]) -> Non
 
 
 def check_at_least(arch: str, minimum: int, values: Iterable[Tuple[str, Any]]) -> None:
-    """Raise a one-line ValueError naming ``network_g.<key>`` for the first ``(key, value)`` below ``minimum``."""
+    """Raise a one-line ValueError naming ``network_g.<key>`` for the first ``(key, value)`` that is not an integer
+    (floats such as 2.5 or 2.0, bools and strings included) or is below ``minimum``."""
     for key, value in values:
-        if int(value) < minimum:
+        if not is_integer(value):
+            raise ValueError(f'network_g.{key} must be an integer >= {minimum} for {arch}, got {value!r}'
+                             f'{yaml_text_hint(value)}')
+        if value < minimum:
             raise ValueError(f'network_g.{key} must be >= {minimum} for {arch}, got {value}')
+
+
+def check_int_list(arch: str, key: str, values: Any, min_length: int = 1) -> List[int]:
+    """``values`` as a list, or a one-line ValueError naming ``network_g.<key>`` unless it is a list (or tuple) of at
+    least ``min_length`` positive integers; a scalar or a string (which would be split into characters) is refused."""
+    entries = 'a non-empty list of' if min_length == 1 else f'a list of {min_length} or more'
+    if not (isinstance(values, (list, tuple)) and len(values) >= min_length
+            and all(is_integer(v) and v >= 1 for v in values)):
+        raise ValueError(f'network_g.{key}: expected {entries} positive integers for {arch}, got {values!r}')
+    return [int(v) for v in values]
+
+
+def check_flag(arch: str, key: str, value: Any) -> None:
+    """Raise a one-line ValueError naming ``network_g.<key>`` unless ``value`` is true or false (``'false'``, a
+    string, is refused: ``bool('false')`` is True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f'network_g.{key} must be true or false for {arch}, got {value!r}')
 
 
 def check_parity(arch: str, key: str, value: int, odd: bool, reason: str) -> None:

@@ -7,7 +7,8 @@ from torch.nn import functional as F
 
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from coic_basicsr.archs.arch_util import check_at_least, check_choice, crop, pad_to_multiple
+from coic_basicsr.archs.arch_util import (check_at_least, check_choice, check_flag, check_int_list, crop,
+                                         pad_to_multiple)
 
 RECRUITMENT_MODES = ('dynamic', 'static', 'none')
 
@@ -146,8 +147,9 @@ class RDMCNet(nn.Module):
     rainy image, is the next estimate. The encoder has one branch per entry of ``dilations`` (each level: a conv3x3
     and a 3x3 conv with that dilation, conv-BN-ReLU; max-pool between levels); the branches' maps are concatenated
     per level. Decoder level d (bilinear up-sampling, concatenation with the encoder level, double conv to half the
-    encoder channels) then *recruits* the deeper encoder level d + 1 ('up') and the shallower level d - 1 ('down';
-    the pass input at level 0), each through a per-channel gate (``recruitment``). A 1x1 conv gives the residual.
+    encoder channels) then *recruits* the deeper encoder level d + 1 ('up'; not at the deepest decoder level, whose
+    d + 1 is the bottleneck it decodes) and the shallower level d - 1 ('down'; the pass input at level 0), each
+    through a per-channel gate (``recruitment``). A 1x1 conv gives the residual.
 
     ``forward(x, z=None)`` returns the final estimate, or the list of all pass estimates (final last) with
     ``return_stages``. RDMCNet has no modulation of its own: for CoIC wrap it in ``CoICNet`` (all k > 1 convs,
@@ -170,19 +172,17 @@ class RDMCNet(nn.Module):
                  widths: Sequence[int] = (32, 64, 128, 256, 256), dilations: Sequence[int] = (1, 2, 3),
                  recruitment: str = 'dynamic', gate_reduction: int = 4, return_stages: bool = False) -> None:
         super().__init__()
-        widths, dilations = [int(w) for w in widths], [int(d) for d in dilations]
-        check_at_least('RDMCNet', 1, (('in_channels', in_channels), ('iterations', iterations),
-                                      ('gate_reduction', gate_reduction)))
+        check_at_least('RDMCNet', 1, (('in_channels', in_channels), ('out_channels', out_channels),
+                                      ('iterations', iterations), ('gate_reduction', gate_reduction)))
         if out_channels != in_channels:
             raise ValueError(f'network_g.out_channels ({out_channels}) must equal in_channels ({in_channels}): '
                              'RDMCNet predicts a residual on the input')
-        if len(widths) < 2 or min(widths) < 1:
-            raise ValueError(f'network_g.widths needs >= 2 positive entries, got {widths}')
-        if not dilations or min(dilations) < 1:
-            raise ValueError(f'network_g.dilations needs >= 1 positive entries, got {dilations}')
+        widths = check_int_list('RDMCNet', 'widths', widths, min_length=2)
+        dilations = check_int_list('RDMCNet', 'dilations', dilations)
         check_choice('RDMCNet', 'recruitment', recruitment, RECRUITMENT_MODES)
+        check_flag('RDMCNet', 'return_stages', return_stages)
         self.iterations = int(iterations)
-        self.return_stages = bool(return_stages)
+        self.return_stages = return_stages
         self.size_multiple = 2**(len(widths) - 1)
         pass_channels = 2 * in_channels
         self.branches = nn.ModuleList(ScaleBranch(pass_channels, widths, d) for d in dilations)

@@ -4,6 +4,8 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from coic_basicsr.utils.option_values import check_number
+
 _BINOMIAL_5 = (0.05, 0.25, 0.4, 0.25, 0.05)
 
 
@@ -15,13 +17,14 @@ class CoICEdgeLoss(nn.Module):
 
     Args:
         loss_weight (float): Weight of the loss (DGUNet: 0.05). Default: 1.0.
-        eps (float): Charbonnier constant (added squared). Default: 1e-3.
+        eps (float): Charbonnier constant (added squared; write 1.0e-3 or !!float 1e-3: YAML reads 1e-3 as text).
+            Default: 1e-3.
     """
 
     def __init__(self, loss_weight: float = 1.0, eps: float = 1e-3) -> None:
         super().__init__()
-        if eps <= 0:
-            raise ValueError(f'CoICEdgeLoss: eps must be positive, got {eps}')
+        check_number('CoICEdgeLoss: loss_weight', loss_weight, 'a number >= 0', lambda v: v >= 0)
+        check_number('CoICEdgeLoss: eps', eps, 'a positive number', lambda v: v > 0)
         self.loss_weight = float(loss_weight)
         self.eps = float(eps)
         taps = torch.tensor(_BINOMIAL_5)

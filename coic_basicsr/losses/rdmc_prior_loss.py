@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from coic_basicsr.utils.option_values import check_number
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
 from coic_basicsr.utils.checkpoint import load_checkpoint
 from basicsr.archs.vgg_arch import NAMES
@@ -16,6 +17,7 @@ DRNET_LAYERS = ('relu1_1', 'relu1_2', 'pool1', 'relu2_2', 'relu3_2')
 DRNET_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 _VGG19_WIDTHS = (64, 128, 256, 512, 512)  # conv channels of blocks 1..5
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_NAME = 'RDMCContrastivePriorLoss'
 
 
 class VGG19Features(nn.Module):
@@ -112,6 +114,37 @@ class EncoderFeatures(nn.Module):
         return feats
 
 
+def _check_options(vgg_weights: Optional[str], encoder_weights: Optional[str], encoder_param_key: str,
+                   layers: Sequence[str], layer_weights: Optional[Sequence[float]], use_input_norm: bool) -> None:
+    """One extractor, options of the right type, and none that the chosen extractor would silently ignore."""
+    if (vgg_weights is None) == (encoder_weights is None):
+        raise ValueError(f'{_NAME}: give exactly one of vgg_weights (VGG19 .pth) and encoder_weights (net_enc_*.pth), '
+                         f'got vgg_weights={vgg_weights!r}, encoder_weights={encoder_weights!r}')
+    for key, value in (('vgg_weights', vgg_weights), ('encoder_weights', encoder_weights),
+                       ('encoder_param_key', encoder_param_key)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f'{_NAME}: {key}: expected a string, got {value!r}')
+    if not isinstance(use_input_norm, bool):
+        raise ValueError(f'{_NAME}: use_input_norm: expected true or false, got {use_input_norm!r}')
+    if layer_weights is not None:
+        if not isinstance(layer_weights, (list, tuple)):
+            raise ValueError(f'{_NAME}: layer_weights: expected a list of numbers >= 0 (one per feature stage), or '
+                             f'null, got {layer_weights!r}')
+        for i, weight in enumerate(layer_weights):
+            check_number(f'{_NAME}: layer_weights[{i}]', weight, 'a number >= 0', lambda v: v >= 0)
+    if encoder_weights is not None:
+        # VGG19-only options: an encoder's stages are fixed (conv_first + every block) and it sees raw images
+        if not (isinstance(layers, (list, tuple)) and list(layers) == list(DRNET_LAYERS)):
+            raise ValueError(f'{_NAME}: layers ({layers!r}) names VGG19 layers and encoder_weights has none (its '
+                             'stages are conv_first and every block): remove layers')
+        if use_input_norm:
+            raise ValueError(f'{_NAME}: use_input_norm normalises VGG19 inputs and encoder_weights has no VGG19 (the '
+                             'encoder sees the images as in training): remove use_input_norm')
+    elif encoder_param_key != 'params':
+        raise ValueError(f'{_NAME}: encoder_param_key ({encoder_param_key!r}) picks the encoder in an '
+                         'encoder_weights file and vgg_weights has none: remove encoder_param_key')
+
+
 @LOSS_REGISTRY.register()
 class RDMCContrastivePriorLoss(nn.Module):
     """``loss_weight * D(gt, pred) / (D(lq, pred) + eps)``: anchor = restored, positive = clean, negative = rainy.
@@ -128,15 +161,20 @@ class RDMCContrastivePriorLoss(nn.Module):
         encoder_weights (str | None): A ``net_enc_*.pth`` written by CoICModel (a CoICEncoder state dict under
             ``encoder_param_key``); used instead of VGG19. Default: None.
         encoder_param_key (str): Key of the encoder weights in that file ('params' = query, 'params_key' = momentum
-            encoder). Default: 'params'.
+            encoder); encoder only. Default: 'params'.
         layers (list[str]): VGG19 layer names (BasicSR naming: conv1_1, relu1_1, pool1, ...), any order, each at
             most once, not empty; VGG only. Default: [relu1_1, relu1_2, pool1, relu2_2, relu3_2] (what DRNet computes).
-        layer_weights (list[float] | None): Weight per feature stage, the i-th for the i-th entry of ``layers``
-            (same length); None gives DRNet's [1/32, 1/16, 1/8, 1/4, 1] (its last n entries for an encoder with
-            n < 5 stages). Default: None.
-        use_input_norm (bool): Normalise images with the ImageNet mean/std before VGG19 (DRNet does not).
+        layer_weights (list[float] | None): Weight (>= 0) per feature stage: the i-th for the i-th entry of
+            ``layers`` (VGG19), or for the i-th encoder stage (conv_first, then each block: 4 for the default
+            CoICEncoder); None gives DRNet's [1/32, 1/16, 1/8, 1/4, 1] (its last n entries for n < 5 stages).
+            Default: None.
+        use_input_norm (bool): Normalise images with the ImageNet mean/std before VGG19 (DRNet does not); VGG only.
             Default: False.
-        eps (float): Added to the negative distance so the ratio stays finite when pred equals lq. Default: 1e-6.
+        eps (float): Added to the negative distance so the ratio stays finite when pred equals lq (write 1.0e-6 or
+            !!float 1e-6: YAML reads 1e-6 as text). Default: 1e-6.
+
+    An option of the other extractor set to anything but its default (``layers`` or ``use_input_norm`` with
+    ``encoder_weights``, ``encoder_param_key`` with ``vgg_weights``) is refused rather than ignored.
     """
 
     takes_input = True
@@ -146,18 +184,15 @@ class RDMCContrastivePriorLoss(nn.Module):
                  layers: Sequence[str] = DRNET_LAYERS, layer_weights: Optional[Sequence[float]] = None,
                  use_input_norm: bool = False, eps: float = 1e-6) -> None:
         super().__init__()
-        if (vgg_weights is None) == (encoder_weights is None):
-            raise ValueError('RDMCContrastivePriorLoss: give exactly one of vgg_weights (VGG19 .pth) and '
-                             f'encoder_weights (net_enc_*.pth), got vgg_weights={vgg_weights!r}, '
-                             f'encoder_weights={encoder_weights!r}')
+        _check_options(vgg_weights, encoder_weights, encoder_param_key, layers, layer_weights, use_input_norm)
+        check_number(f'{_NAME}: loss_weight', loss_weight, 'a number >= 0', lambda v: v >= 0)
+        check_number(f'{_NAME}: eps', eps, 'a positive number', lambda v: v > 0)
         for key, path in (('vgg_weights', vgg_weights), ('encoder_weights', encoder_weights)):
             if path is not None and not osp.isfile(path):
                 raise FileNotFoundError(f"RDMCContrastivePriorLoss: {key} '{path}' does not exist (weights are never "
                                         'downloaded at run time; put the file there or fix the path)')
-        if eps <= 0:
-            raise ValueError(f'RDMCContrastivePriorLoss: eps must be > 0, got {eps}')
         if vgg_weights is not None:
-            self.extractor = VGG19Features(layers, vgg_weights, bool(use_input_norm))
+            self.extractor = VGG19Features(layers, vgg_weights, use_input_norm)
             num_stages = len(self.extractor.indices)
         else:
             self.extractor = EncoderFeatures(encoder_weights, encoder_param_key)
@@ -168,8 +203,9 @@ class RDMCContrastivePriorLoss(nn.Module):
                                  f'stages (the default has {len(DRNET_LAYER_WEIGHTS)})')
             layer_weights = DRNET_LAYER_WEIGHTS[len(DRNET_LAYER_WEIGHTS) - num_stages:]
         if len(layer_weights) != num_stages:
+            which = '' if vgg_weights is not None else f" (the encoder's conv_first and {num_stages - 1} blocks)"
             raise ValueError(f'RDMCContrastivePriorLoss: layer_weights has {len(layer_weights)} entries but the '
-                             f'feature extractor gives {num_stages} stages')
+                             f'feature extractor gives {num_stages} stages{which}')
         self.layer_weights = [float(w) for w in layer_weights]
         self.loss_weight = float(loss_weight)
         self.eps = float(eps)

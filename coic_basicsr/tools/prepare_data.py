@@ -222,26 +222,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``basicsr prepare-data``; returns the exit status."""
+def _run(argv: Optional[List[str]]) -> None:
     args = build_parser().parse_args(argv)
+    names = list(DATASETS) if args.dataset.strip().lower() == 'all' else \
+        [canonical_name(n) for n in args.dataset.split(',') if n.strip()]
+    splits = SPLITS if args.split == 'all' else (args.split,)
+    if args.commit_every < 1:
+        raise ValueError(f'--commit-every must be >= 1, got {args.commit_every}')
+    for name in names:
+        for split in splits:
+            prepare(name, split, args.root, args.out, not args.no_count_check, args.meta_dir, args.workers,
+                    args.compress_level, args.commit_every, args.overwrite)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``basicsr prepare-data``; returns the exit status (2 and one error line for bad input, as the
+    other commands; 130 when interrupted)."""
+    from coic_basicsr.cli import run_reporting_errors
     try:
-        names = list(DATASETS) if args.dataset.strip().lower() == 'all' else \
-            [canonical_name(n) for n in args.dataset.split(',') if n.strip()]
-        splits = SPLITS if args.split == 'all' else (args.split,)
-        if args.commit_every < 1:
-            raise ValueError(f'--commit-every must be >= 1, got {args.commit_every}')
-        for name in names:
-            for split in splits:
-                prepare(name, split, args.root, args.out, not args.no_count_check, args.meta_dir, args.workers,
-                        args.compress_level, args.commit_every, args.overwrite)
-    except (FileNotFoundError, ValueError) as err:
-        print(f'basicsr prepare-data: error: {err}', file=sys.stderr)
-        return 1
+        return run_reporting_errors('basicsr prepare-data', _run, argv)
     except KeyboardInterrupt:
         print('basicsr prepare-data: interrupted; run the same command again to resume', file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == '__main__':

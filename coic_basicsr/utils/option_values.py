@@ -1,5 +1,8 @@
 """Value checks of single options (types and ranges), run before any work: each names its key in one line."""
-from numbers import Real
+import math
+import re
+from numbers import Integral, Real
+from typing import Any, Callable
 
 import torch.distributed as dist
 
@@ -9,7 +12,31 @@ def is_number(v) -> bool:
 
 
 def is_integer(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An integer (numpy's included) and not a bool: 2.0, 2.5 and '2' are not."""
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def yaml_text_hint(value: Any) -> str:
+    """Why a string where a number was expected, when it reads as one: PyYAML (YAML 1.1) takes ``1e-6`` (no dot)
+    and ``1.0e6`` (no exponent sign) for text, and a quoted number is text too. '' for anything else."""
+    text = value.strip() if isinstance(value, str) else ''
+    try:
+        if not math.isfinite(float(text)):
+            return ''
+    except ValueError:
+        return ''
+    match = re.fullmatch(r'([-+]?[\d.]+)[eE]([-+]?)(\d+)', text)
+    if match and ('.' not in match[1] or not match[2]):
+        mantissa, sign, digits = match.groups()
+        why = 'without a dot' if '.' not in mantissa else 'without a sign in the exponent'
+        fixed = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign or '+'}{digits}"
+        return f' (a string: YAML reads {text} {why} as text; write {fixed} or !!float {text})'
+    return ' (a string: write the number without quotes)'
+
+
+def check_number(where: str, value: Any, expected: str, valid: Callable[[float], bool]) -> None:
+    """:func:`check_value` for a required real number (not a bool, not a numeric string) for which ``valid`` holds."""
+    check_value(where, value, (lambda v: is_number(v) and valid(v), expected), allow_null=False)
 
 
 def check_value(where: str, value, rule, allow_null: bool = True) -> None:
@@ -17,7 +44,7 @@ def check_value(where: str, value, rule, allow_null: bool = True) -> None:
     ``allow_null`` (the code's default applies)."""
     valid, expected = rule
     if not (value is None and allow_null) and not valid(value):
-        raise ValueError(f'{where}: expected {expected}, got {value!r}')
+        raise ValueError(f'{where}: expected {expected}, got {value!r}{yaml_text_hint(value)}')
 
 
 _BACKENDS = [name for name in dist.Backend.backend_list if name not in ('undefined', 'fake')]

@@ -87,6 +87,37 @@ def test_odd_sizes_and_z_none_and_errors():
             RDMCNet(**{**TINY, key: value})
 
 
+@pytest.mark.parametrize('key, value, expected', [
+    ('widths', 8, 'a list of 2 or more positive integers'), ('widths', '48', 'a list of 2 or more positive integers'),
+    ('widths', [4, 8.0], 'a list of 2 or more positive integers'),
+    ('dilations', 3, 'a non-empty list of positive integers'),
+    ('dilations', '123', 'a non-empty list of positive integers'),
+    ('dilations', [1.9, 2.2], 'a non-empty list of positive integers'),
+    ('dilations', [1, True], 'a non-empty list of positive integers')])
+def test_list_options_refuse_scalars_strings_and_non_integers(key, value, expected):
+    with pytest.raises(ValueError) as err:
+        build_network({'type': 'RDMCNet', **TINY, key: value})
+    assert str(err.value) == f'network_g.{key}: expected {expected} for RDMCNet, got {value!r}'
+
+
+@pytest.mark.parametrize('key, value', [('iterations', 2.5), ('iterations', 2.0), ('gate_reduction', '4'),
+                                        ('in_channels', True), ('out_channels', 3.0)])
+def test_integer_options_refuse_non_integers(key, value):
+    with pytest.raises(ValueError, match=rf'^network_g\.{key} must be an integer >= 1 for RDMCNet, got '):
+        build_network({'type': 'RDMCNet', **TINY, key: value})
+
+
+@pytest.mark.parametrize('value', ['false', 'true', 0, None])
+def test_return_stages_must_be_a_boolean_not_a_string(value):
+    with pytest.raises(ValueError, match=r'^network_g\.return_stages must be true or false for RDMCNet, got '):
+        build_network({'type': 'RDMCNet', **TINY, 'return_stages': value})
+
+
+def test_the_deepest_decoder_level_recruits_no_up_path():
+    net = _net(widths=[4, 4, 8, 8, 8])  # five levels, as the defaults: four decoder levels
+    assert sorted(net.recruit) == ['down0', 'down1', 'down2', 'down3', 'up0', 'up1', 'up2']
+
+
 def test_inside_coicnet_dilated_convs_are_modulated_and_z_none_is_the_plain_net():
     options = {'type': 'RDMCNet', 'iterations': 2, **TINY}
     torch.manual_seed(0)

@@ -1,7 +1,9 @@
 """RDMCContrastivePriorLoss: ratio direction, formula, frozen extractors (VGG19 file / CoIC encoder), errors."""
 import math
+from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from basicsr.losses import build_loss
 from torch.nn import functional as F
@@ -167,3 +169,69 @@ def test_bad_vgg_layers_fail_with_clear_messages(tmp_path):
         with pytest.raises(ValueError) as err:
             build_loss(dict(base, layers=[] if message == 'empty' else ['conv1_1'] * 2, layer_weights=[1, 1]))
         assert message in str(err.value) and '\n' not in str(err.value)
+
+
+@pytest.mark.parametrize('options, message', [
+    ({'eps': '1e-6'}, "eps: expected a positive number, got '1e-6' (a string: YAML reads 1e-6 without a dot as "
+                      'text; write 1.0e-6 or !!float 1e-6)'),
+    ({'eps': 0.0}, 'eps: expected a positive number, got 0.0'),
+    ({'loss_weight': '0.1'}, "loss_weight: expected a number >= 0, got '0.1' (a string: write the number without "
+                             'quotes)'),
+    ({'loss_weight': None}, 'loss_weight: expected a number >= 0, got None'),
+    ({'layers': ['relu1_1'], 'layer_weights': ['1e-3']}, "layer_weights[0]: expected a number >= 0, got '1e-3' "
+                                                          '(a string: YAML reads 1e-3 without a dot as text; write '
+                                                          '1.0e-3 or !!float 1e-3)'),
+    ({'layer_weights': 0.5}, 'layer_weights: expected a list of numbers >= 0 (one per feature stage), or null, '
+                             'got 0.5'),
+    ({'use_input_norm': 'false'}, "use_input_norm: expected true or false, got 'false'"),
+    ({'encoder_param_key': 'params_key'}, "encoder_param_key ('params_key') picks the encoder in an encoder_weights "
+                                          'file and vgg_weights has none: remove encoder_param_key')])
+def test_vgg_options_of_the_wrong_type_are_refused_naming_the_key(tmp_path, options, message):
+    _write_vgg(tmp_path / 'vgg19.pth', last_conv=2)
+    with pytest.raises(ValueError) as err:
+        build_loss({'type': 'RDMCContrastivePriorLoss', 'vgg_weights': str(tmp_path / 'vgg19.pth'), **options})
+    assert str(err.value) == f'RDMCContrastivePriorLoss: {message}'
+
+
+@pytest.mark.parametrize('options, message', [
+    ({'layers': ['relu1_1']}, r"layers \(\['relu1_1'\]\) names VGG19 layers and encoder_weights has none .*: "
+                              'remove layers$'),
+    ({'layers': 'not_a_layer'}, r"layers \('not_a_layer'\) names VGG19 layers"),
+    ({'use_input_norm': True}, 'use_input_norm normalises VGG19 inputs and encoder_weights has no VGG19 .*: '
+                               'remove use_input_norm$'),
+    ({'use_input_norm': 'false'}, "use_input_norm: expected true or false, got 'false'$"),
+    ({'layer_weights': [1, 1, 1, 1, 1]}, r"layer_weights has 5 entries but the feature extractor gives 4 stages "
+                                         r"\(the encoder's conv_first and 3 blocks\)$")])
+def test_vgg_only_options_are_refused_with_an_encoder(tmp_path, options, message):
+    _write_encoder(tmp_path / 'enc.pth')
+    with pytest.raises(ValueError, match=f'^RDMCContrastivePriorLoss: {message}'):
+        build_loss({'type': 'RDMCContrastivePriorLoss', 'encoder_weights': str(tmp_path / 'enc.pth'), **options})
+    # their defaults, spelt out, are fine
+    loss = build_loss({'type': 'RDMCContrastivePriorLoss', 'encoder_weights': str(tmp_path / 'enc.pth'),
+                       'layers': ['relu1_1', 'relu1_2', 'pool1', 'relu2_2', 'relu3_2'], 'use_input_norm': False,
+                       'layer_weights': [0.1, 0.2, 0.3, 1]})
+    assert loss.layer_weights == [0.1, 0.2, 0.3, 1.0]
+
+
+def test_the_option_files_recipe_for_an_encoder_prior_works(tmp_path):
+    """options/rdmc_coic.yml says above prior_opt how to use a trained encoder instead of VGG19: done as written,
+    the loss builds (merely swapping the weights file, as its comment once said, does not)."""
+    lines = (Path(__file__).resolve().parents[2] / 'options' / 'rdmc_coic.yml').read_text().splitlines()
+    at = lines.index('  prior_opt:')
+    comment = []
+    while lines[at - 1 - len(comment)].lstrip().startswith('#'):
+        comment.insert(0, lines[at - 1 - len(comment)])
+    comment = ' '.join(comment)
+    for step in ('replace vgg_weights by encoder_weights', 'delete layers', 'delete layer_weights',
+                 'give it 4 entries', 'use_input_norm must stay false'):
+        assert step in comment, step
+    prior = yaml.safe_load('\n'.join(lines))['train']['prior_opt']
+    _write_encoder(tmp_path / 'net_enc_10.pth')  # 4 stages, as the option file's CoICEncoder
+    swapped = {k: v for k, v in prior.items() if k != 'vgg_weights'}
+    swapped['encoder_weights'] = str(tmp_path / 'net_enc_10.pth')
+    with pytest.raises(ValueError, match='layer_weights has 5 entries'):
+        build_loss(swapped)
+    recipe = {k: v for k, v in swapped.items() if k != 'layers'}
+    without_weights = build_loss({k: v for k, v in recipe.items() if k != 'layer_weights'})
+    assert without_weights.layer_weights == [0.0625, 0.125, 0.25, 1.0]
+    build_loss(dict(recipe, layer_weights=[0.1, 0.2, 0.3, 1.0]))

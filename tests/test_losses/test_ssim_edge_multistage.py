@@ -103,6 +103,20 @@ def test_edge_loss_laplacian_is_zero_on_flat_interiors_and_large_on_texture():
         assert loss(flat + 0.2 * checker, flat).item() > 3 * loss(flat + 0.2, flat).item()
 
 
+@pytest.mark.parametrize('options, message', [
+    ({'eps': '1e-6'}, "CoICEdgeLoss: eps: expected a positive number, got '1e-6' (a string: YAML reads 1e-6 without "
+                      'a dot as text; write 1.0e-6 or !!float 1e-6)'),
+    ({'eps': 0}, 'CoICEdgeLoss: eps: expected a positive number, got 0'),
+    ({'eps': True}, 'CoICEdgeLoss: eps: expected a positive number, got True'),
+    ({'loss_weight': '0.05'}, "CoICEdgeLoss: loss_weight: expected a number >= 0, got '0.05' (a string: write the "
+                              'number without quotes)'),
+    ({'loss_weight': -1}, 'CoICEdgeLoss: loss_weight: expected a number >= 0, got -1')])
+def test_edge_loss_refuses_numbers_given_as_text_in_one_line(options, message):
+    with pytest.raises(ValueError) as err:
+        build_loss({'type': 'CoICEdgeLoss', **options})
+    assert str(err.value) == message
+
+
 # ---------------------------------------------------------------------------------------------------------- stages
 def test_multi_stage_weights_and_single_tensor():
     stages = [torch.rand(1, 3, 8, 8) for _ in range(4)]

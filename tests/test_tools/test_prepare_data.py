@@ -116,7 +116,7 @@ def test_unreadable_image_stops_with_its_path_and_rerun_finishes(tmp_path, capsy
     bad.write_bytes(b'not an image')
     args = ['--dataset', 'rain200h', '--split', 'train', '--root', str(root), '--out', str(tmp_path / 'out'),
             '--no-count-check', '--workers', '1', '--commit-every', '2']
-    assert main(args) == 1
+    assert main(args) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert last.startswith('basicsr prepare-data: error: ') and f"'{bad}'" in last
     bad.write_bytes(good)
@@ -145,7 +145,7 @@ def test_reconcile_drops_keys_and_lines_that_do_not_match(tmp_path):
 def test_count_check_and_pair_list_check(tmp_path, capsys):
     make_rain200(tmp_path / 'R', np.random.default_rng(4))
     args = ['--dataset', 'rain200h', '--split', 'train', '--root', str(tmp_path / 'R'), '--out', str(tmp_path / 'o')]
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert 'found 3 pairs' in err and '1800' in err and '--no-count-check' in err
     assert not (tmp_path / 'o').exists()
@@ -154,7 +154,7 @@ def test_count_check_and_pair_list_check(tmp_path, capsys):
     (meta / 'datasets.yml').write_text(yaml.safe_dump(
         {'datasets': {'rain200h': {'splits': {'train': {'pairs': 3, 'pair_list': 'l.txt'}}}}}))
     (meta / 'l.txt').write_text('norain-1 norain-1\nnorain-2 norain-2\nnorain-9 norain-9\n')
-    assert main(args + ['--meta-dir', str(meta)]) == 1
+    assert main(args + ['--meta-dir', str(meta)]) == 2
     assert "missing [('norain-9', 'norain-9')]" in capsys.readouterr().err
     (meta / 'l.txt').write_text('norain-1 norain-1\nnorain-2 norain-2\nnorain-3 norain-3\n')
     assert main(args + ['--meta-dir', str(meta)]) == 0
@@ -162,17 +162,17 @@ def test_count_check_and_pair_list_check(tmp_path, capsys):
 
 def test_bad_root_and_missing_files_name_the_path(tmp_path, capsys):
     missing = tmp_path / 'nowhere'
-    assert main(['--dataset', 'spa', '--root', str(missing), '--out', str(tmp_path / 'o')]) == 1
+    assert main(['--dataset', 'spa', '--root', str(missing), '--out', str(tmp_path / 'o')]) == 2
     assert f"--root '{missing}' does not exist" in capsys.readouterr().err
     (tmp_path / 'empty').mkdir()
-    assert main(['--dataset', 'rain200h', '--root', str(tmp_path / 'empty'), '--out', str(tmp_path / 'o')]) == 1
+    assert main(['--dataset', 'rain200h', '--root', str(tmp_path / 'empty'), '--out', str(tmp_path / 'o')]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / 'empty') in err and 'Rain200H train' in err and len(err.strip().splitlines()) == 1
     make_ddn(tmp_path / 'D', np.random.default_rng(5))
     gt = tmp_path / 'D' / 'rainy_image_dataset' / 'training' / 'ground_truth' / '2.jpg'
     gt.unlink()
     assert main(['--dataset', 'ddn', '--root', str(tmp_path / 'D'), '--out', str(tmp_path / 'o'),
-                 '--no-count-check']) == 1
+                 '--no-count-check']) == 2
     assert f"ground truth '{gt}'" in capsys.readouterr().err
 
 
@@ -181,8 +181,23 @@ def test_module_entry_point_and_unknown_dataset(monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', ['prepare_data', '--dataset', 'rain9000', '--root', '.', '--out', '.'])
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_module('coic_basicsr.tools.prepare_data', run_name='__main__')
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2
     assert "unknown dataset 'rain9000'" in capsys.readouterr().err
+
+
+def test_bad_input_exits_2_with_one_line_as_the_other_commands_and_an_interrupt_130(tmp_path, capsys, monkeypatch):
+    from coic_basicsr import cli
+    from coic_basicsr.tools import prepare_data
+    assert cli.main(['prepare-data', '--dataset', 'rain9000', '--root', '.', '--out', str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("basicsr prepare-data: error: --dataset: unknown dataset 'rain9000'")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_data, 'prepare', interrupted)
+    assert main(['--dataset', 'rain200h', '--root', '.', '--out', str(tmp_path)]) == 130
+    assert 'run the same command again to resume' in capsys.readouterr().err
 
 
 def test_shipped_pair_lists_match_datasets_yml():
@@ -207,7 +222,7 @@ def test_a_users_own_lmdb_of_the_same_name_is_never_touched(tmp_path, capsys):
     (own / 'data.mdb').write_bytes(b'users data')
     (own / 'meta_info.txt').write_text('mine.png (4,4,3) 1\n')
     before = {p.name: p.read_bytes() for p in own.iterdir()}
-    assert main(args) == 1
+    assert main(args) == 2
     assert 'was not built by prepare-data' in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in own.iterdir()} == before and sorted(os.listdir(out)) == [own.name]
     shutil.rmtree(own)

@@ -1,0 +1,60 @@
+"""The shared constructor checks of arch_util: non-integers, bools and numeric strings are refused in one line."""
+import numpy as np
+import pytest
+import yaml
+from basicsr.archs import build_network
+
+from coic_basicsr.archs.arch_util import check_at_least, check_flag, check_int_list
+from coic_basicsr.utils.option_values import check_number, yaml_text_hint
+
+# (arch, an integer key it passes to check_at_least, the minimum)
+AT_LEAST_KEYS = [('CoICDGUNet', 'n_feat', 1), ('CoICDGUNet', 'depth', 0), ('CoICBRN', 'iterations', 1),
+                 ('CoICRestormer', 'inp_channels', 1), ('CoICRestormer', 'dim', 2), ('CoICDRSformer', 'dim', 2),
+                 ('CoICIDT', 'win_size', 1), ('CoICRCDNet', 'num_stage', 1), ('RDMCNet', 'iterations', 1),
+                 ('RDMCNet', 'out_channels', 1)]
+
+
+@pytest.mark.parametrize('arch, key, minimum', AT_LEAST_KEYS)
+@pytest.mark.parametrize('value', [2.5, 4.0, True, '3'])
+def test_every_arch_refuses_a_non_integer_naming_the_key(arch, key, minimum, value):
+    with pytest.raises(ValueError) as err:
+        build_network({'type': arch, key: value})
+    message = str(err.value)
+    assert message.startswith(f'network_g.{key} must be an integer >= {minimum} for {arch}, got {value!r}')
+    assert '\n' not in message
+
+
+def test_check_at_least_keeps_its_range_message_and_takes_numpy_integers():
+    with pytest.raises(ValueError, match=r'^network_g\.n must be >= 1 for Net, got 0$'):
+        check_at_least('Net', 1, [('n', 0)])
+    check_at_least('Net', 1, [('n', 3), ('m', np.int64(2))])
+
+
+def test_yaml_text_hint_gives_a_spelling_yaml_reads_as_a_number():
+    for text in ('1e-6', '1e6', '1.0e6', '-2E+3'):
+        hint = yaml_text_hint(text)
+        fixed = hint.split('; write ')[1].split(' or ')[0]
+        assert isinstance(yaml.safe_load(f'a: {fixed}')['a'], float), (text, hint)
+        assert isinstance(yaml.safe_load(f'a: !!float {text}')['a'], float)
+    assert yaml_text_hint('1e-6') == (' (a string: YAML reads 1e-6 without a dot as text; write 1.0e-6 or '
+                                      '!!float 1e-6)')
+    assert yaml_text_hint('0.5') == ' (a string: write the number without quotes)'
+    assert [yaml_text_hint(v) for v in ('abc', 'nan', '', 5, None)] == [''] * 5
+
+
+def test_check_number_check_int_list_and_check_flag():
+    check_number('loss: eps', 1e-6, 'a positive number', lambda v: v > 0)
+    for value in ('1e-6', True, 0, float('nan'), None):
+        with pytest.raises(ValueError, match=r'^loss: eps: expected a positive number, got '):
+            check_number('loss: eps', value, 'a positive number', lambda v: v > 0)
+    assert check_int_list('Net', 'widths', (4, np.int64(8)), min_length=2) == [4, 8]
+    for value in (8, '48', [4], [4, 8.0], [4, True], [4, 0], None):
+        with pytest.raises(ValueError, match=r'^network_g\.widths: expected a list of 2 or more positive integers '
+                                             r'for Net, got '):
+            check_int_list('Net', 'widths', value, min_length=2)
+    with pytest.raises(ValueError, match=r'^network_g\.dilations: expected a non-empty list of positive integers'):
+        check_int_list('Net', 'dilations', [])
+    check_flag('Net', 'return_stages', False)
+    for value in ('false', 0, None):
+        with pytest.raises(ValueError, match=r'^network_g\.return_stages must be true or false for Net, got '):
+            check_flag('Net', 'return_stages', value)
