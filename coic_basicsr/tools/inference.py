@@ -195,6 +195,8 @@ def model_from_args(args: argparse.Namespace) -> InferenceModel:
     model = load_model(args.opt, args.checkpoint, args.encoder_checkpoint, args.device)
     if args.overlap is not None and args.tile is None and not model.tile:
         raise ValueError(f'--overlap {args.overlap} needs tiling: add --tile N (or set val.tile in the option file)')
+    if args.overlap and args.tile == 0:
+        raise ValueError(f'--overlap {args.overlap} needs tiling, which --tile 0 turns off')
     if args.tile is not None:
         model.tile = args.tile or None
         if args.overlap is None and model.tile:  # the option file's overlap may not fit a smaller --tile

@@ -220,6 +220,10 @@ def test_overlap_needs_tile_or_val_tile(tmp_path, capsys):
     (exp / 'tiny.yml').write_text(yaml.safe_dump(opt))
     assert main(args) == 0  # the option file tiles: --overlap overrides its overlap
     assert cv2.imread(str(tmp_path / 'out' / 'big.png')).shape == (40, 56, 3)
+    capsys.readouterr()
+    assert main(args + ['--tile', '0']) == 2  # the overlap was silently dropped
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        'basicsr derain: error: --overlap 8 needs tiling, which --tile 0 turns off')
 
 
 def test_restormer_tiles_odd_sizes_and_single_files(tmp_path):
