@@ -60,7 +60,8 @@ class CoICContrastiveLoss(nn.Module):
         loss_weight (float): Weight of the loss. Default: 0.2.
         temperature (float): Softmax temperature. Default: 1.0.
         num_detail_negatives (int): Detail-aware negatives per sample. Default: 4.
-        archive_size (int): Recent rain layers kept as rain-aware candidates (besides the current batch). Default: 64.
+        archive_size (int): Recent rain layers kept as rain-aware candidates (besides the current batch); 0 picks from
+            the current batch only, as the CoIC authors' code does. Default: 64.
         blur_kernel_size (int): Odd size of the Gaussian kernel of the detail-aware negatives. Default: 11.
         blur_sigma (list[float]): Range [low, high] of the uniformly drawn Gaussian sigma. Default: [0.3, 1.5].
     """

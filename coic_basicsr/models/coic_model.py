@@ -44,7 +44,7 @@ class CoICModel(PortableModelMixin, SRModel):
         train.coic.contrastive_weight (float): Weight of the contrastive loss. Default: 0.2.
         train.coic.temperature (float): InfoNCE temperature. Default: 1.0.
         train.coic.num_detail_negatives (int): Detail-aware negatives per sample. Default: 4.
-        train.coic.archive_size (int): Rain layers kept for rain-aware negatives. Default: 64.
+        train.coic.archive_size (int): Rain layers kept for rain-aware negatives; 0: current batch only. Default: 64.
         train.coic.momentum (float): Momentum of the key encoder. Default: 0.999.
         train.<name>_opt (dict): Every loss section (pixel_opt, ssim_opt, ...) is built and summed, logged as
             ``l_<name>``. An arch may return a list of stage outputs (final last); a loss whose class sets

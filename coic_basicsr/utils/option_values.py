@@ -86,7 +86,7 @@ COIC_RULES = {  # key: (predicate, what is expected), as SCALAR_RULES
     'contrastive_weight': (lambda v: is_number(v) and v >= 0, 'a number >= 0'),
     'temperature': (lambda v: is_number(v) and v > 0, 'a number > 0'),
     'num_detail_negatives': (lambda v: is_integer(v) and v >= 0, 'an integer >= 0'),
-    'archive_size': (lambda v: is_integer(v) and v >= 1, 'an integer >= 1'),
+    'archive_size': (lambda v: is_integer(v) and v >= 0, 'an integer >= 0 (0: the current batch only)'),
     'momentum': (lambda v: is_number(v) and 0 <= v <= 1, 'a number in [0, 1]'),
 }
 

@@ -11,6 +11,7 @@ from basicsr.losses import build_loss
 
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder, momentum_update
 from coic_basicsr.losses.coic_contrastive_loss import CoICContrastiveLoss
+from coic_basicsr.utils.option_values import check_coic_section
 
 
 
@@ -79,6 +80,13 @@ def test_rain_aware_negative_uses_most_different_layer_from_batch_and_archive():
     torch.testing.assert_close(negatives2[1, 0], (gt2[1] + 0.05).clamp(0, 1))
     levels = criterion.rain_archive.mean(dim=(1, 2, 3))
     torch.testing.assert_close(levels, torch.tensor([0.1, 0.3, 0.12, 0.7]))  # capped at archive_size, newest last
+
+    batch_only = CoICContrastiveLoss(num_detail_negatives=0, archive_size=0)  # the CoIC authors' choice
+    batch_only.build_views(*_constant_rain_batch([0.05, 0.1, 0.3]))
+    _, negatives4 = batch_only.build_views(lq2, gt2)  # 0.7 -> 0.12: the archived 0.05 is not a candidate
+    torch.testing.assert_close(negatives4[1, 0], (gt2[1] + 0.12).clamp(0, 1))
+    assert batch_only.rain_archive.numel() == 0
+    check_coic_section({'train': {'coic': {'archive_size': 0}}, 'network_enc': {'type': 'CoICEncoder'}})
 
     lone = CoICContrastiveLoss(num_detail_negatives=0)
     lq3, gt3 = _constant_rain_batch([0.2])
