@@ -4,6 +4,7 @@ import os
 import sys
 from typing import Callable, List, Optional
 
+import lmdb
 import yaml
 
 from coic_basicsr.utils.errors import NonFiniteTrainingError
@@ -18,8 +19,9 @@ SUBCOMMANDS = {
     'convert-official': ('coic_basicsr.tools.convert', "convert the CoIC authors' checkpoints into BasicSR files"),
 }
 
-#: errors that come from the user's input (options, files, data): reported in one line, no traceback wall
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, yaml.YAMLError, NonFiniteTrainingError)
+#: errors that come from the user's input (options, files, data) or the file system (a folder that is a file, no
+#: permission, a corrupt LMDB: each names its path): reported in one line, no traceback wall
+USER_ERRORS = (OSError, ValueError, KeyError, yaml.YAMLError, lmdb.Error, NonFiniteTrainingError)
 
 
 def run_reporting_errors(prog: str, func: Callable, argv: Optional[List[str]]) -> int:

@@ -337,3 +337,33 @@ def test_a_test_run_that_cannot_load_its_weights_leaves_the_previous_results_alo
     assert 'does not fit CoICRestormer' in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / 'results').iterdir()) == before  # nothing archived or added
     assert any((tmp_path / 'results' / 'retest').glob('*_metrics.csv'))
+
+
+def _corrupt_stock_lmdb(opt, tmp):
+    for side in ('gt', 'lq'):
+        root = tmp / f'{side}.lmdb'
+        root.mkdir()
+        (root / 'data.mdb').write_bytes(b'not an lmdb' * 100)
+        (root / 'meta_info.txt').write_text('a.png (24,24,3) 1\n')
+    opt['scale'] = 1
+    opt['datasets']['train'] = {'name': 'stock', 'type': 'PairedImageDataset', 'dataroot_gt': str(tmp / 'gt.lmdb'),
+                                'dataroot_lq': str(tmp / 'lq.lmdb'), 'io_backend': {'type': 'lmdb'}, 'gt_size': 16,
+                                'batch_size_per_gpu': 1, 'num_worker_per_gpu': 0}
+    return opt
+
+
+@pytest.mark.parametrize('case, expected', [
+    ('experiments-is-a-file', "[Errno 20] Not a directory: '<tmp>/experiments/"),
+    ('stock-corrupt-lmdb', '<tmp>/lq.lmdb: MDB_INVALID: File is not an LMDB file'),
+])
+def test_file_system_errors_are_one_line(case, expected, tmp_path, monkeypatch, capsys):
+    opt = tiny_coic_options(name=case)
+    if case == 'experiments-is-a-file':
+        (tmp_path / 'experiments').write_text('not a folder')
+    else:
+        opt = _corrupt_stock_lmdb(opt, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
+    code = train_main(['-opt', write_options(opt, str(tmp_path / 'opt.yml'))])
+    last = capsys.readouterr().err.strip().splitlines()[-1].replace(str(tmp_path), '<tmp>')
+    assert code == 2 and last.startswith('basicsr train: error: ') and expected in last, last  # were tracebacks
