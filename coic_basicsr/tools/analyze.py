@@ -83,6 +83,7 @@ def collect_sources(opt: dict, keys: Optional[Sequence[str]], folders: Sequence[
         name, sep, root = spec.partition('=')
         if not sep or not name or not root:
             raise ValueError(f"--folders: '{spec}' is not NAME=PATH")
+        root = osp.expanduser(root)  # the shell leaves a ~ after '=' alone
         if not osp.exists(root):
             raise FileNotFoundError(f"--folders: '{root}' (source '{name}') does not exist")
         if not osp.isdir(root):
@@ -172,7 +173,7 @@ def analyze(argv: Optional[List[str]] = None) -> int:
     if model.key_encoder is None:
         raise ValueError('-opt: the options have no network_enc section: analyze needs a CoIC model')
     sources = collect_sources(model.opt, args.datasets, args.folders, args.max_per_source)
-    out = args.output or osp.join('results', str(model.opt.get('name')), 'analysis')
+    out = osp.expanduser(args.output) if args.output else osp.join('results', str(model.opt.get('name')), 'analysis')
     os.makedirs(out, exist_ok=True)
     analysis = Analysis(model, sources, args.blur_sigma)
     analysis.run(args.quiet)

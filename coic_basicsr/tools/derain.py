@@ -8,8 +8,11 @@ result is written (atomically) as soon as it is ready, to ``OUTPUT/<same relativ
 extension are ignored and listed; unreadable images are reported and skipped (exit status 1 at the end). A result
 keeps its input's form where the output format allows: grey-scale stays grey-scale, the alpha channel is copied
 (PNG, TIFF, WebP), 16-bit depth stays 16-bit (PNG, TIFF), and 16-bit inputs are derained at their full precision.
+An OUTPUT under a file or in a folder that cannot be written is refused before the model is loaded; an image whose
+result cannot be written is reported and skipped like an unreadable one.
 """
 import argparse
+import os
 import sys
 import time
 from os import path as osp
@@ -47,7 +50,7 @@ def plan(input_path: str, output: str, ext: Optional[str]) -> Tuple[List[Tuple[s
     if osp.isfile(input_path):
         if not input_path.lower().endswith(IMG_EXTENSIONS):
             raise ValueError(f"INPUT: '{input_path}' is not an image file ({', '.join(IMG_EXTENSIONS)})")
-        if output.lower().endswith(IMG_EXTENSIONS):
+        if output.lower().endswith(IMG_EXTENSIONS) and not osp.isdir(output):  # an existing folder holds the result
             if ext and osp.splitext(output)[1].lower() != f".{ext.lstrip('.').lower()}":
                 raise ValueError(f"--ext: '{ext}' contradicts OUTPUT '{output}', an image file name that sets the "
                                  'format (drop --ext, or name the output folder)')
@@ -75,11 +78,34 @@ def _never_over_inputs(jobs: List[Tuple[str, str]]) -> None:
                              '(choose another output)')
 
 
+def _check_writable(folder: str) -> None:
+    """Refuse a results folder that cannot be made: under a file or a dangling link, or in a read-only folder."""
+    path = osp.normpath(folder)
+    while not osp.lexists(path) and osp.dirname(path) != path:
+        path = osp.dirname(path) or '.'
+    if osp.islink(path) and not osp.exists(path):
+        raise ValueError(f"OUTPUT: '{path}' is a link to nothing, not a folder for the results")
+    if not osp.isdir(path):
+        raise ValueError(f"OUTPUT: '{path}' is a file, not a folder for the results")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"OUTPUT: cannot write in '{path}' (no permission, or a read-only file system)")
+
+
+def _reason(err: Exception, path: str) -> str:
+    """One line: an OSError's message, with the file it concerns where that is not ``path`` (or its temp file)."""
+    if not isinstance(err, OSError) or not err.strerror:
+        return (str(err).splitlines() or [''])[0] or type(err).__name__
+    elsewhere = err.filename and osp.dirname(osp.abspath(err.filename)) != osp.dirname(osp.abspath(path))
+    return f"{err.strerror}: '{err.filename}'" if elsewhere else err.strerror
+
+
 def derain(argv: Optional[List[str]] = None) -> int:
-    """Run ``basicsr derain``; returns 0, or 1 when some images could not be read (the others are written)."""
+    """Run ``basicsr derain``; returns 0, or 1 when some images could not be read or written (the others are)."""
     args = build_parser().parse_args(argv)
+    args.input, args.output = osp.expanduser(args.input), osp.expanduser(args.output)
     jobs, ignored = plan(args.input, args.output, args.ext)
     _never_over_inputs(jobs)
+    _check_writable(osp.dirname(args.output) if jobs == [(args.input, args.output)] else args.output)
     if ignored:
         shown = ', '.join(ignored[:5]) + (' ...' if len(ignored) > 5 else '')
         print(f'basicsr derain: ignoring {len(ignored)} non-image file(s): {shown}', file=sys.stderr, flush=True)
@@ -89,10 +115,15 @@ def derain(argv: Optional[List[str]] = None) -> int:
     failed: List[str] = []
     seconds, done = 0.0, 0
     for src, dst in tqdm(jobs, desc='derain', unit='img', disable=args.quiet or None):
-        read = read_image_and_form(src)
+        try:
+            read = read_image_and_form(src)
+        except OSError as err:  # a dangling link, no permission
+            read, problem = None, f'cannot be read: {_reason(err, src)}'
+        else:
+            problem = 'empty, corrupt or not an image'
         if read is None:
             failed.append(src)
-            tqdm.write(f"basicsr derain: skipping '{src}': empty, corrupt or not an image", file=sys.stderr)
+            tqdm.write(f"basicsr derain: skipping '{src}': {problem}", file=sys.stderr)
             continue
         lq, form = read
         start = time.perf_counter()
@@ -110,7 +141,12 @@ def derain(argv: Optional[List[str]] = None) -> int:
             tqdm.write(f"basicsr derain: skipping '{src}' ({lq.shape[-2]}x{lq.shape[-1]}): {reason}", file=sys.stderr)
             continue
         seconds += time.perf_counter() - start
-        write_image(out, dst, form)
+        try:
+            write_image(out, dst, form)
+        except (OSError, ValueError) as err:  # OUTPUT/<name> an existing folder, a full disk, a size WebP cannot hold
+            failed.append(src)
+            tqdm.write(f"basicsr derain: skipping '{src}': cannot write '{dst}': {_reason(err, dst)}", file=sys.stderr)
+            continue
         done += 1
     per_image = f' ({seconds / done:.3f} s/image on {model.device})' if done else ''
     print(f'basicsr derain: wrote {done} image(s) to {args.output}{per_image}', flush=True)

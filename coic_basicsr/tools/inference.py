@@ -42,6 +42,7 @@ def resolve_options(source: str) -> Tuple[dict, Optional[str]]:
     Returns:
         ``(options, models folder of the experiment or None)``.
     """
+    source = osp.expanduser(source)
     if osp.isdir(source):
         ymls = sorted(glob.glob(osp.join(glob.escape(source), '*.y*ml')), key=osp.getmtime)
         if not ymls:
@@ -65,19 +66,25 @@ def _latest(models_dir: Optional[str], prefix: str) -> Optional[str]:
     return osp.join(models_dir, f'{prefix}_{max(iters)}.pth') if iters else None
 
 
+def _expand(path: Optional[str]) -> Optional[str]:
+    """``~`` expanded, as BasicSR does for ``path.pretrain_network_*``."""
+    return osp.expanduser(path) if isinstance(path, str) else path
+
+
 def find_checkpoints(opt: dict, models_dir: Optional[str], checkpoint: Optional[str] = None,
                      encoder_checkpoint: Optional[str] = None) -> Tuple[str, Optional[str]]:
     """Paths of the network_g and (when the options have ``network_enc``) the encoder checkpoint."""
     paths = opt.get('path') or {}
     fallback = osp.join('experiments', str(opt.get('name')), 'models')
-    net_g = checkpoint or _latest(models_dir, 'net_g') or paths.get('pretrain_network_g') or _latest(fallback, 'net_g')
+    net_g = (_expand(checkpoint) or _latest(models_dir, 'net_g') or _expand(paths.get('pretrain_network_g'))
+             or _latest(fallback, 'net_g'))
     if not net_g:
         raise FileNotFoundError('--checkpoint: no network_g checkpoint found (pass --checkpoint, an experiment folder '
                                 'as -opt, or set path.pretrain_network_g)')
     if 'network_enc' not in opt:
         return net_g, None
-    encoder = (encoder_checkpoint or encoder_beside(net_g) or _latest(models_dir, 'net_enc')
-               or paths.get('pretrain_network_enc'))
+    encoder = (_expand(encoder_checkpoint) or encoder_beside(net_g) or _latest(models_dir, 'net_enc')
+               or _expand(paths.get('pretrain_network_enc')))
     if not encoder:
         raise FileNotFoundError(f"--encoder-checkpoint: the options have network_enc but no encoder checkpoint was "
                                 f"found next to '{net_g}' (pass --encoder-checkpoint or set path.pretrain_network_enc)")

@@ -129,14 +129,16 @@ def test_folders_unmodulated_model_and_a_skipped_file(tmp_path, capsys):
             (tmp_path / folder / 'sub').mkdir(parents=True, exist_ok=True)
             assert cv2.imwrite(str(tmp_path / folder / 'sub' / f'{k}.png'), img)
     (tmp_path / 'storm' / 'broken.png').write_bytes(b'garbage')
+    (tmp_path / 'storm' / 'moved.png').symlink_to(tmp_path / 'nowhere.png')  # a dangling link aborted the analysis
     (tmp_path / 'storm' / 'readme.txt').write_text('x')
     out = tmp_path / 'analysis'
     code = main(['-opt', str(exp / 'tiny.yml'), '--checkpoint', str(exp / 'models/net_g_latest.pth'), '--output',
                  str(out), '--folders', f"drizzle={tmp_path / 'drizzle'}", f"storm={tmp_path / 'storm'}", '--quiet'])
-    assert code == 1 and 'broken.png' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 1 and 'broken.png' in err and 'moved.png' in err and 'Traceback' not in err
     assert sorted(p.name for p in out.iterdir()) == OUTPUTS
     summary = json.loads((out / 'summary.json').read_text())
-    assert summary['skipped'] == ['storm: broken.png']
+    assert summary['skipped'] == ['storm: broken.png', 'storm: moved.png']
     assert [(s['name'], s['count'], s['clean_reference']) for s in summary['sources']] == [
         ('drizzle', 2, 'restored'), ('storm', 2, 'restored')]
     kernels = read_csv(out / 'kernel_scales.csv')
@@ -206,3 +208,15 @@ def test_a_training_set_with_skip_bad_is_analysed(tmp_path):
                                   'sources': [source]}}}  # skip_bad belongs to training; analyze reads test-style
     sources = collect_sources(opt, None, [], 4)
     assert [name for name, _ in sources] == ['src'] and len(sources[0][1]) == 2
+
+
+def test_home_in_folders_and_output_is_expanded(tmp_path, monkeypatch, capsys):
+    exp, *_ = make_experiment(tmp_path, modulated=False)
+    (tmp_path / 'drizzle').mkdir()
+    for k in range(2):
+        assert cv2.imwrite(str(tmp_path / 'drizzle' / f'{k}.png'), np.full((24, 32, 3), 40 * k, np.uint8))
+    monkeypatch.setenv('HOME', str(tmp_path))
+    code = main(['-opt', str(exp / 'tiny.yml'), '--checkpoint', str(exp / 'models/net_g_latest.pth'), '--output',
+                 '~/home_analysis', '--folders', 'drizzle=~/drizzle', '--quiet'])  # "'~/drizzle' does not exist"
+    assert code == 0, capsys.readouterr().err[-500:]
+    assert (tmp_path / 'home_analysis' / 'summary.json').is_file()

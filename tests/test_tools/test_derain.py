@@ -194,9 +194,8 @@ def test_tiled_matches_untiled_where_the_model_allows(tmp_path):
     assert len(calls) == 1 + 3 * 5 and max(max(c) for c in calls[1:]) == 16
     assert torch.allclose(tiled, untiled, atol=1e-6)  # z of the whole image is shared by every tile
     assert (model.restore(x, z=torch.zeros(1, 16), tile=0) - untiled).abs().max() > 1e-3
-    for tile, name in (('16', 'tiled'), ('0', 'plain')):
-        assert main(['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / name), '--tile', tile, '--overlap', '4',
-                     '--quiet']) == 0
+    for tiling, name in ((['--tile', '16', '--overlap', '4'], 'tiled'), (['--tile', '0'], 'plain')):
+        assert main(['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / name), *tiling, '--quiet']) == 0
     assert np.array_equal(cv2.imread(str(tmp_path / 'tiled/big.png')), cv2.imread(str(tmp_path / 'plain/big.png')))
 
 
@@ -315,11 +314,13 @@ def test_unreadable_images_are_reported_and_the_others_written(tmp_path, capsys)
     write_img(inp / 'a.png', 16, 24, 0)
     (inp / 'z_broken.png').write_bytes(b'garbage')
     (inp / 'empty.jpg').write_bytes(b'')
+    (inp / 'moved.png').symlink_to(tmp_path / 'nowhere.png')  # a dangling link aborted the whole folder
     write_img(inp / 'zz.png', 16, 16, 1)
     assert main(['-opt', str(exp), str(inp), str(tmp_path / 'out'), '--quiet']) == 1
     err = capsys.readouterr().err
     assert files(tmp_path / 'out') == ['a.png', 'zz.png']
     assert 'z_broken.png' in err and 'empty.jpg' in err and 'Traceback' not in err
+    assert f"skipping '{inp / 'moved.png'}': cannot be read: No such file or directory" in err
     assert np.abs(cv2.imread(str(tmp_path / 'out/zz.png')).astype(int) - expected(ema, key, inp / 'zz.png')).max() <= 1
 
 
@@ -375,3 +376,91 @@ def test_an_image_the_network_cannot_take_is_skipped_and_the_others_written(tmp_
     err = capsys.readouterr().err
     assert files(tmp_path / 'out') == ['a.png', 'c.png']
     assert f"skipping '{inp / 'b_bad.png'}' ({bad_size[0]}x{bad_size[1]}): {reason}" in err and 'Traceback' not in err
+
+
+def test_a_result_that_cannot_be_written_is_reported_and_the_others_written(tmp_path, capsys):
+    exp, *_ = make_experiment(tmp_path)
+    for name in ('a.png', 'b.png', 'c.png'):
+        write_img(tmp_path / 'in' / name, 16, 16, 0)
+    (tmp_path / 'out' / 'b.png').mkdir(parents=True)  # was a traceback that aborted the rest, and left b.png.tmp
+    assert main(['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'out'), '--quiet']) == 1
+    err = capsys.readouterr().err
+    assert f"skipping '{tmp_path / 'in' / 'b.png'}': cannot write '{tmp_path / 'out' / 'b.png'}': Is a directory" in err
+    assert sorted(os.listdir(tmp_path / 'out')) == ['a.png', 'b.png', 'c.png'] and 'Traceback' not in err
+    assert files(tmp_path / 'out') == ['a.png', 'c.png']
+    # an image OUTPUT name that is an existing folder receives the result
+    assert main(['-opt', str(exp), str(tmp_path / 'in' / 'a.png'), str(tmp_path / 'out' / 'b.png'), '--quiet']) == 0
+    assert files(tmp_path / 'out') == ['a.png', 'b.png/a.png', 'c.png']
+
+
+@pytest.mark.parametrize('case', ['under_a_file', 'image_under_a_file', 'under_a_dangling_link', 'read_only'])
+def test_a_bad_output_is_refused_before_the_model_is_loaded(tmp_path, capsys, monkeypatch, case):
+    exp, *_ = make_experiment(tmp_path)
+    write_img(tmp_path / 'in' / 'a.png', 16, 16, 0)
+    (tmp_path / 'afile').write_text('keep')
+    (tmp_path / 'link').symlink_to(tmp_path / 'nowhere')
+    (tmp_path / 'ro').mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, 'access', lambda p, mode: os.path.abspath(p) != str(tmp_path / 'ro')
+                        and real_access(p, mode))  # chmod does not stop root
+    monkeypatch.setattr('coic_basicsr.tools.derain.model_from_args', lambda args: pytest.fail('model loaded'))
+    source, output, message = {
+        'under_a_file': ('in', 'afile/out', "OUTPUT: '{}' is a file, not a folder for the results"),
+        'image_under_a_file': ('in/a.png', 'afile/r.png', "OUTPUT: '{}' is a file, not a folder for the results"),
+        'under_a_dangling_link': ('in', 'link/out', "OUTPUT: '{}' is a link to nothing, not a folder for the results"),
+        'read_only': ('in', 'ro/out', "OUTPUT: cannot write in '{}' (no permission, or a read-only file system)"),
+    }[case]
+    assert main(['-opt', str(exp), str(tmp_path / source), str(tmp_path / output), '--quiet']) == 2
+    blocked = tmp_path / output.split('/')[0]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f'basicsr derain: error: {message.format(blocked)}'
+    assert (tmp_path / 'afile').read_text() == 'keep' and not os.listdir(tmp_path / 'ro')
+
+
+def test_tilde_is_expanded_in_paths_and_in_the_option_file(tmp_path, monkeypatch):
+    # basicsr test expands ~ in path.pretrain_network_g: derain looked for '~/...' literally
+    exp, ema, key, _ = make_experiment(tmp_path)
+    monkeypatch.setenv('HOME', str(tmp_path))
+    opt = yaml.safe_load((exp / 'tiny.yml').read_text())
+    opt['path'] = {'pretrain_network_g': '~/experiments/tiny/models/net_g_latest.pth'}
+    (tmp_path / 'elsewhere.yml').write_text(yaml.safe_dump(opt))
+    write_img(tmp_path / 'in' / 'a.png', 16, 24, 0)
+    assert main(['-opt', '~/elsewhere.yml', '~/in', '~/out', '--quiet']) == 0
+    got, want = cv2.imread(str(tmp_path / 'out' / 'a.png')), expected(ema, key, tmp_path / 'in' / 'a.png')
+    assert np.abs(got.astype(int) - want).max() <= 1
+    assert main(['-opt', '~/experiments/tiny', '--checkpoint', '~/experiments/tiny/models/net_g_latest.pth',
+                 '--encoder-checkpoint', '~/experiments/tiny/models/net_enc_latest.pth', '~/in/a.png', '~/b.png',
+                 '--quiet']) == 0
+    assert np.array_equal(cv2.imread(str(tmp_path / 'b.png')), got)
+
+
+def test_a_pillow_rgba_tiff_is_derained_like_the_same_png(tmp_path):
+    # OpenCV premultiplied the colours of 8-bit TIFFs with unassociated alpha: darker results, the alpha on top
+    exp, *_ = make_experiment(tmp_path)
+    rng = np.random.default_rng(0)
+    rgba = np.dstack([rng.integers(60, 200, (16, 24, 3), dtype=np.uint8), np.full((16, 24), 128, np.uint8)])
+    (tmp_path / 'in').mkdir()
+    Image.fromarray(rgba).save(tmp_path / 'in' / 'photo.png')
+    Image.fromarray(rgba).save(tmp_path / 'in' / 'photo.tif')
+    assert main(['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'out'), '--quiet']) == 0
+    with Image.open(tmp_path / 'out' / 'photo.png') as png, Image.open(tmp_path / 'out' / 'photo.tif') as tif:
+        png, tif = np.asarray(png), np.asarray(tif)
+    assert np.array_equal(tif, png) and np.array_equal(tif[..., 3], rgba[..., 3])
+    assert np.array_equal(cv2.imread(str(tmp_path / 'out' / 'photo.tif'), cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3]], png)
+
+
+@pytest.mark.parametrize('ext', ['.png', '.webp'])
+def test_an_rgba_image_with_exif_orientation_is_derained_upright(tmp_path, ext):
+    # the alpha path ignored EXIF: derained unrotated, and written without EXIF it displayed rotated
+    exp, *_ = make_experiment(tmp_path)
+    rng = np.random.default_rng(1)
+    rgba = np.dstack([rng.integers(0, 256, (16, 24, 3), dtype=np.uint8), rng.integers(0, 256, (16, 24), np.uint8)])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed turned 90 degrees clockwise
+    (tmp_path / 'in').mkdir()
+    lossless = {'lossless': True} if ext == '.webp' else {}
+    Image.fromarray(rgba).save(tmp_path / 'in' / f'tagged{ext}', exif=exif.tobytes(), **lossless)
+    Image.fromarray(np.ascontiguousarray(np.rot90(rgba, -1))).save(tmp_path / 'in' / f'upright{ext}', **lossless)
+    assert main(['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'out'), '--quiet']) == 0
+    with Image.open(tmp_path / 'out' / f'tagged{ext}') as tagged, Image.open(tmp_path / 'out' / f'upright{ext}') as up:
+        assert tagged.size == (16, 24) and not tagged.getexif().get(0x0112)
+        assert np.array_equal(np.asarray(tagged), np.asarray(up))
