@@ -1,7 +1,7 @@
 """Source bookkeeping shared by the rain datasets: option checks, pair listing, lazy per-source readers."""
 import re
 from os import path as osp
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
 import numpy as np
 from basicsr.utils import get_root_logger
@@ -11,13 +11,25 @@ from coic_basicsr.data.image_files import IMG_EXTENSIONS, list_images
 from coic_basicsr.data.option_keys import check_dataset_keys
 from coic_basicsr.data.transforms import build_pair_item
 
+#: Path options of a rain dataset section or of one of its sources. ``~`` is expanded in them here, not only by our
+#: option parser: BasicSR's (a project calling its train_pipeline) expands only a section's dataroot_gt/dataroot_lq.
+PATH_KEYS = ('dataroot_gt', 'dataroot_lq', 'meta_info_file', 'clean_folder')
+
+
+def expand_user_paths(section: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Expand ``~`` in the :data:`PATH_KEYS` string values of ``section``, in place; returns ``section``."""
+    for key in PATH_KEYS:
+        if isinstance(section.get(key), str):
+            section[key] = osp.expanduser(section[key])
+    return section
 
 
 def checked_sources(opt: Mapping[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
     """Validate ``opt['sources']`` (non-empty list of mappings with unique string names).
 
     Returns:
-        ``(where, source_opt)`` per source, ``where`` being e.g. ``"datasets.train.sources[1] (name 'rain200h')"``.
+        ``(where, source_opt)`` per source, ``where`` being e.g. ``"datasets.train.sources[1] (name 'rain200h')"``,
+        ``source_opt`` a copy with ``~`` expanded in its paths.
     """
     prefix = f"datasets.{opt.get('phase', 'train')}"
     sources = opt.get('sources')
@@ -36,7 +48,7 @@ def checked_sources(opt: Mapping[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
             raise ValueError(f"{prefix}.sources[{i}] (name '{name}'): duplicate source name "
                              f'(also sources[{seen[name]}])')
         seen[name] = i
-        out.append((f"{prefix}.sources[{i}] (name '{name}')", dict(src)))
+        out.append((f"{prefix}.sources[{i}] (name '{name}')", expand_user_paths(dict(src))))
     return out
 
 
@@ -176,7 +188,7 @@ class RainSourcesDataset(data.Dataset):
 
     def __init__(self, opt: Dict[str, Any], default_gt_size: Optional[int] = None) -> None:
         super().__init__()
-        self.opt = opt
+        self.opt = expand_user_paths(opt)
         check_dataset_keys(opt, type(self), f"datasets.{opt.get('phase', 'train')}")
         opt.setdefault('name', type(self).__name__)
         self.phase = opt.get('phase', 'train')

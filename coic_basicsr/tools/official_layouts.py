@@ -2,7 +2,8 @@
 
 Each reader turns one split of an official download into :class:`Pair` records: one key shared by the rainy (lq) and
 clean (gt) image, the two source files and, for side-by-side files, which half holds which image. The facts behind
-each layout, with their sources, are in ``datasets_meta/<name>.md``.
+each layout, with their sources, are in ``datasets_meta/<name>.md``. Hidden files and folders (macOS ``._x.jpg``,
+``.DS_Store``) are skipped; a dangling symlink stops the listing with its path instead of vanishing.
 """
 import os
 import re
@@ -40,14 +41,34 @@ def _natural_key(name: str) -> list:
     return [int(tok) if tok.isdigit() else tok for tok in re.split(r'(\d+)', name)]
 
 
+def _check_not_dangling(entry: os.DirEntry) -> None:
+    # is_file()/is_dir() are False for a link whose target is gone (an unmounted disk): it would vanish unnoticed
+    if entry.is_symlink() and not os.path.exists(entry.path):
+        raise FileNotFoundError(f"'{entry.path}' is a symlink to '{os.readlink(entry.path)}', which does not exist")
+
+
 def _images(folder: Path) -> List[Path]:
+    """Image files of ``folder``, hidden ones (macOS ``._x.jpg``, ``.DS_Store``) left out."""
+    files = []
     with os.scandir(folder) as entries:  # DirEntry.is_file() needs no stat call per file (SPA has 638k)
-        files = [Path(e.path) for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMG_EXTS]
+        for e in entries:
+            if e.name.startswith('.') or os.path.splitext(e.name)[1].lower() not in IMG_EXTS:
+                continue
+            _check_not_dangling(e)
+            if e.is_file():
+                files.append(Path(e.path))
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
 def _subdirs(folder: Path) -> List[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: _natural_key(p.name))
+    dirs = []
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if not e.name.startswith('.'):
+                _check_not_dangling(e)
+                if e.is_dir():
+                    dirs.append(Path(e.path))
+    return sorted(dirs, key=lambda p: _natural_key(p.name))
 
 
 def _gt_file(gt: Path, lq: Path) -> str:

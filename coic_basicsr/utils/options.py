@@ -14,6 +14,7 @@ from basicsr.utils import set_random_seed
 from basicsr.utils.dist_util import get_dist_info, master_only
 from basicsr.utils.options import copy_opt_file, ordered_yaml
 
+from coic_basicsr.data.rain_sources import expand_user_paths
 from coic_basicsr.utils.dist import init_dist, rank0_value
 from coic_basicsr.utils.option_values import check_scalar_options
 
@@ -121,9 +122,10 @@ def _set_paths(opt: dict, root_path: str, is_train: bool) -> None:
         dataset['phase'] = phase.split('_')[0]
         if 'scale' in opt:
             dataset['scale'] = opt['scale']
-        for key in ('dataroot_gt', 'dataroot_lq'):
-            if dataset.get(key) is not None:
-                dataset[key] = osp.expanduser(dataset[key])
+        expand_user_paths(dataset)  # BasicSR expands dataroot_gt/dataroot_lq; the datasets do it for all their paths
+        for source in dataset.get('sources') or ():
+            if isinstance(source, dict):
+                expand_user_paths(source)
     for key, val in opt['path'].items():
         if val is not None and ('resume_state' in key or 'pretrain_network' in key):
             opt['path'][key] = osp.expanduser(val)

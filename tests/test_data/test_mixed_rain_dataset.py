@@ -279,7 +279,7 @@ def test_unusual_but_legitimate_layouts_are_read(tmp_path):
 
     (tmp_path / 'png' / 'gt' / '.DS_Store').write_bytes(b'x')  # hidden files and folders are not images
     (tmp_path / 'png' / 'lq' / '.ipynb_checkpoints').mkdir()
-    os.symlink(tmp_path / 'png' / 'gt', tmp_path / 'png' / 'gt' / 'loop')  # a link back to a parent: seen once
+    os.symlink(tmp_path / 'png' / 'gt', tmp_path / 'png' / 'gt' / 'loop')  # a link back to a parent: not followed
     os.symlink(tmp_path / 'png' / 'lq', tmp_path / 'png' / 'lq' / 'loop')
     disk = dict(name='disk', dataroot_gt=str(tmp_path / 'png' / 'gt'), dataroot_lq=str(tmp_path / 'png' / 'lq'))
     assert len(MixedRainDataset(_opt([disk], gt_size=16))) == 3
@@ -296,3 +296,23 @@ def test_unusual_but_legitimate_layouts_are_read(tmp_path):
     ds = MixedRainDataset(_opt([dict(same, filename_tmpl='{}x2')], gt_size=16))
     assert [osp.basename(p) for p in ds.gt_paths] == ['a0.png', 'a1.png']
     _raises(ValueError, _opt([same]), "name 'same'", 'dataroot_lq and dataroot_gt are the same folder')
+
+
+def test_symlinked_folders_are_followed_wherever_they_appear(tmp_path):
+    # many-to-one on disk: both rain types link one clean folder (each real folder used to be followed only once)
+    rng = np.random.default_rng(2)
+    for i in range(2):
+        gt = _gt(rng, 32, 32)
+        _write(str(tmp_path / 'clean'), f'{i}.png', gt)
+        for rain in ('heavy', 'light'):
+            _write(str(tmp_path / 'lq' / rain), f'{i}.png', 255 - gt)
+    (tmp_path / 'gt').mkdir()
+    for rain in ('heavy', 'light'):
+        os.symlink(osp.join('..', 'clean'), tmp_path / 'gt' / rain)
+    os.symlink(tmp_path / 'gt', tmp_path / 'clean' / 'up')  # gt/heavy/up is gt itself: a cycle, not followed
+    source = dict(name='m2o', dataroot_gt=str(tmp_path / 'gt'), dataroot_lq=str(tmp_path / 'lq'))
+    ds = MixedRainDataset(_opt([source], phase='val'))
+    assert [osp.relpath(p, tmp_path / 'gt') for p in ds.gt_paths] == \
+        [osp.join(rain, f'{i}.png') for rain in ('heavy', 'light') for i in range(2)]
+    for i in range(len(ds)):
+        assert torch.allclose(ds[i]['lq'], 1 - ds[i]['gt'], atol=1e-6)

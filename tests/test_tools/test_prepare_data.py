@@ -231,3 +231,30 @@ def test_a_users_own_lmdb_of_the_same_name_is_never_touched(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0 and 'wrote 0 of 3 pairs' in capsys.readouterr().out
     assert_same(read_back(out, 'rain200h', 'train'), exp)
+
+
+def test_hidden_files_and_folders_are_skipped(tmp_path):
+    rng = np.random.default_rng(6)
+    expected = {name: make(tmp_path / 'data' / folder, rng) for name, (folder, make) in MAKERS.items()}
+    for folder in {p.parent for p in (tmp_path / 'data').rglob('*') if p.is_file()}:
+        for image in list(folder.iterdir()):  # what macOS leaves on exFAT/SMB drives: '._x.jpg' beside each 'x.jpg'
+            (folder / f'._{image.name}').write_bytes(b'\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X')
+        (folder / '.DS_Store').write_bytes(b'Bud1')
+    frame = tmp_path / 'data' / 'SPA-Data' / 'real_world' / '000' / '000-1'
+    shutil.copytree(frame, frame.parent / '.thumbnails')  # a hidden folder among the frames of a scene
+    out = tmp_path / 'lmdb'
+    assert main(['--dataset', 'all', '--root', str(tmp_path / 'data'), '--out', str(out), '--no-count-check']) == 0
+    for name, exp in expected.items():
+        for split in ('train', 'test'):
+            assert_same(read_back(out, name, split), exp[split])
+
+
+def test_a_dangling_link_stops_with_its_path(tmp_path, capsys):
+    root = tmp_path / 'R'
+    make_rain200(root, np.random.default_rng(7), n_train=3)
+    dangling = root / 'train' / 'rain' / 'norain-4x2.png'  # a moved file, or one on a disk not mounted now
+    os.symlink(tmp_path / 'elsewhere' / 'norain-4x2.png', dangling)
+    assert main(['--dataset', 'rain200h', '--split', 'train', '--root', str(root), '--out', str(tmp_path / 'o'),
+                 '--no-count-check']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"'{dangling}'" in err[0] and 'does not exist' in err[0], err
