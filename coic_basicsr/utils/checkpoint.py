@@ -89,8 +89,8 @@ def describe_shape_mismatches(net: nn.Module, state_dict: Mapping[str, Any]) -> 
     text = (f'{len(differing)} tensors differ in shape (e.g. {first}: checkpoint {tuple(state_dict[first].shape)}, '
             f'network {tuple(own[first].shape)})')
     if all('.generator.' in key for key in differing):
-        text += ('; CoI-M generator shapes follow network_g.generator_width: set the value the checkpoint was '
-                 'trained with')
+        text += ('; CoI-M generator shapes follow network_g.generator_width (network_g.modulate.generator_width '
+                 'for CoICNet): set the value the checkpoint was trained with')
     return text
 
 

@@ -128,7 +128,8 @@ CASES = {
     'pretrained-weights-missing': (_set(['path', 'pretrain_network_g'], lambda tmp: str(tmp / 'none.pth')),
                                    'none.pth'),
     'pretrained-weights-do-not-fit': (_mismatched_checkpoint, 'does not fit CoICRestormer'),
-    'pretrained-generator-width-differs': (_other_generator_width, 'follow network_g.generator_width'),
+    'pretrained-generator-width-differs': (_other_generator_width, 'follow network_g.generator_width '
+                                           '(network_g.modulate.generator_width for CoICNet)'),
     'bad-generator-width': (_set(['network_g', 'generator_width'], 0),
                             'error: network_g.generator_width must be a positive integer'),
     'schedule-shorter-than-training': (_set(['train', 'total_iter'], 10),
