@@ -14,3 +14,24 @@ def test_restoration_and_super_resolution_tiles_equal_the_whole_image_result():
     assert torch.allclose(tiled_forward(upscale, x, tile=8, overlap=2), upscale(x))  # was a size-mismatch crash
     with pytest.raises(ValueError, match='tiling needs the same size or a whole multiple'):
         tiled_forward(lambda t: t[..., :-1, :], x, tile=8, overlap=2)
+
+
+def test_val_tile_runs_a_super_resolution_network_in_windows(tmp_path):
+    from coic_basicsr.models.portable import build_model
+    from helpers.coic import in_memory, tiny_coic_options
+    opt = in_memory(tiny_coic_options(coic=False), tmp_path)
+    opt.update(is_train=False, scale=2, val={'tile': {'size': 8, 'overlap': 2}})
+    del opt['train']
+    opt.pop('network_enc', None)
+    opt['network_g'] = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
+                        'upscale': 2}
+    model = build_model(opt)
+    lq = torch.rand(1, 3, 20, 27)
+    model.feed_data({'lq': lq})
+    model.test()
+    net = model.get_bare_model(model.net_g).eval()
+    with torch.no_grad():
+        whole, tiled = net(lq), tiled_forward(net, lq, tile=8, overlap=2)
+    assert model.output.shape == (1, 3, 40, 54)  # the windows were placed at the output scale
+    torch.testing.assert_close(model.output, tiled)
+    assert not torch.allclose(model.output, whole)  # it did run in windows
