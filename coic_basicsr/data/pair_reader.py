@@ -2,6 +2,7 @@
 database and process, shared by every reader (py-lmdb refuses to open a path twice in a process: a val set on the
 training LMDBs, one LMDB holding both sides, or two sources on one LMDB failed)."""
 import os
+import threading
 from os import path as osp
 from typing import Any, Dict, Optional, Tuple
 
@@ -11,6 +12,15 @@ from basicsr.utils import FileClient, imfrombytes
 
 _ENVS: Dict[str, lmdb.Environment] = {}
 _ENVS_PID = [os.getpid()]
+_ENVS_LOCK = threading.Lock()  # prefetch threads (BasicSR's CPUPrefetcher makes two) may open one LMDB at once
+
+
+def _fresh_lock_in_child() -> None:
+    global _ENVS_LOCK
+    _ENVS_LOCK = threading.Lock()  # a thread of the parent may have held it when the loader worker was forked
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
 
 
 class BadPairError(ValueError):
@@ -19,15 +29,16 @@ class BadPairError(ValueError):
 
 def lmdb_env(path: str) -> lmdb.Environment:
     """This process's read-only environment of the LMDB at ``path`` (BasicSR's LmdbBackend settings)."""
-    if _ENVS_PID[0] != os.getpid():  # forked after the parent read: inherited environments must not be used
-        for env in _ENVS.values():
-            env.close()
-        _ENVS.clear()
-        _ENVS_PID[0] = os.getpid()
-    key = osp.realpath(path)
-    if key not in _ENVS:
-        _ENVS[key] = lmdb.open(path, readonly=True, lock=False, readahead=False)
-    return _ENVS[key]
+    with _ENVS_LOCK:
+        if _ENVS_PID[0] != os.getpid():  # forked after the parent read: inherited environments must not be used
+            for env in _ENVS.values():
+                env.close()
+            _ENVS.clear()
+            _ENVS_PID[0] = os.getpid()
+        key = osp.realpath(path)
+        if key not in _ENVS:
+            _ENVS[key] = lmdb.open(path, readonly=True, lock=False, readahead=False)
+        return _ENVS[key]
 
 
 class PairReader:

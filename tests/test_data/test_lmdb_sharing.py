@@ -41,3 +41,31 @@ def test_a_basicsr_dataset_sharing_an_lmdb_in_one_process_is_refused(datasets, m
     with pytest.raises(ValueError) as err:
         check_shared_lmdbs({'datasets': datasets})
     assert message in str(err.value)
+
+
+def test_threads_opening_one_lmdb_at_once_share_one_environment(tmp_path):
+    import threading
+    import lmdb
+    from coic_basicsr.data import pair_reader
+    path = str(tmp_path / 'x.lmdb')
+    with lmdb.open(path, map_size=1 << 20) as env, env.begin(write=True) as txn:
+        txn.put(b'a', b'1')
+    failures = []
+    for _ in range(200):  # without the lock 15 of 200 trials raised "already open in this process"
+        for env in pair_reader._ENVS.values():
+            env.close()
+        pair_reader._ENVS.clear()
+        barrier, opened = threading.Barrier(2), []
+
+        def open_it() -> None:
+            barrier.wait()
+            try:
+                opened.append(pair_reader.lmdb_env(path))
+            except lmdb.Error as err:  # BasicSR's CPUPrefetcher runs two prefetch threads at the first epoch
+                failures.append(str(err))
+
+        threads = [threading.Thread(target=open_it) for _ in range(2)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert failures or opened[0] is opened[1]
+    assert not failures, failures[:1]
