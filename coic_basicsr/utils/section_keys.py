@@ -1,6 +1,6 @@
 """Which option sections name a registered class, and the check that each holds only that class's arguments."""
 import inspect
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
@@ -48,14 +48,16 @@ def check_section_keys(opt: dict) -> None:
 def _check_arguments(key: str, section: dict, registry, excluded: Tuple[str, ...] = ()) -> None:
     params = inspect.signature(registry.get(section['type'])).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        accepted = [name for name in params if name not in excluded]
-        unknown = sorted(set(section) - {'type'} - set(accepted))
-        if unknown:
-            raise ValueError(f"{key}: {section['type']} has no option '{unknown[0]}' (its options: "
-                             f"{', '.join(accepted)})")
+        _refuse_unknown(key, section, [name for name in params if name not in excluded])
     for name, value in section.items():  # a wrapped arch (CoICNet's backbone)
         if isinstance(value, dict) and value.get('type') in registry:
             _check_arguments(f'{key}.{name}', value, registry)
+
+
+def _refuse_unknown(key: str, section: dict, accepted: List[str]) -> None:
+    unknown = sorted(set(section) - {'type'} - set(accepted))
+    if unknown:
+        raise ValueError(f"{key}: {section['type']} has no option '{unknown[0]}' (its options: {', '.join(accepted)})")
 
 
 def _check_metric_keys(key: str, section: dict) -> None:
@@ -66,10 +68,7 @@ def _check_metric_keys(key: str, section: dict) -> None:
         return
     params = {name: p for name, p in inspect.signature(func).parameters.items()
               if p.kind is not inspect.Parameter.VAR_KEYWORD and name not in ('img', 'img2')}
-    accepted = list(params) + ['better']  # read by BasicSR's best-metric tracking
-    unknown = sorted(set(section) - {'type'} - set(accepted))
-    if unknown:
-        raise ValueError(f"{key}: {section['type']} has no option '{unknown[0]}' (its options: {', '.join(accepted)})")
+    _refuse_unknown(key, section, list(params) + ['better'])  # better: read by BasicSR's best-metric tracking
     missing = [name for name, p in params.items() if p.default is inspect.Parameter.empty and name not in section]
     if missing:
         raise ValueError(f"{key}: {section['type']} needs '{missing[0]}'")
