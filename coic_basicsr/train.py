@@ -166,7 +166,7 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
 def run_training(opt: dict, model, train_loader, train_sampler: ResumableSampler, val_loaders: list, total_iters: int,
                  resume_state: Optional[dict], tb_logger, logger: logging.Logger, stop: GracefulStop) -> None:
     """BasicSR's training loop: per-iteration seeding, checkpoints, validation, graceful stop, final save."""
-    current_iter = resume_state['iter'] if resume_state else 0
+    current_iter = start_iter = resume_state['iter'] if resume_state else 0
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
     prefetcher = create_prefetcher(opt, train_loader)
     progressive = ProgressivePatches.from_options(opt['datasets']['train'], opt.get('scale', 1))
@@ -231,7 +231,11 @@ def run_training(opt: dict, model, train_loader, train_sampler: ResumableSampler
     logger.info('Save the latest model.')
     model.save(epoch=-1, current_iter=-1)
     if opt.get('val') is not None and val_loaders:
-        validate(model, val_loaders, current_iter, tb_logger, opt)
+        if val_freq and current_iter % val_freq == 0 and current_iter > start_iter:
+            # BasicSR validates again here; the weights are the ones just scored
+            logger.info(f'Final validation: iter {current_iter} was validated above.')
+        else:
+            validate(model, val_loaders, current_iter, tb_logger, opt)
     if tb_logger:
         tb_logger.close()
     barrier()
