@@ -52,6 +52,14 @@ def test_force_yml_indexes_lists_and_never_creates_entries():
             apply_force_yml(opt, [entry])
 
 
+def test_force_yml_reads_basicsrs_spellings_of_null():
+    opt = {'val': {'suffix': 'x', 'save_img': True, 'tile': {'size': 64}}, 'path': {'pretrain_network_g': 'a.pth'}}
+    apply_force_yml(opt, ['val:suffix=None', 'path:pretrain_network_g=none', 'val:tile=~', 'val:save_img=False'])
+    assert opt == {'val': {'suffix': None, 'save_img': False, 'tile': None}, 'path': {'pretrain_network_g': None}}
+    apply_force_yml(opt, ['val:suffix="None"'])  # quoted: the string
+    assert opt['val']['suffix'] == 'None'
+
+
 def test_force_yml_reports_the_other_places_an_aliased_section_is_used(capsys):
     opt = yaml.load('datasets:\n  train: {sources: &mix [{name: a, preset: mist}]}\n  val: {sources: *mix}\n'
                     'train: {total_iter: 4}\n', Loader=yaml.SafeLoader)
