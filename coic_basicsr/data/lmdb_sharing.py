@@ -21,19 +21,38 @@ def _lmdb_roots(where: str, section: Mapping) -> Iterator[Tuple[str, str, bool]]
                 yield f'{where}.{key}', osp.realpath(section[key]), False
 
 
+def _cannot_share(other: Tuple[str, bool], own_handle: bool) -> bool:
+    """Whether two readers of one LMDB conflict: only our rain datasets share one handle."""
+    return not (own_handle and other[1])
+
+
 def check_shared_lmdbs(opt: Mapping) -> None:
     """Refuse an LMDB that a BasicSR dataset reads in the main process where another reader opens it too (val and
-    test sets are read there, and a training set without loader workers)."""
-    readers = {}
+    test sets are read there, and a training set without loader workers), and one that the training set's loader
+    workers read while the main process has it open: workers started again every epoch are forked with that handle."""
+    readers, in_workers = {}, {}
     for phase, section in (opt.get('datasets') or {}).items():
-        if not isinstance(section, Mapping) or (phase == 'train' and section.get('num_worker_per_gpu')):
+        if not isinstance(section, Mapping):
             continue
+        forked = phase == 'train' and bool(section.get('num_worker_per_gpu'))
         for where, root, own_handle in _lmdb_roots(f'datasets.{phase}', section):
-            if root in readers and not (own_handle and readers[root][1]):
+            if forked:
+                in_workers.setdefault(root, (where, own_handle))
+                continue
+            if root in readers and _cannot_share(readers[root], own_handle):
                 stock = f'datasets.{phase}' if not own_handle else readers[root][0].rsplit('.', 1)[0]
-                workers = ', or give the training set num_worker_per_gpu >= 1 (its workers read it)' if \
-                    'datasets.train.' in where + readers[root][0] else ''
+                workers = (', or give the training set num_worker_per_gpu >= 1 and persistent_workers: true (its '
+                           'workers read it)') if 'datasets.train.' in where + readers[root][0] else ''
                 raise ValueError(f"{where}: '{root}' is also read by {readers[root][0]} in the same process, but "
                                  f"{stock} reads LMDBs through BasicSR's FileClient, which cannot share an open LMDB: "
                                  f'use MixedRainDataset for both (they share one handle){workers}')
             readers.setdefault(root, (where, own_handle))
+    train = (opt.get('datasets') or {}).get('train')
+    if isinstance(train, Mapping) and train.get('persistent_workers'):
+        return
+    for root, (where, own_handle) in in_workers.items():
+        if root in readers and _cannot_share(readers[root], own_handle):
+            raise ValueError(f"{where}: '{root}' is also read by {readers[root][0]} in the main process; the training "
+                             "set's loader workers, started again every epoch, would inherit that open LMDB and could "
+                             "not open it (lmdb: already open in this process): set datasets.train.persistent_workers: "
+                             'true, or use MixedRainDataset for both (they share one handle)')
