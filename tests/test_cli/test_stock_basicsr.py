@@ -114,6 +114,11 @@ def test_path_resume_state_forks_another_run_under_a_new_name(tmp_path):
     for name, tensor in full['params'].items():
         assert torch.allclose(fork['params'][name], tensor, atol=1e-6), name
     assert (tmp_path / 'experiments' / 'fork' / 'training_states' / '4.state').is_file()
+    # --auto_resume in a run with no states of its own yet starts from path.resume_state (BasicSR: from scratch)
+    opt['name'] = 'requeued_fork'
+    result = basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'fork2.yml')), '--auto_resume'],
+                     cwd=str(tmp_path))
+    assert result.returncode == 0 and 'Start training from epoch: 0, iter: 2' in result.stderr, result.stderr[-3000:]
 
 
 def test_coic_model_validates_a_super_resolution_option_file(tmp_path):
