@@ -18,15 +18,15 @@ def check_choice(arch: str, key: str, value: Any, choices: Sequence[Any]) -> Non
         raise ValueError(f'network_g.{key} must be one of {tuple(choices)} for {arch}, got {value!r}')
 
 
-def check_at_least(arch: str, minimum: int, values: Iterable[Tuple[str, Any]]) -> None:
-    """Raise a one-line ValueError naming ``network_g.<key>`` for the first ``(key, value)`` that is not an integer
+def check_at_least(arch: str, minimum: int, values: Iterable[Tuple[str, Any]], section: str = 'network_g') -> None:
+    """Raise a one-line ValueError naming ``<section>.<key>`` for the first ``(key, value)`` that is not an integer
     (floats such as 2.5 or 2.0, bools and strings included) or is below ``minimum``."""
     for key, value in values:
         if not is_integer(value):
-            raise ValueError(f'network_g.{key} must be an integer >= {minimum} for {arch}, got {value!r}'
+            raise ValueError(f'{section}.{key} must be an integer >= {minimum} for {arch}, got {value!r}'
                              f'{yaml_text_hint(value)}')
         if value < minimum:
-            raise ValueError(f'network_g.{key} must be >= {minimum} for {arch}, got {value}')
+            raise ValueError(f'{section}.{key} must be >= {minimum} for {arch}, got {value}')
 
 
 def check_int_list(arch: str, key: str, values: Any, min_length: int = 1) -> List[int]:
@@ -44,6 +44,19 @@ def check_flag(arch: str, key: str, value: Any) -> None:
     string, is refused: ``bool('false')`` is True)."""
     if not isinstance(value, bool):
         raise ValueError(f'network_g.{key} must be true or false for {arch}, got {value!r}')
+
+
+def check_flags(arch: str, values: Iterable[Tuple[str, Any]]) -> None:
+    """:func:`check_flag` for every ``(key, value)``."""
+    for key, value in values:
+        check_flag(arch, key, value)
+
+
+def check_list_length(arch: str, key: str, values: Any, length: int, what: str) -> None:
+    """Raise a one-line ValueError naming ``network_g.<key>`` unless ``values`` is a list (or tuple) of ``length``
+    entries, one per ``what`` (a scalar or a string is refused)."""
+    if not isinstance(values, (list, tuple)) or len(values) != length:
+        raise ValueError(f'network_g.{key} needs {length} entries ({what}) for {arch}, got {values!r}')
 
 
 def check_parity(arch: str, key: str, value: int, odd: bool, reason: str) -> None:

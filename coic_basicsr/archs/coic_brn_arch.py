@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from coic_basicsr.archs.arch_util import check_at_least, check_context
+from coic_basicsr.archs.arch_util import check_at_least, check_context, check_flag
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -77,9 +77,10 @@ class CoICBRN(nn.Module):
         check_at_least('CoICBRN', 1, (('in_channels', in_channels), ('channels', channels),
                                       ('num_res_blocks', num_res_blocks), ('num_rain_res_blocks', num_rain_res_blocks),
                                       ('iterations', iterations), ('context_dim', context_dim)))
+        check_flag('CoICBRN', 'modulate', modulate)
         self.channels, self.iterations = int(channels), int(iterations)
         self.num_res_blocks, self.num_rain_res_blocks = int(num_res_blocks), int(num_rain_res_blocks)
-        self.context_dim, self.modulate = int(context_dim), bool(modulate)
+        self.context_dim, self.modulate = int(context_dim), modulate
         c = self.channels
         # background branch
         self.conv0 = ConvUnit(3 * in_channels, c, 'relu')

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from coic_basicsr.archs.dgunet_blocks import CAB, SAM, BasicBlock, Decoder, Encoder, ResBlock, conv
-from coic_basicsr.archs.arch_util import check_at_least, check_parity, conditioned_forward
+from coic_basicsr.archs.arch_util import check_at_least, check_flags, check_parity, conditioned_forward
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -32,7 +32,8 @@ class CoICDGUNet(nn.Module):
         scale_unetfeats (int): channels added per U-Net level; even, like n_feat. Default: 20.
         scale_orsnetfeats (int): extra channels of the last stage's fusion conv (``concat67``). Default: 16.
         num_cab (int): accepted for the official signature; DGUNet's forward uses one CAB per stage
-            (its ORSNet with ``num_cab`` CABs was dropped from MPRNet), so this value changes nothing. Default: 8.
+            (its ORSNet with ``num_cab`` CABs was dropped from MPRNet), so this value (an integer >= 1) changes nothing.
+            Default: 8.
         kernel_size (int): kernel of the feature convs; odd (they pad kernel_size // 2 to keep the size). Default: 3.
         reduction (int): channel-attention reduction. Default: 4.
         bias (bool): bias of the feature convs. Default: False.
@@ -56,7 +57,8 @@ class CoICDGUNet(nn.Module):
         super().__init__()
         arch = 'CoICDGUNet'
         check_at_least(arch, 1, (('in_channels', in_channels), ('n_feat', n_feat), ('kernel_size', kernel_size),
-                                 ('reduction', reduction), ('context_dim', context_dim)))
+                                 ('reduction', reduction), ('context_dim', context_dim), ('num_cab', num_cab)))
+        check_flags(arch, (('bias', bias), ('modulate', modulate)))
         check_at_least(arch, 0, (('scale_unetfeats', scale_unetfeats), ('scale_orsnetfeats', scale_orsnetfeats),
                                  ('depth', depth)))
         half_norm = 'each U-Net level, n_feat + i * scale_unetfeats channels, is halved for the half instance norm'
@@ -66,7 +68,7 @@ class CoICDGUNet(nn.Module):
         if n_feat // reduction < 1:
             raise ValueError(f'network_g.reduction ({reduction}) must not exceed n_feat ({n_feat})')
         self.depth, self.num_cab = int(depth), int(num_cab)
-        self.context_dim, self.modulate = int(context_dim), bool(modulate)
+        self.context_dim, self.modulate = int(context_dim), modulate
         act = nn.PReLU()  # shared by the first and last stage's CABs, as in the official code
         self.basic = BasicBlock(n_feat, scale_unetfeats, kernel_size, reduction, bias, in_channels)
         self.shallow_feat1 = nn.Sequential(conv(in_channels, n_feat, kernel_size, bias),

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from coic_basicsr.archs.arch_util import conditioned_forward
+from coic_basicsr.archs.arch_util import check_flags, conditioned_forward
 from coic_basicsr.archs.drsformer_blocks import FeatureCompensator, SparseTransformerBlock
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from coic_basicsr.archs.restormer_blocks import PatchEmbed, Resample, check_unet_options
@@ -64,8 +64,9 @@ class CoICDRSformer(nn.Module):
                  generator_width: Optional[int] = None) -> None:  # noqa: N803
         super().__init__()
         check_unet_options('CoICDRSformer', inp_channels, out_channels, dim, num_blocks, heads, ffn_expansion_factor,
-                           LayerNorm_type, global_residual=True, min_head_channels=2,
+                           LayerNorm_type, global_residual=True, context_dim=context_dim, min_head_channels=2,
                            head_note=' into heads of at least 2 channels (top-k attention keeps int(C/2) of C)')
+        check_flags('CoICDRSformer', (('bias', bias), ('mefc', mefc), ('modulate', modulate)))
         self.context_dim = context_dim
         self.modulate = modulate
         self.mefc = mefc

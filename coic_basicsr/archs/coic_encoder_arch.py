@@ -6,6 +6,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from coic_basicsr.archs.arch_util import check_at_least
+
 
 class _DownResBlock(nn.Module):
     """Stride-2 residual block: (conv3x3-BN-LReLU-conv3x3-BN) + (conv1x1-BN) shortcut, then LeakyReLU."""
@@ -44,10 +46,9 @@ class CoICEncoder(nn.Module):
     def __init__(self, in_channels: int = 3, context_dim: int = 128, base_channels: int = 32, num_blocks: int = 3,
                  negative_slope: float = 0.1) -> None:
         super().__init__()
-        for key, value in (('in_channels', in_channels), ('context_dim', context_dim),
-                           ('base_channels', base_channels), ('num_blocks', num_blocks)):
-            if int(value) < 1:
-                raise ValueError(f'CoICEncoder: {key} must be >= 1, got {value}')
+        check_at_least('CoICEncoder', 1, (('in_channels', in_channels), ('context_dim', context_dim),
+                                          ('base_channels', base_channels), ('num_blocks', num_blocks)),
+                       section='network_enc')
         self.context_dim = int(context_dim)
         self.conv_first = nn.Conv2d(in_channels, base_channels, 3, 1, 1)
         channels = [base_channels * 2**i for i in range(num_blocks + 1)]

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from coic_basicsr.archs.idt_blocks import ConvTokens, IDTBlock, IDTLayer, SpatialTransformerLayer
-from coic_basicsr.archs.arch_util import check_at_least, conditioned_forward
+from coic_basicsr.archs.arch_util import check_at_least, check_flags, check_list_length, conditioned_forward
 from coic_basicsr.archs.modulation import ContextEmbedding, ModulationContext, modulate_convs
+from coic_basicsr.utils.option_values import check_number
 from basicsr.utils.registry import ARCH_REGISTRY
 
 # Relative-position clipping of the spatial layers, hard-coded per level in the official model.
@@ -66,12 +67,19 @@ class CoICIDT(nn.Module):
                  spatial_win_size: int = 8, context_dim: int = 128, modulate: bool = True,
                  generator_width: Optional[int] = None) -> None:
         super().__init__()
-        if len(depths) != 9 or len(num_heads) != 9 or min(depths) < 1:
-            raise ValueError(f'network_g: depths and num_heads need 9 entries (depths >= 1), got {list(depths)}, '
-                             f'{list(num_heads)}')
-        check_at_least('CoICIDT', 1, [('in_chans', in_chans), ('embed_dim', embed_dim), ('img_size', img_size),
-                                      ('win_size', win_size), ('spatial_win_size', spatial_win_size)]
+        arch = 'CoICIDT'
+        for key, values in (('depths', depths), ('num_heads', num_heads)):
+            check_list_length(arch, key, values, 9, '4 encoder layers, the bottleneck, 4 decoder layers')
+        check_at_least(arch, 1, [('in_chans', in_chans), ('embed_dim', embed_dim), ('img_size', img_size),
+                                 ('win_size', win_size), ('spatial_win_size', spatial_win_size),
+                                 ('context_dim', context_dim)]
+                       + [(f'depths[{i}]', depth) for i, depth in enumerate(depths)]
                        + [(f'num_heads[{i}]', heads) for i, heads in enumerate(num_heads)])
+        check_flags(arch, (('qkv_bias', qkv_bias), ('modulate', modulate)))
+        check_number('network_g.mlp_ratio', mlp_ratio, 'a positive number', lambda v: v > 0)
+        check_number('network_g.drop_path_rate', drop_path_rate, 'a number in [0, 1)', lambda v: 0 <= v < 1)
+        if qk_scale is not None:
+            check_number('network_g.qk_scale', qk_scale, 'a positive number, or null', lambda v: v > 0)
         narrowest = min(embed_dim, spatial_win_size**2)  # LeFF inputs: level channels, spatial_win_size**2 pixels
         if int(narrowest * mlp_ratio) < 1:
             raise ValueError(f'network_g.mlp_ratio must leave int(C * mlp_ratio) >= 1 hidden LeFF channels for CoICIDT '

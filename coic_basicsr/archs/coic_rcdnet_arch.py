@@ -14,7 +14,7 @@ from scipy.io import loadmat
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.archs.arch_util import check_at_least, check_context
+from coic_basicsr.archs.arch_util import check_at_least, check_context, check_flag
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -101,10 +101,11 @@ class CoICRCDNet(nn.Module):
         check_at_least('CoICRCDNet', 1, (('in_channels', in_channels), ('num_map', num_map),
                                          ('num_channel', num_channel), ('num_block', num_block),
                                          ('num_stage', num_stage), ('context_dim', context_dim)))
+        check_flag('CoICRCDNet', 'modulate', modulate)
         if img_range <= 0:
             raise ValueError(f'network_g.img_range must be positive for CoICRCDNet, got {img_range}')
         self.in_channels, self.num_stage, self.img_range = int(in_channels), int(num_stage), float(img_range)
-        self.context_dim, self.modulate = int(context_dim), bool(modulate)
+        self.context_dim, self.modulate = int(context_dim), modulate
         kernel = init_rain_kernel(int(num_map), self.in_channels)
         self.m_step = nn.Parameter(torch.ones(self.num_stage - 1, 1))
         self.b_step = nn.Parameter(torch.full((self.num_stage, 1), 5.0))

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from coic_basicsr.archs.arch_util import conditioned_forward
+from coic_basicsr.archs.arch_util import check_at_least, check_flags, conditioned_forward
 from coic_basicsr.archs.modulation import ModulationContext
 from coic_basicsr.archs.restormer_blocks import CoICTransformerBlock, PatchEmbed, Resample, check_unet_options
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -32,7 +32,7 @@ class CoICRestormer(nn.Module):
         dim (int): channels of level 1 (level k has dim * 2**(k-1)); even and >= 2 (the first down-sampling
             convolves to dim // 2 channels and pixel-unshuffles them to the 2 * dim of level 2). Default: 48.
         num_blocks (list[int]): transformer blocks per level 1..4. Default: [4, 6, 6, 8].
-        num_refinement_blocks (int): blocks of the refinement stage. Default: 4.
+        num_refinement_blocks (int): blocks of the refinement stage; 0 for none. Default: 4.
         heads (list[int]): attention heads per level 1..4; each must divide its level's channels.
             Default: [1, 2, 4, 8].
         ffn_expansion_factor (float): GDFN hidden expansion; int(dim * ffn_expansion_factor) must be >= 1.
@@ -58,7 +58,9 @@ class CoICRestormer(nn.Module):
                  generator_width: Optional[int] = None) -> None:  # noqa: N803 (official option name)
         super().__init__()
         check_unet_options('CoICRestormer', inp_channels, out_channels, dim, num_blocks, heads, ffn_expansion_factor,
-                           LayerNorm_type, global_residual=not dual_pixel_task)
+                           LayerNorm_type, global_residual=not dual_pixel_task, context_dim=context_dim)
+        check_at_least('CoICRestormer', 0, [('num_refinement_blocks', num_refinement_blocks)])
+        check_flags('CoICRestormer', (('bias', bias), ('dual_pixel_task', dual_pixel_task), ('modulate', modulate)))
         self.context_dim = context_dim
         self.modulate = modulate
         self.dual_pixel_task = dual_pixel_task

@@ -164,7 +164,8 @@ class RDMCNet(nn.Module):
         dilations (list[int]): Dilation of the second conv of each branch; one branch per entry. Default: [1, 2, 3].
         recruitment (str): Cross-level gates: 'dynamic' (input-dependent), 'static' (learned, input-independent)
             or 'none' (no recruitment paths). Default: 'dynamic'.
-        gate_reduction (int): Hidden width divisor of the dynamic gates' MLP. Default: 4.
+        gate_reduction (int): Hidden width divisor of the dynamic gates' MLP: ``max(C // gate_reduction, 4)``
+            hidden units for C gated channels (at least 4). Default: 4.
         return_stages (bool): Return the list of every pass's estimate instead of the final one. Default: False.
     """
 

@@ -9,25 +9,29 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_parity, is_channels_last
+from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_list_length, check_parity, is_channels_last
 from coic_basicsr.archs.modulation import ContextEmbedding, ModulatedConv2d, ModulationContext
+from coic_basicsr.utils.option_values import check_number
 
 LAYER_NORM_TYPES = ('WithBias', 'BiasFree')
 
 
 def check_unet_options(arch: str, inp_channels: int, out_channels: int, dim: int, num_blocks: Sequence[int],
                        heads: Sequence[int], ffn_expansion_factor: float, layer_norm_type: str, global_residual: bool,
-                       min_head_channels: int = 1, head_note: str = '') -> None:
+                       context_dim: int, min_head_channels: int = 1, head_note: str = '') -> None:
     """The ``network_g`` checks of the Restormer U-Net (CoICRestormer, CoICDRSformer), each a one-line ValueError
     naming the key: level k (1..4) runs dim * 2**(k-1) channels with heads[k-1] heads (the level-1 decoder 2 * dim
     with heads[0]); every head needs ``min_head_channels`` channels; ``global_residual`` adds the input image to the
     output."""
-    if len(num_blocks) != 4 or len(heads) != 4:
-        raise ValueError(f'network_g: num_blocks and heads need 4 entries, got {list(num_blocks)}, {list(heads)}')
+    for key, values in (('num_blocks', num_blocks), ('heads', heads)):
+        check_list_length(arch, key, values, 4, 'levels 1..4')
     check_choice(arch, 'LayerNorm_type', layer_norm_type, LAYER_NORM_TYPES)
-    check_at_least(arch, 1, [('inp_channels', inp_channels), ('out_channels', out_channels)]
+    check_at_least(arch, 1, [('inp_channels', inp_channels), ('out_channels', out_channels),
+                             ('context_dim', context_dim)]
                    + [(f'heads[{level}]', n_heads) for level, n_heads in enumerate(heads)])
+    check_at_least(arch, 0, [(f'num_blocks[{level}]', n_blocks) for level, n_blocks in enumerate(num_blocks)])
     check_at_least(arch, 2, [('dim', dim)])
+    check_number('network_g.ffn_expansion_factor', ffn_expansion_factor, 'a positive number', lambda v: v > 0)
     check_parity(arch, 'dim', dim, False, 'the first down-sampling convolves to dim // 2 channels, which '
                  'PixelUnshuffle(2) must turn into the 2 * dim channels of level 2')
     for level, n_heads in enumerate(heads):

@@ -33,8 +33,8 @@ class MixedDatasetSampler(Sampler):
             non-negative weight per source, in ``sources`` order. Default: 'proportional'.
         real_fraction (float | None): Real draws per epoch as a fraction of the synthetic draws (CoIC: 1.0, as many
             real pairs as synthetic). None: real sources are weighted like the others. Default: None.
-    Constructor-only (set by the training pipeline): ``num_replicas``, ``rank``, ``ratio``
-    (= ``dataset_enlarge_ratio``), ``seed`` (= ``manual_seed``).
+    Constructor-only (set by the training pipeline, refused in the sampler section): ``num_replicas``, ``rank``,
+    ``ratio`` (= ``dataset_enlarge_ratio``), ``seed`` (= ``manual_seed``).
     """
 
     def __init__(self,

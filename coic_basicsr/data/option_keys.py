@@ -3,7 +3,7 @@ import difflib
 from typing import Iterable, Mapping
 
 from coic_basicsr.data.progressive import KEYS as PROGRESSIVE_KEYS
-from coic_basicsr.utils.option_values import check_value, is_integer, is_number
+from coic_basicsr.utils.option_values import FLAG_RULE, POSITIVE_RULE, check_value, is_integer
 
 #: Keys of a dataset section read by the pipeline around the dataset: BasicSR's option parser (``phase``,
 #: ``scale``) and ``build_dataloader``, our sampler and Restormer's progressive learning. ``use_shuffle`` is in every
@@ -26,7 +26,10 @@ VALUE_RULES = {
     'num_per_source': (_positive_int, 'a positive integer'),
     'skip_bad': (lambda v: is_integer(v) and v >= 0, 'an integer >= 0'),
     'seed': (lambda v: is_integer(v) and v >= 0, 'an integer >= 0'),
-    'dataset_enlarge_ratio': (lambda v: is_number(v) and v > 0, 'a number > 0'),
+    'dataset_enlarge_ratio': POSITIVE_RULE,
+    'use_hflip': FLAG_RULE,
+    'use_rot': FLAG_RULE,
+    'real': FLAG_RULE,  # a key of each entry of sources
     'backgrounds': (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(b, str) for b in v),
                     'a non-empty list of scikit-image sample names'),
 }
@@ -53,6 +56,8 @@ def check_dataset_keys(dataset_opt: Mapping, dataset_cls, where: str) -> None:
         for key in (src if isinstance(src, Mapping) else ()):
             if key not in dataset_cls.SOURCE_KEYS:
                 _refuse(f'{where}.sources[{i}].{key}', key, dataset_cls.SOURCE_KEYS, f'a source of {owner}')
+            if key in VALUE_RULES:
+                check_value(f'{where}.sources[{i}].{key}', src[key], VALUE_RULES[key])
 
 
 def _refuse(path: str, key, known: Iterable[str], owner: str, also: Iterable[str] = ()) -> None:

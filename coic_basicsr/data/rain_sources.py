@@ -196,9 +196,8 @@ class RainSourcesDataset(data.Dataset):
         self.gt_size = opt.get('gt_size', default_gt_size)
         if self.train and not isinstance(self.gt_size, int):
             raise ValueError(f'datasets.{self.phase}.gt_size: an integer crop size is required, got {self.gt_size!r}')
-        self.global_size = int(opt.get('global_size', 128))
-        self.use_hflip = bool(opt.get('use_hflip', True))
-        self.use_rot = bool(opt.get('use_rot', True))
+        self.global_size = int(opt.get('global_size') or 128)  # checked: a positive integer or null (the default)
+        self.use_hflip, self.use_rot = (opt.get(key) is not False for key in ('use_hflip', 'use_rot'))  # or null
         self.val_size = opt.get('val_size')
         self.source_names: List[str] = []
         self.source_indices: List[List[int]] = []

@@ -10,17 +10,32 @@ from torch.utils.data import Dataset, Sampler
 from coic_basicsr.registry import SAMPLER_REGISTRY
 
 
+#: Sampler arguments the training pipeline passes itself, not YAML keys of the sampler section: where each comes from.
+PIPELINE_ARGUMENTS = {'dataset': 'the dataset section', 'num_replicas': 'the number of processes',
+                      'rank': 'the process rank', 'ratio': 'datasets.train.dataset_enlarge_ratio',
+                      'seed': 'manual_seed'}
+
+
+def check_pipeline_arguments(options: dict, where: str) -> None:
+    """Refuse, in one line, a sampler section key that the pipeline sets (a ``seed`` there overrode manual_seed)."""
+    for name, source in PIPELINE_ARGUMENTS.items():
+        if name in options:
+            raise ValueError(f'{where}.{name}: set by the training pipeline from {source}; remove it here')
+
+
 def build_sampler(dataset: Dataset, dataset_opt: dict, world_size: int, rank: int, seed: int) -> Sampler:
     """Construct ``cls(dataset, num_replicas, rank, ratio, [seed,] **options)`` from ``dataset_opt['sampler']``.
 
     YAML keys (``datasets.train``):
-        sampler (dict): ``type`` (a SAMPLER_REGISTRY name) plus the sampler's own keys. Default: {type: EnlargedSampler}.
-        dataset_enlarge_ratio (int): Passed to the sampler as ``ratio``. Default: 1.
+        sampler (dict): ``type`` (a SAMPLER_REGISTRY name) plus the sampler's own keys (not those of
+            :data:`PIPELINE_ARGUMENTS`: ``seed`` is ``manual_seed``). Default: {type: EnlargedSampler}.
+        dataset_enlarge_ratio (float): Passed to the sampler as ``ratio``: a number > 0 (BasicSR's EnlargedSampler
+            and the iterations per epoch take fractions too). Default: 1.
     """
     options = dict(dataset_opt.get('sampler') or {'type': 'EnlargedSampler'})
     sampler_cls = SAMPLER_REGISTRY.get(options.pop('type'))
-    parameters = inspect.signature(sampler_cls.__init__).parameters
-    if 'seed' in parameters and 'seed' not in options:
+    check_pipeline_arguments(options, 'datasets.train.sampler')
+    if 'seed' in inspect.signature(sampler_cls.__init__).parameters:
         options['seed'] = seed
     ratio = dataset_opt.get('dataset_enlarge_ratio', 1)
     return sampler_cls(dataset, world_size, rank, ratio, **options)

@@ -43,8 +43,9 @@ class MixedSyntheticRainDataset(RainSourcesDataset):
         sources (list[dict]): One entry per source with keys
             name (str): Unique source name. Required.
             preset (str): A key of RAIN_PRESETS ('light_sparse', 'heavy_dense', 'slanted_long', 'mist').
-            params (dict): RainParams fields (values or [low, high] ranges); overrides ``preset`` when both given.
-                One of ``preset``/``params`` is required.
+            params (dict): RainParams fields (values or [low, high] ranges); with ``preset`` too, it overrides
+                only the fields it names, the others keep the preset's values. One of ``preset``/``params`` is
+                required.
             real (bool): Flag the source as real for MixedDatasetSampler (demos). Default: False.
         num_per_source (int): Items per source. Default: 64.
         bg_size (int): Side of the clean backgrounds (and of val/test images). Default: 96.

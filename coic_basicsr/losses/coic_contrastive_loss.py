@@ -56,6 +56,10 @@ class CoICContrastiveLoss(nn.Module):
     constants (MoCo): gradients reach the anchor only. The archive of recent rain layers (all ranks' layers in
     distributed runs) is the persistent buffer ``rain_archive``, saved with the state dict for resuming.
 
+    CoICModel builds it from ``train.coic`` (``contrastive_weight`` is its ``loss_weight``; the other keys keep
+    their names) and calls it with the encoders' features of the views of :meth:`build_views`; it cannot be a
+    ``train.<name>_opt`` loss section, which is called as ``loss(output, gt)``.
+
     Args:
         loss_weight (float): Weight of the loss. Default: 0.2.
         temperature (float): Softmax temperature. Default: 1.0.

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.utils.option_values import check_number
+from coic_basicsr.utils.option_values import check_flag_value, check_number
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
 from coic_basicsr.utils.checkpoint import load_checkpoint
 from basicsr.archs.vgg_arch import NAMES
@@ -124,8 +124,7 @@ def _check_options(vgg_weights: Optional[str], encoder_weights: Optional[str], e
                        ('encoder_param_key', encoder_param_key)):
         if value is not None and not isinstance(value, str):
             raise ValueError(f'{_NAME}: {key}: expected a string, got {value!r}')
-    if not isinstance(use_input_norm, bool):
-        raise ValueError(f'{_NAME}: use_input_norm: expected true or false, got {use_input_norm!r}')
+    check_flag_value(f'{_NAME}: use_input_norm', use_input_norm)
     if layer_weights is not None:
         if not isinstance(layer_weights, (list, tuple)):
             raise ValueError(f'{_NAME}: layer_weights: expected a list of numbers >= 0 (one per feature stage), or '

@@ -7,6 +7,8 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from coic_basicsr.utils.option_values import ODD_SIZE_RULE, check_flag_value, check_number, check_value
+
 _PADDINGS = ('same', 'valid')
 
 
@@ -58,15 +60,16 @@ class CoICSSIMLoss(nn.Module):
     def __init__(self, loss_weight: float = 1.0, negative: bool = False, test_y_channel: bool = False,
                  window_size: int = 11, sigma: float = 1.5, padding: str = 'same') -> None:
         super().__init__()
-        if window_size < 1 or window_size % 2 == 0:
-            raise ValueError(f'CoICSSIMLoss: window_size must be a positive odd number, got {window_size}')
-        if not sigma > 0 or not math.isfinite(sigma):
-            raise ValueError(f'CoICSSIMLoss: sigma must be positive, got {sigma}')
+        check_number('CoICSSIMLoss: loss_weight', loss_weight, 'a number >= 0', lambda v: v >= 0)
+        check_value('CoICSSIMLoss: window_size', window_size, ODD_SIZE_RULE, allow_null=False)
+        check_number('CoICSSIMLoss: sigma', sigma, 'a positive number', lambda v: 0 < v < math.inf)
+        for key, value in (('negative', negative), ('test_y_channel', test_y_channel)):
+            check_flag_value(f'CoICSSIMLoss: {key}', value)
         if padding not in _PADDINGS:
             raise ValueError(f"CoICSSIMLoss: padding must be one of {_PADDINGS}, got '{padding}'")
         self.loss_weight = float(loss_weight)
-        self.negative = bool(negative)
-        self.test_y_channel = bool(test_y_channel)
+        self.negative = negative
+        self.test_y_channel = test_y_channel
         self.padding = padding
         self.register_buffer('window', gaussian_window(int(window_size), float(sigma)), persistent=False)
 

@@ -6,7 +6,6 @@ from typing import Dict, Optional
 
 import torch
 from basicsr.archs import build_network
-from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
@@ -16,16 +15,12 @@ from coic_basicsr.archs.coic_encoder_arch import momentum_update
 from coic_basicsr.archs.modulation import split_modulation_parameters
 from coic_basicsr.archs.modulation_core import NO_ENCODER_WARNING, has_trained_modulation
 from coic_basicsr.data.transforms import global_view
-from coic_basicsr.models.loss_sections import build_loss_sections
+from coic_basicsr.models.loss_sections import build_contrastive_loss, build_loss_sections
 from coic_basicsr.models.portable import PortableModelMixin
 from coic_basicsr.models.source_validation import log_results, validate_per_source, write_result_tables
 from coic_basicsr.models.tiling import tile_settings, tiled_forward
 from coic_basicsr.utils.checkpoint import load_checkpoint, test_encoder_path
-from coic_basicsr.utils.option_values import check_coic_section
-
-COIC_DEFAULTS = {'stage1_iter': 40000, 'contrastive_weight': 0.2, 'temperature': 1.0, 'num_detail_negatives': 4,
-                 'archive_size': 64, 'momentum': 0.999}
-
+from coic_basicsr.utils.option_values import COIC_DEFAULTS, check_coic_section
 
 @MODEL_REGISTRY.register()
 class CoICModel(PortableModelMixin, SRModel):
@@ -38,7 +33,8 @@ class CoICModel(PortableModelMixin, SRModel):
 
     YAML keys:
         network_g (dict): Any arch with ``forward(x, z=None)`` (CoICRestormer, CoICNet, ...) or a plain arch.
-        network_enc (dict): The representation encoder, e.g. ``{type: CoICEncoder}``. Required with ``train.coic``.
+        network_enc (dict): The representation encoder, e.g. ``{type: CoICEncoder}``. Required with ``train.coic``;
+            a training option file without ``train.coic`` may not have it (nor optim_mod, scheduler_mod).
         path.pretrain_network_enc (str): Encoder checkpoint (``params`` = query, ``params_key`` = key encoder).
         train.coic.stage1_iter (int): Iterations of stage 1. Default: 40000.
         train.coic.contrastive_weight (float): Weight of the contrastive loss. Default: 0.2.
@@ -46,16 +42,22 @@ class CoICModel(PortableModelMixin, SRModel):
         train.coic.num_detail_negatives (int): Detail-aware negatives per sample. Default: 4.
         train.coic.archive_size (int): Rain layers kept for rain-aware negatives; 0: current batch only. Default: 64.
         train.coic.momentum (float): Momentum of the key encoder. Default: 0.999.
+        train.coic.blur_kernel_size (int): Odd Gaussian kernel size of the detail-aware negatives. Default: 11.
+        train.coic.blur_sigma (list[float]): [low, high] of their uniformly drawn blur sigma. Default: [0.3, 1.5].
         train.<name>_opt (dict): Every loss section (pixel_opt, ssim_opt, ...) is built and summed, logged as
             ``l_<name>``. An arch may return a list of stage outputs (final last); a loss whose class sets
             ``takes_all_stages = True`` gets the list, others the final output; ``takes_input = True`` adds ``lq``.
+            The contrastive loss is not one of them: it is built from ``train.coic``.
         train.optim_mod (dict): Optimizer of the modulation parameters and encoder. Default: a copy of optim_g.
         train.scheduler_mod (dict): Scheduler of optim_mod. Default: a copy of train.scheduler.
         train.grad_clip (float): Max global gradient norm; null disables clipping. Default: null.
         train.max_nonfinite_steps (int): Consecutive non-finite steps (skipped) before aborting. Default: 10.
-        val.tile (dict): ``{size: int, overlap: int}`` tiled inference for large images. Default: null.
+        val.tile (dict): ``{size: int, overlap: int}`` tiled inference for large images (overlap defaults to 32).
+            Default: null.
         val.global_size (int): Size of the encoder's view when a batch has no ``lq_global``. Default: 128.
         val.report_input (bool): Also score the rainy input per source. Default: true (false when ``scale`` > 1).
+        find_unused_parameters (bool): Passed to DDP. Default: true with ``train.coic`` (the generators idle
+            through stage 1), else false.
     """
 
     reads_val_tile = True
@@ -111,9 +113,7 @@ class CoICModel(PortableModelMixin, SRModel):
         super().init_training_settings()
         self.opt['train'] = train_opt
         if self.coic_opt is not None:
-            c = self.coic_opt
-            self.cri_con = build_loss(dict(type='CoICContrastiveLoss', loss_weight=c['contrastive_weight'], **{
-                key: c[key] for key in ('temperature', 'num_detail_negatives', 'archive_size')})).to(self.device)
+            self.cri_con = build_contrastive_loss(self.coic_opt, self.device)
 
     def setup_optimizers(self) -> None:
         train_opt = self.opt['train']

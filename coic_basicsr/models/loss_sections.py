@@ -10,6 +10,23 @@ from torch import Tensor, nn
 _LOG_NAMES = {'pixel': 'pix', 'perceptual': 'percep'}  # BasicSR's log names for its two loss sections
 
 
+def check_loss_sections(train_opt: dict) -> None:
+    """No ``train.<name>_opt`` section may name CoICContrastiveLoss: it compares encoder features of views that
+    only CoIC training makes (a section of it failed at the first iteration)."""
+    for key, loss_opt in train_opt.items():
+        if key.endswith('_opt') and isinstance(loss_opt, dict) and loss_opt.get('type') == 'CoICContrastiveLoss':
+            raise ValueError(f'train.{key}: CoICContrastiveLoss is not a loss section; it is configured through '
+                             'train.coic (contrastive_weight, temperature, ...), which CoICModel builds it from')
+
+
+def build_contrastive_loss(coic_opt: dict, device: torch.device) -> nn.Module:
+    """CoICContrastiveLoss from the ``train.coic`` options (defaults filled in)."""
+    keys = ('temperature', 'num_detail_negatives', 'archive_size', 'blur_kernel_size', 'blur_sigma')
+    loss_opt = dict(type='CoICContrastiveLoss', loss_weight=coic_opt['contrastive_weight'],
+                    **{key: coic_opt[key] for key in keys})
+    return build_loss(loss_opt).to(device)
+
+
 def _build_loss(key: str, loss_opt: dict) -> nn.Module:
     try:
         loss = build_loss(loss_opt)
@@ -63,6 +80,7 @@ class LossSection:
 
 def build_loss_sections(train_opt: dict, device: torch.device) -> Dict[str, LossSection]:
     """Every ``<name>_opt`` section of ``train``, by log name (``pixel_opt`` -> ``pix``, as BasicSR logs it)."""
+    check_loss_sections(train_opt)
     sections: Dict[str, LossSection] = {}
     for key, loss_opt in train_opt.items():
         if not (key.endswith('_opt') and isinstance(loss_opt, dict)):

@@ -12,13 +12,18 @@ from coic_basicsr.registry import SCHEDULER_REGISTRY
 class CosineAnnealingRestartCyclicLR(_LRScheduler):
     """Cosine annealing in cycles, each with its own minimum (Restormer / DRSformer schedule).
 
-    Within cycle ``i`` of length ``periods[i]`` the lr goes from ``restart_weights[i] * base_lr`` to ``eta_mins[i]``.
+    Within cycle ``i`` of length ``periods[i]`` the lr follows a half cosine from
+    ``eta_mins[i] + restart_weights[i] * (base_lr - eta_mins[i])`` down to ``eta_mins[i]``. ``restart_weights`` and
+    ``eta_mins`` need one entry per period: their defaults fit a single period only.
 
     YAML keys (``train.scheduler``):
         type (str): ``CosineAnnealingRestartCyclicLR``.
         periods (list[int]): Iterations per cycle, e.g. ``[92000, 208000]``.
-        restart_weights (list[float]): Lr multiplier at the start of each cycle. Default: [1].
-        eta_mins (list[float]): Minimum lr of each cycle, e.g. ``[0.0003, 0.000001]``. Default: [0].
+        restart_weights (list[float]): Weight ``w`` of each cycle's start, ``eta_min + w * (base_lr - eta_min)``;
+            one per period, e.g. ``[1, 1]``. Default: [1].
+        eta_mins (list[float]): Minimum lr of each cycle, one per period, e.g. ``[0.0003, 0.000001]``. Default: [0].
+
+    ``last_epoch`` is not an option (the pipeline's; a resumed run restores the scheduler's state).
     """
 
     def __init__(self, optimizer, periods: Sequence[int], restart_weights: Sequence[float] = (1, ),

@@ -39,6 +39,12 @@ def check_number(where: str, value: Any, expected: str, valid: Callable[[float],
     check_value(where, value, (lambda v: is_number(v) and valid(v), expected), allow_null=False)
 
 
+def check_flag_value(where: str, value: Any) -> None:
+    """:func:`check_value` for a required true or false (``'false'``, a string, is refused: ``bool('false')`` is
+    True)."""
+    check_value(where, value, FLAG_RULE, allow_null=False)
+
+
 def check_value(where: str, value, rule, allow_null: bool = True) -> None:
     """Refuse a ``value`` that fails ``rule`` = (predicate, what is expected), naming ``where``; null passes when
     ``allow_null`` (the code's default applies)."""
@@ -47,18 +53,26 @@ def check_value(where: str, value, rule, allow_null: bool = True) -> None:
         raise ValueError(f'{where}: expected {expected}, got {value!r}{yaml_text_hint(value)}')
 
 
+#: (predicate, what is expected) of a true/false option, of a number > 0 and of an odd window or kernel size
+FLAG_RULE = (lambda v: isinstance(v, bool), 'true or false')
+POSITIVE_RULE = (lambda v: is_number(v) and v > 0, 'a number > 0')
+ODD_SIZE_RULE = (lambda v: is_integer(v) and v >= 1 and v % 2 == 1, 'a positive odd integer')
 _BACKENDS = [name for name in dist.Backend.backend_list if name not in ('undefined', 'fake')]
 # key path: (predicate, what is expected); a missing key or null takes the code's default
 SCALAR_RULES = {
     ('manual_seed',): (is_integer, 'an integer, or null (a random seed)'),
-    ('channels_last',): (lambda v: isinstance(v, bool), 'true or false'),
+    ('channels_last',): FLAG_RULE,
+    ('find_unused_parameters',): FLAG_RULE,
     ('train', 'ema_decay'): (lambda v: is_number(v) and 0 <= v < 1, 'a number in [0, 1)'),
     ('train', 'grad_clip'): (lambda v: is_number(v) and v > 0, 'a positive gradient norm, or null'),
-    ('train', 'use_grad_clip'): (lambda v: isinstance(v, bool), 'true or false'),
+    ('train', 'use_grad_clip'): FLAG_RULE,
     ('train', 'max_nonfinite_steps'): (lambda v: is_integer(v) and v >= 1, 'an integer >= 1'),
     ('train', 'total_iter'): (lambda v: is_number(v) and v >= 1 and v == int(v), 'a positive number of iterations'),
     ('train', 'warmup_iter'): (lambda v: is_integer(v) and v >= -1, 'an integer >= -1 (-1: no warm-up)'),
     ('val', 'val_freq'): (lambda v: is_number(v) and v >= 1 and v == int(v), 'a positive number of iterations'),
+    ('val', 'global_size'): (lambda v: is_integer(v) and v >= 1, 'a positive integer'),
+    ('val', 'report_input'): FLAG_RULE,
+    ('datasets', 'train', 'dataset_enlarge_ratio'): POSITIVE_RULE,  # any sampler's ratio (BasicSR's takes floats)
     ('datasets', 'train', 'prefetch_mode'): (lambda v: v in ('cpu', 'cuda'), "cpu, cuda, or null"),
     ('dist_params', 'backend'): (lambda v: v in _BACKENDS, f"one of {', '.join(_BACKENDS)}"),
     ('dist_params', 'timeout'): (lambda v: is_number(v) and v > 0, 'a positive number of seconds, or null'),
@@ -84,18 +98,30 @@ def check_scalar_options(opt: dict) -> None:
 COIC_RULES = {  # key: (predicate, what is expected), as SCALAR_RULES
     'stage1_iter': (lambda v: is_integer(v) and v >= 0, 'an integer >= 0'),
     'contrastive_weight': (lambda v: is_number(v) and v >= 0, 'a number >= 0'),
-    'temperature': (lambda v: is_number(v) and v > 0, 'a number > 0'),
+    'temperature': POSITIVE_RULE,
     'num_detail_negatives': (lambda v: is_integer(v) and v >= 0, 'an integer >= 0'),
     'archive_size': (lambda v: is_integer(v) and v >= 0, 'an integer >= 0 (0: the current batch only)'),
     'momentum': (lambda v: is_number(v) and 0 <= v <= 1, 'a number in [0, 1]'),
+    'blur_kernel_size': ODD_SIZE_RULE,
+    'blur_sigma': (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(s) for s in v)
+                   and 0 < v[0] <= v[1], 'a list [low, high] of numbers with 0 < low <= high'),
 }
+#: the values CoICModel uses for the keys of train.coic not given
+COIC_DEFAULTS = {'stage1_iter': 40000, 'contrastive_weight': 0.2, 'temperature': 1.0, 'num_detail_negatives': 4,
+                 'archive_size': 64, 'momentum': 0.999, 'blur_kernel_size': 11, 'blur_sigma': [0.3, 1.5]}
 
 
 def check_coic_section(opt: dict) -> None:
-    """``train.coic``: known keys, right types, possible values, and an encoder to train."""
+    """``train.coic``: known keys, right types, possible values, and an encoder to train; of a training option file
+    without it, the CoIC sections that nothing would read (an untrained network_enc was saved as net_enc_*.pth)."""
     train = opt.get('train') or {}
     coic = train.get('coic')
     if coic is None:
+        for where, section, key in (('', opt, 'network_enc'), ('train.', train, 'optim_mod'),
+                                    ('train.', train, 'scheduler_mod')):
+            if key in section and 'train' in opt:
+                raise ValueError(f'{where}{key}: only used by CoIC training, which needs train.coic (e.g. '
+                                 '{stage1_iter: 40000}); add train.coic or remove it')
         return
     if not isinstance(coic, dict):
         raise ValueError('train.coic: expected a mapping of CoIC options')

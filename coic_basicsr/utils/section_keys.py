@@ -5,6 +5,7 @@ from typing import Iterator, List, Tuple
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 from coic_basicsr.data.option_keys import check_dataset_keys
+from coic_basicsr.data.samplers import PIPELINE_ARGUMENTS, check_pipeline_arguments
 from coic_basicsr.registry import SAMPLER_REGISTRY
 
 
@@ -26,10 +27,6 @@ def typed_sections(opt: dict) -> Iterator[Tuple[str, dict, object]]:
             yield f'val.metrics.{name}', section, METRIC_REGISTRY
 
 
-#: Sampler arguments the pipeline passes itself (``ratio`` from ``dataset_enlarge_ratio``), not YAML keys.
-_SAMPLER_POSITIONALS = ('dataset', 'num_replicas', 'rank', 'ratio')
-
-
 def check_section_keys(opt: dict) -> None:
     """Network, loss, sampler and BasicSR metric sections may only hold their arguments (a misspelt key was a TypeError
     traceback; for a sampler, after the datasets were built); rain dataset sections only their declared keys (a
@@ -38,7 +35,8 @@ def check_section_keys(opt: dict) -> None:
         if registry in (ARCH_REGISTRY, LOSS_REGISTRY):
             _check_arguments(key, section, registry)
         elif registry is SAMPLER_REGISTRY:
-            _check_arguments(key, section, registry, excluded=_SAMPLER_POSITIONALS)
+            check_pipeline_arguments(section, key)
+            _check_arguments(key, section, registry, excluded=tuple(PIPELINE_ARGUMENTS))
         elif registry is METRIC_REGISTRY:
             _check_metric_keys(key, section)
         elif hasattr(registry.get(section['type']), 'SOURCE_KEYS'):  # our rain datasets declare their keys

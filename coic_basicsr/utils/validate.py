@@ -9,10 +9,11 @@ from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
 from coic_basicsr.data.lmdb_sharing import check_shared_lmdbs
 from coic_basicsr.data.progressive import ProgressivePatches
+from coic_basicsr.models.loss_sections import check_loss_sections
 from coic_basicsr.models.portable import optimizer_class, scheduler_class
 from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
-from coic_basicsr.utils.option_values import check_coic_section, is_integer
+from coic_basicsr.utils.option_values import check_coic_section, is_integer, yaml_text_hint
 from coic_basicsr.utils.section_keys import check_section_keys, typed_sections
 
 
@@ -44,6 +45,9 @@ def check_context_dims(opt: dict) -> None:
     if not (isinstance(enc, dict) and isinstance(net, dict)):
         return
     enc_dim, net_dim = _argument(enc, 'context_dim'), _argument(net, 'context_dim')
+    for key, value in (('network_enc', enc_dim), ('network_g', net_dim)):
+        if value is not None and not is_integer(value):  # '16' != 16 would read "(16) must equal (16)"
+            raise ValueError(f'{key}.context_dim: expected an integer >= 1, got {value!r}{yaml_text_hint(value)}')
     if enc_dim is not None and net_dim is not None and enc_dim != net_dim:
         raise ValueError(f'network_enc.context_dim ({enc_dim}) must equal network_g.context_dim ({net_dim}): the '
                          "encoder's code z modulates network_g")
@@ -68,7 +72,11 @@ def check_scheduler_options(opt: dict) -> None:
         raise ValueError('train.scheduler: required, e.g. {type: MultiStepLR, milestones: [200000], gamma: 0.5}')
     for key, scheduler in _schedulers(opt):
         name = scheduler.get('type')
-        params = [p for p in inspect.signature(scheduler_class(name)).parameters if p != 'optimizer']
+        if 'last_epoch' in scheduler:  # the schedulers then failed: "param 'initial_lr' is not specified"
+            raise ValueError(f'train.{key}.last_epoch: not an option (a resumed run restores the scheduler state '
+                             'from its training state); remove it')
+        params = [p for p in inspect.signature(scheduler_class(name)).parameters
+                  if p not in ('optimizer', 'last_epoch')]
         unknown = sorted(set(scheduler) - {'type'} - set(params))
         if unknown:
             raise ValueError(f"train.{key}: {name} has no option '{unknown[0]}' (its options: {', '.join(params)})")
@@ -188,6 +196,7 @@ def check_options(opt: dict) -> None:
     check_model_reads(opt)
     if opt.get('is_train', True):
         check_coic_section(opt)
+        check_loss_sections(opt.get('train') or {})
         check_scheduler_options(opt)
         check_scheduler_periods(opt)
         check_logger(opt)

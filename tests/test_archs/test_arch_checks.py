@@ -11,7 +11,9 @@ from coic_basicsr.utils.option_values import check_number, yaml_text_hint
 AT_LEAST_KEYS = [('CoICDGUNet', 'n_feat', 1), ('CoICDGUNet', 'depth', 0), ('CoICBRN', 'iterations', 1),
                  ('CoICRestormer', 'inp_channels', 1), ('CoICRestormer', 'dim', 2), ('CoICDRSformer', 'dim', 2),
                  ('CoICIDT', 'win_size', 1), ('CoICRCDNet', 'num_stage', 1), ('RDMCNet', 'iterations', 1),
-                 ('RDMCNet', 'out_channels', 1)]
+                 ('RDMCNet', 'out_channels', 1), ('CoICRestormer', 'context_dim', 1),
+                 ('CoICDRSformer', 'context_dim', 1), ('CoICIDT', 'context_dim', 1),
+                 ('CoICRestormer', 'num_refinement_blocks', 0), ('CoICDGUNet', 'num_cab', 1)]
 
 
 @pytest.mark.parametrize('arch, key, minimum', AT_LEAST_KEYS)
@@ -58,3 +60,60 @@ def test_check_number_check_int_list_and_check_flag():
     for value in ('false', 0, None):
         with pytest.raises(ValueError, match=r'^network_g\.return_stages must be true or false for Net, got '):
             check_flag('Net', 'return_stages', value)
+
+
+# (arch, a key documented as bool); every check runs before any layer is built, so the defaults suffice
+FLAG_KEYS = [('CoICRCDNet', 'modulate'), ('CoICBRN', 'modulate'), ('CoICDGUNet', 'modulate'), ('CoICDGUNet', 'bias'),
+             ('CoICRestormer', 'modulate'), ('CoICRestormer', 'bias'), ('CoICRestormer', 'dual_pixel_task'),
+             ('CoICDRSformer', 'modulate'), ('CoICDRSformer', 'bias'), ('CoICDRSformer', 'mefc'),
+             ('CoICIDT', 'modulate'), ('CoICIDT', 'qkv_bias'), ('RDMCNet', 'return_stages')]
+
+
+@pytest.mark.parametrize('arch, key', FLAG_KEYS)
+@pytest.mark.parametrize('value', ['false', 0, None])
+def test_every_bool_key_refuses_a_non_bool(arch, key, value):
+    # bool('false') is True: modulate: 'false' built the CoIC additions, bias: 'false' the biases
+    with pytest.raises(ValueError) as err:
+        build_network({'type': arch, key: value})
+    assert str(err.value) == f'network_g.{key} must be true or false for {arch}, got {value!r}'
+
+
+# (arch, key, value below its minimum, the minimum); context_dim 0 built a Linear(0, ...), -4 failed in torch
+BELOW_MINIMUM = [('CoICRestormer', 'context_dim', 0, 1), ('CoICDRSformer', 'context_dim', -4, 1),
+                 ('CoICIDT', 'context_dim', 0, 1), ('CoICRestormer', 'num_refinement_blocks', -1, 0),
+                 ('CoICDGUNet', 'num_cab', -5, 1), ('CoICEncoder', 'context_dim', 0, 1)]
+
+
+@pytest.mark.parametrize('arch, key, value, minimum', BELOW_MINIMUM)
+def test_integer_keys_below_their_minimum_are_refused(arch, key, value, minimum):
+    section = 'network_enc' if arch == 'CoICEncoder' else 'network_g'
+    with pytest.raises(ValueError) as err:
+        build_network({'type': arch, key: value})
+    assert str(err.value) == f'{section}.{key} must be >= {minimum} for {arch}, got {value}'
+
+
+@pytest.mark.parametrize('arch, key, value, message', [
+    ('CoICRestormer', 'context_dim', '16', "network_g.context_dim must be an integer >= 1 for CoICRestormer, got '16' "
+                                           '(a string: write the number without quotes)'),
+    ('CoICEncoder', 'context_dim', '16', "network_enc.context_dim must be an integer >= 1 for CoICEncoder, got '16' "
+                                         '(a string: write the number without quotes)'),
+    ('CoICRestormer', 'num_blocks', [1.5, 1, 1, 1], 'network_g.num_blocks[0] must be an integer >= 0 for '
+                                                    'CoICRestormer, got 1.5'),
+    ('CoICDRSformer', 'num_blocks', 4, 'network_g.num_blocks needs 4 entries (levels 1..4) for CoICDRSformer, got 4'),
+    ('CoICRestormer', 'heads', '1248', "network_g.heads needs 4 entries (levels 1..4) for CoICRestormer, got '1248'"),
+    ('CoICRestormer', 'ffn_expansion_factor', '2.66', "network_g.ffn_expansion_factor: expected a positive number, "
+                                                      "got '2.66' (a string: write the number without quotes)"),
+    ('CoICIDT', 'depths', [1.5] + [1] * 8, 'network_g.depths[0] must be an integer >= 1 for CoICIDT, got 1.5'),
+    ('CoICIDT', 'num_heads', 2, 'network_g.num_heads needs 9 entries (4 encoder layers, the bottleneck, 4 decoder '
+                                'layers) for CoICIDT, got 2'),
+    ('CoICIDT', 'mlp_ratio', '4', "network_g.mlp_ratio: expected a positive number, got '4' (a string: write the "
+                                  'number without quotes)'),
+    ('CoICIDT', 'drop_path_rate', 1.0, 'network_g.drop_path_rate: expected a number in [0, 1), got 1.0'),
+    ('CoICIDT', 'qk_scale', '0.5', "network_g.qk_scale: expected a positive number, or null, got '0.5' (a string: "
+                                   'write the number without quotes)'),
+])
+def test_transformer_lists_and_numbers_are_checked_naming_the_key(arch, key, value, message):
+    # each was a TypeError traceback (1.5 blocks, a string factor) or, for an int list, a confusing len() error
+    with pytest.raises(ValueError) as err:
+        build_network({'type': arch, key: value})
+    assert str(err.value) == message

@@ -175,7 +175,7 @@ CASES = {
         "datasets.train.io_backend: MixedRainDataset reads 'io_backend' in each entry of sources, not here"),
     'misspelt-sampler-option': (_set(['datasets', 'train', 'sampler', 'weigthing'], 'balanced'),
                                 "datasets.train.sampler: MixedDatasetSampler has no option 'weigthing' (its options: "
-                                'seed, weighting, real_fraction)'),
+                                'weighting, real_fraction)'),
     'encoder-code-length-differs': (_set(['network_enc', 'context_dim'], 32),
                                     'network_enc.context_dim (32) must equal network_g.context_dim (16)'),
     'ema-decay-not-a-number': (_set(['train', 'ema_decay'], 'x'), "train.ema_decay: expected a number in [0, 1), got 'x'"),
@@ -238,8 +238,34 @@ CASES = {
     'stock-folders-of-different-lengths': (_stock_folders_of_different_lengths,
                                            'datasets.train: lq and gt datasets have different number of images: 2, '
                                            '3.'),  # BasicSR's assert: it was a traceback
+    'contrastive-loss-as-a-loss-section': (_set(['train', 'con_opt'], {'type': 'CoICContrastiveLoss'}),
+                                           'train.con_opt: CoICContrastiveLoss is not a loss section; it is '
+                                           'configured through train.coic'),  # failed at iteration 1
+    'coic-blur-sigma-reversed': (_set(['train', 'coic', 'blur_sigma'], [1.5, 0.3]),
+                                 'train.coic.blur_sigma: expected a list [low, high] of numbers with 0 < low <= high'),
+    'encoder-without-coic': (lambda opt, tmp: (opt['train'].pop('coic'), opt)[1],
+                             'network_enc: only used by CoIC training, which needs train.coic'),  # saved untrained
+    'sampler-seed': (_set(['datasets', 'train', 'sampler', 'seed'], 5),
+                     'datasets.train.sampler.seed: set by the training pipeline from manual_seed; remove it here'),
+    'scheduler-last-epoch': (_set(['train', 'scheduler', 'last_epoch'], 5),
+                             'train.scheduler.last_epoch: not an option (a resumed run restores the scheduler state'),
+    'context-dim-a-string': (_set(['network_g', 'context_dim'], '16'),
+                             "network_g.context_dim: expected an integer >= 1, got '16' (a string: write the number "
+                             'without quotes)'),  # read "network_enc.context_dim (16) must equal ... (16)"
+    'val-global-size-not-a-number': (_set(['val', 'global_size'], 'big'),
+                                     "val.global_size: expected a positive integer, got 'big'"),
+    'val-report-input-not-a-boolean': (_set(['val', 'report_input'], 'no'),
+                                       "val.report_input: expected true or false, got 'no'"),
+    'find-unused-parameters-not-a-boolean': (_set(['find_unused_parameters'], 'false'),
+                                             "find_unused_parameters: expected true or false, got 'false'"),
+    'dataset-flip-not-a-boolean': (_set(['datasets', 'train', 'use_hflip'], 'false'),
+                                   "datasets.train.use_hflip: expected true or false, got 'false'"),
+    'network-flag-not-a-boolean': (_set(['network_g', 'modulate'], 'false'),
+                                   "network_g.modulate must be true or false for CoICRestormer, got 'false'"),
+    'ssim-window-size-a-string': (_set(['train', 'ssim_opt'], {'type': 'CoICSSIMLoss', 'window_size': '11'}),
+                                  "train.ssim_opt: CoICSSIMLoss: window_size: expected a positive odd integer, got "
+                                  "'11'"),  # a TypeError traceback when the model was built
 }
-
 
 FAIL_WHILE_TRAINING = {'corrupt-image', 'lq-gt-size-mismatch'}  # found when the item is read
 

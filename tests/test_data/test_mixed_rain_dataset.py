@@ -212,6 +212,18 @@ def test_misspelt_keys_are_refused_when_built_outside_our_pipeline(three_sources
     assert len(MixedRainDataset(_opt(sources, skip_bad=1, **loader_keys))) == 8
 
 
+def test_flags_must_be_true_or_false(three_sources):
+    # bool('false') is True: use_hflip: 'false' flipped, and a source with real: 'no' was treated as real
+    sources, _ = three_sources
+    _raises(ValueError, _opt(sources, use_hflip='false'),
+            "datasets.train.use_hflip: expected true or false, got 'false'")
+    _raises(ValueError, _opt(sources, use_rot=0), 'datasets.train.use_rot: expected true or false, got 0')
+    _raises(ValueError, _opt([dict(sources[0], real='no')]),
+            "datasets.train.sources[0].real: expected true or false, got 'no'")
+    null = MixedRainDataset(_opt(sources, use_hflip=None, use_rot=False))  # null: the default
+    assert (null.use_hflip, null.use_rot) == (True, False)
+
+
 @pytest.mark.parametrize('dataset_type', ['MixedRainDataset', 'MixedSyntheticRainDataset'])
 def test_declared_keys_are_the_documented_keys(dataset_type):
     cls = DATASET_REGISTRY.get(dataset_type)

@@ -170,3 +170,20 @@ def test_registry_construction_with_synthetic_dataset():
     loader = torch.utils.data.DataLoader(ds, batch_size=8, sampler=sampler)
     sources = torch.cat([batch['source'] for batch in loader])
     assert len(sources) == len(sampler) == 24 and sources.bincount().tolist() == [12, 12]
+
+
+@pytest.mark.parametrize('key, source', [('seed', 'manual_seed'), ('ratio', 'datasets.train.dataset_enlarge_ratio'),
+                                         ('rank', 'the process rank')])
+def test_a_key_the_pipeline_sets_is_refused_in_the_sampler_section(key, source):
+    # sampler: {seed: 5} overrode manual_seed (and seed: ~ gave seed 0) without a word
+    from coic_basicsr.data.samplers import build_sampler
+    from coic_basicsr.utils.section_keys import check_section_keys
+    sampler = {'type': 'MixedDatasetSampler', key: 5}
+    expected = f'datasets.train.sampler.{key}: set by the training pipeline from {source}; remove it here'
+    with pytest.raises(ValueError) as err:
+        check_section_keys({'datasets': {'train': {'type': 'PairedImageDataset', 'sampler': sampler}}})
+    assert str(err.value) == expected
+    with pytest.raises(ValueError) as err:
+        build_sampler(FakeSources([4, 4]), {'sampler': sampler}, 1, 0, seed=3)
+    assert str(err.value) == expected
+    assert build_sampler(FakeSources([4, 4]), {'sampler': {'type': 'MixedDatasetSampler'}}, 1, 0, seed=3).seed == 3

@@ -11,7 +11,8 @@ from basicsr.losses import build_loss
 
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder, momentum_update
 from coic_basicsr.losses.coic_contrastive_loss import CoICContrastiveLoss
-from coic_basicsr.utils.option_values import check_coic_section
+from coic_basicsr.models.loss_sections import build_contrastive_loss, check_loss_sections
+from coic_basicsr.utils.option_values import COIC_DEFAULTS, check_coic_section
 
 
 
@@ -190,3 +191,27 @@ def test_loss_decreases_when_training_a_tiny_encoder():
         losses.append(loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 0.05, (first, last)
+
+
+def test_the_blur_of_the_detail_negatives_is_set_through_train_coic():
+    # documented keys of the loss that train.coic refused as unknown, and CoICModel did not pass
+    coic = {'blur_kernel_size': 5, 'blur_sigma': [0.5, 0.9]}
+    check_coic_section({'train': {'coic': coic}, 'network_enc': {'type': 'CoICEncoder'}})
+    loss = build_contrastive_loss({**COIC_DEFAULTS, **coic}, torch.device('cpu'))
+    assert (loss.blur_kernel_size, loss.blur_sigma, loss.loss_weight) == (5, (0.5, 0.9), 0.2)
+    default = build_contrastive_loss(COIC_DEFAULTS, torch.device('cpu'))
+    assert (default.blur_kernel_size, default.blur_sigma) == (11, (0.3, 1.5))  # the loss's own defaults
+    for key, value, expected in (('blur_kernel_size', 4, 'a positive odd integer'),
+                                 ('blur_sigma', [0.9, 0.5], r'a list \[low, high\] of numbers with 0 < low <= high'),
+                                 ('blur_sigma', 0.5, r'a list \[low, high\]')):
+        with pytest.raises(ValueError, match=rf'^train\.coic\.{key}: expected {expected}'):
+            check_coic_section({'train': {'coic': {key: value}}, 'network_enc': {'type': 'CoICEncoder'}})
+
+
+def test_a_loss_section_of_the_contrastive_loss_is_refused():
+    # train.con_opt: {type: CoICContrastiveLoss} passed the checks and failed at iteration 1 (missing 'negatives')
+    with pytest.raises(ValueError) as err:
+        check_loss_sections({'pixel_opt': {'type': 'L1Loss'}, 'con_opt': {'type': 'CoICContrastiveLoss'}})
+    assert str(err.value) == ('train.con_opt: CoICContrastiveLoss is not a loss section; it is configured through '
+                              'train.coic (contrastive_weight, temperature, ...), which CoICModel builds it from')
+    check_loss_sections({'pixel_opt': {'type': 'L1Loss'}, 'coic': {'stage1_iter': 2}})

@@ -73,6 +73,21 @@ def test_ssim_rejects_bad_options_and_inputs():
         build_loss({'type': 'CoICSSIMLoss', 'padding': 'valid'})(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
 
 
+@pytest.mark.parametrize('key, value, expected', [
+    ('negative', 'false', "negative: expected true or false, got 'false'"),  # bool('false'): -SSIM was used
+    ('test_y_channel', 'no', "test_y_channel: expected true or false, got 'no'"),
+    ('window_size', '11', "window_size: expected a positive odd integer, got '11' (a string: write the number "
+                          'without quotes)'),  # a TypeError when the model was built
+    ('window_size', 11.5, 'window_size: expected a positive odd integer, got 11.5'),  # used as 11
+    ('sigma', '1.5', "sigma: expected a positive number, got '1.5' (a string: write the number without quotes)"),
+    ('loss_weight', '1', "loss_weight: expected a number >= 0, got '1' (a string: write the number without quotes)"),
+])
+def test_ssim_option_values_are_checked_naming_the_key(key, value, expected):
+    with pytest.raises(ValueError) as err:
+        build_loss({'type': 'CoICSSIMLoss', key: value})
+    assert str(err.value) == f'CoICSSIMLoss: {expected}'
+
+
 # ---------------------------------------------------------------------------------------------------------- edge
 def _laplacian_reference(img: np.ndarray) -> np.ndarray:
     taps = np.array([.05, .25, .4, .25, .05])

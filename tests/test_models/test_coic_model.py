@@ -397,3 +397,28 @@ def test_a_plain_backbone_checkpoint_loads_into_coicnet_like_into_the_backbone(t
     with pytest.raises(ValueError, match=re.escape("does not fit CoICNet: 0 missing keys (e.g. []), 1 unexpected keys "
                                                    "(e.g. ['backbone.weird.weight'])")):
         build_model(opt)  # the generators a plain checkpoint lacks were listed as missing
+
+
+@pytest.mark.parametrize('key', ['network_enc', 'optim_mod', 'scheduler_mod'])
+def test_coic_sections_without_train_coic_are_refused(key, tmp_path):
+    # they were ignored, and an untrained encoder was saved as net_enc_*.pth
+    opt = in_memory(tiny_coic_options(coic=False), tmp_path)
+    if key == 'network_enc':
+        opt['network_enc'] = {'type': 'CoICEncoder', 'context_dim': 16, 'base_channels': 4}
+    else:
+        opt['train'][key] = dict(opt['train']['optim_g' if key == 'optim_mod' else 'scheduler'])
+    where = key if key == 'network_enc' else f'train.{key}'
+    with pytest.raises(ValueError) as err:
+        build_model(opt)
+    assert str(err.value) == (f'{where}: only used by CoIC training, which needs train.coic (e.g. '
+                              '{stage1_iter: 40000}); add train.coic or remove it')
+    from coic_basicsr.utils.option_values import check_coic_section
+    check_coic_section({k: v for k, v in opt.items() if k != 'train'})  # a test option file keeps its network_enc
+
+
+def test_the_blur_of_the_detail_negatives_comes_from_train_coic(tmp_path):
+    opt = in_memory(tiny_coic_options(), tmp_path)
+    opt['train']['coic'].update(blur_kernel_size=5, blur_sigma=[0.5, 0.9])
+    model = build_model(opt)
+    assert (model.cri_con.blur_kernel_size, model.cri_con.blur_sigma) == (5, (0.5, 0.9))
+    assert model.cri_con.num_detail_negatives == 2 and model.cri_con.archive_size == 8  # the other keys still pass
