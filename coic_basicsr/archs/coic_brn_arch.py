@@ -10,8 +10,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from coic_basicsr.archs.arch_util import check_at_least, check_context, check_flag
-from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
+from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_context, check_flag
+from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
 def _identity(t: Tensor) -> Tensor:
@@ -78,6 +78,7 @@ class CoICBRN(nn.Module):
                                       ('num_res_blocks', num_res_blocks), ('num_rain_res_blocks', num_rain_res_blocks),
                                       ('iterations', iterations), ('context_dim', context_dim)))
         check_flag('CoICBRN', 'modulate', modulate)
+        check_choice('CoICBRN', 'gate_layout', gate_layout, GATE_LAYOUTS)
         self.channels, self.iterations = int(channels), int(iterations)
         self.num_res_blocks, self.num_rain_res_blocks = int(num_res_blocks), int(num_rain_res_blocks)
         self.context_dim, self.modulate = int(context_dim), modulate

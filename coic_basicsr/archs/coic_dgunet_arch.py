@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from coic_basicsr.archs.dgunet_blocks import CAB, SAM, BasicBlock, Decoder, Encoder, ResBlock, conv
-from coic_basicsr.archs.arch_util import check_at_least, check_flags, check_parity, conditioned_forward
-from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
+from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_flags, check_parity, conditioned_forward
+from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
 _SIZE_MULTIPLE = 8  # three 2x down-samplings in each U-Net
@@ -59,6 +59,7 @@ class CoICDGUNet(nn.Module):
         check_at_least(arch, 1, (('in_channels', in_channels), ('n_feat', n_feat), ('kernel_size', kernel_size),
                                  ('reduction', reduction), ('context_dim', context_dim), ('num_cab', num_cab)))
         check_flags(arch, (('bias', bias), ('modulate', modulate)))
+        check_choice(arch, 'gate_layout', gate_layout, GATE_LAYOUTS)
         check_at_least(arch, 0, (('scale_unetfeats', scale_unetfeats), ('scale_orsnetfeats', scale_orsnetfeats),
                                  ('depth', depth)))
         half_norm = 'each U-Net level, n_feat + i * scale_unetfeats channels, is halved for the half instance norm'

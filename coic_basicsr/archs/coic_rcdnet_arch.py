@@ -14,8 +14,9 @@ from scipy.io import loadmat
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.archs.arch_util import check_at_least, check_context, check_flag
-from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
+from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_context, check_flag
+from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext, modulate_convs
+from coic_basicsr.utils.option_values import check_number
 from basicsr.utils.registry import ARCH_REGISTRY
 
 #: Initial rain kernels of the authors (MATLAB array ``C9``, shape (3, 32, 9, 9)), shipped as package data.
@@ -102,8 +103,8 @@ class CoICRCDNet(nn.Module):
                                          ('num_channel', num_channel), ('num_block', num_block),
                                          ('num_stage', num_stage), ('context_dim', context_dim)))
         check_flag('CoICRCDNet', 'modulate', modulate)
-        if img_range <= 0:
-            raise ValueError(f'network_g.img_range must be positive for CoICRCDNet, got {img_range}')
+        check_choice('CoICRCDNet', 'gate_layout', gate_layout, GATE_LAYOUTS)
+        check_number('network_g.img_range', img_range, 'a positive number (for CoICRCDNet)', lambda v: v > 0)
         self.in_channels, self.num_stage, self.img_range = int(in_channels), int(num_stage), float(img_range)
         self.context_dim, self.modulate = int(context_dim), modulate
         kernel = init_rain_kernel(int(num_map), self.in_channels)

@@ -32,8 +32,11 @@ from coic_basicsr.archs.modulation_core import (ContextEmbedding, KernelScaleGen
                                                 ScaledKernels, WithChannelMeans, generator_widths,
                                                 kernel_scale_from_logits, keep_modulation_if_missing, resolve_z)
 
-__all__ = ['ContextEmbedding', 'KernelScaleGenerator', 'ModulatedConv2d', 'ModulatedConvTranspose2d',
+__all__ = ['GATE_LAYOUTS', 'ContextEmbedding', 'KernelScaleGenerator', 'ModulatedConv2d', 'ModulatedConvTranspose2d',
            'ModulationContext', 'modulate_convs', 'split_modulation_parameters']
+
+
+GATE_LAYOUTS = ('paper', 'official')  # see _ModulatedMixin.scale_from_means
 
 
 def _fold_batch_into_groups(x: Tensor) -> bool:
@@ -197,7 +200,7 @@ def modulate_convs(module: nn.Module, context: ModulationContext, context_dim: i
     """
     if not isinstance(context, ModulationContext):
         raise TypeError(f'modulate_convs: context must be a ModulationContext, got {type(context)}')
-    if gate_layout not in ('paper', 'official'):
+    if gate_layout not in GATE_LAYOUTS:
         raise ValueError(f"gate_layout must be 'paper' or 'official', got '{gate_layout}'")
     include, exclude = _as_patterns(include), _as_patterns(exclude) or []
     replacements, names, eligible = {}, [], []

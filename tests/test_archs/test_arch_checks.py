@@ -92,6 +92,14 @@ def test_integer_keys_below_their_minimum_are_refused(arch, key, value, minimum)
     assert str(err.value) == f'{section}.{key} must be >= {minimum} for {arch}, got {value}'
 
 
+@pytest.mark.parametrize('arch', ['CoICBRN', 'CoICDGUNet', 'CoICRCDNet'])
+def test_gate_layout_is_checked_naming_the_key_even_without_modulation(arch):
+    # it was "gate_layout must be 'paper' or 'official'" (no key), and unchecked with modulate: false
+    with pytest.raises(ValueError) as err:
+        build_network({'type': arch, 'gate_layout': 'offical', 'modulate': False})
+    assert str(err.value) == f"network_g.gate_layout must be one of ('paper', 'official') for {arch}, got 'offical'"
+
+
 @pytest.mark.parametrize('arch, key, value, message', [
     ('CoICRestormer', 'context_dim', '16', "network_g.context_dim must be an integer >= 1 for CoICRestormer, got '16' "
                                            '(a string: write the number without quotes)'),
@@ -109,10 +117,13 @@ def test_integer_keys_below_their_minimum_are_refused(arch, key, value, minimum)
     ('CoICIDT', 'mlp_ratio', '4', "network_g.mlp_ratio: expected a positive number, got '4' (a string: write the "
                                   'number without quotes)'),
     ('CoICIDT', 'drop_path_rate', 1.0, 'network_g.drop_path_rate: expected a number in [0, 1), got 1.0'),
+    ('CoICRCDNet', 'img_range', '255', "network_g.img_range: expected a positive number (for CoICRCDNet), got '255' "
+                                       '(a string: write the number without quotes)'),
+    ('CoICRCDNet', 'img_range', 0, 'network_g.img_range: expected a positive number (for CoICRCDNet), got 0'),
     ('CoICIDT', 'qk_scale', '0.5', "network_g.qk_scale: expected a positive number, or null, got '0.5' (a string: "
                                    'write the number without quotes)'),
 ])
-def test_transformer_lists_and_numbers_are_checked_naming_the_key(arch, key, value, message):
+def test_lists_and_numbers_are_checked_naming_the_key(arch, key, value, message):
     # each was a TypeError traceback (1.5 blocks, a string factor) or, for an int list, a confusing len() error
     with pytest.raises(ValueError) as err:
         build_network({'type': arch, key: value})
