@@ -1,4 +1,4 @@
-"""Convert official deraining downloads (Rain200L/H, Rain800, DID, DDN, SPA) into paired lq/gt LMDBs.
+"""Convert deraining downloads (Rain200L/H, Rain800, DID, DDN, SPA; official or re-packaged) into paired lq/gt LMDBs.
 
 For each dataset and split this writes ``<out>/<name>_<split>_lq.lmdb`` and ``<out>/<name>_<split>_gt.lmdb`` holding
 PNG bytes under the SAME key for both images of a pair (what BasicSR's ``paired_paths_from_lmdb`` expects), and
@@ -21,17 +21,13 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import cv2
 import lmdb
 import numpy as np
-import yaml
 from basicsr.utils.lmdb_util import LmdbMaker
 from tqdm import tqdm
 
-from coic_basicsr.tools.official_layouts import (DATASETS, SPLITS, Pair, canonical_name, list_pairs, read_image,
-                                                 take_half)
+from coic_basicsr.tools.count_check import DEFAULT_META_DIR, check_counts
+from coic_basicsr.tools.layout_files import Pair
+from coic_basicsr.tools.official_layouts import DATASETS, SPLITS, canonical_name, list_pairs, read_image, take_half
 
-# a source checkout keeps the cards at the top level; an installed wheel ships them inside the package
-DEFAULT_META_DIR = next((d for d in (Path(__file__).resolve().parents[2] / 'datasets_meta',
-                                     Path(__file__).resolve().parents[1] / 'datasets_meta') if d.is_dir()),
-                        Path(__file__).resolve().parents[2] / 'datasets_meta')
 Encoded = Tuple[bytes, Tuple[int, int, int]]
 
 
@@ -115,25 +111,6 @@ def _verify(lmdb_path: Path, pairs: Sequence[Pair]) -> None:
                          'delete it or pass --overwrite to rebuild')
 
 
-def check_counts(name: str, split: str, pairs: Sequence[Pair], meta_dir: Path, root: Path) -> None:
-    """Compare the pairs found with ``datasets.yml`` (count) and, where shipped, the pair list (keys)."""
-    yml = meta_dir / 'datasets.yml'
-    if not yml.is_file():
-        raise FileNotFoundError(f"count check needs '{yml}' (pass --meta-dir, or --no-count-check)")
-    with open(yml) as fin:
-        entry = yaml.safe_load(fin)['datasets'][name]['splits'][split]
-    if len(pairs) != entry['pairs']:
-        raise ValueError(f"{name}/{split}: found {len(pairs)} pairs under '{root}' but {yml} expects "
-                         f"{entry['pairs']} (use --no-count-check for partial or miniature copies)")
-    if entry.get('pair_list'):
-        with open(meta_dir / entry['pair_list']) as fin:
-            listed = {tuple(line.split()) for line in fin if line.strip()}
-        found = {(p.key, p.key) for p in pairs}
-        if listed != found:
-            raise ValueError(f"{name}/{split}: pairs under '{root}' differ from {meta_dir / entry['pair_list']} "
-                             f'(missing {sorted(listed - found)[:3]}, unexpected {sorted(found - listed)[:3]})')
-
-
 #: Written into every LMDB this tool builds: only those are ever renamed or resumed (a user's own is not touched).
 BUILD_MARKER = 'coic_prepare_data.txt'
 
@@ -146,9 +123,12 @@ def prepare(name: str, split: str, root: Path, out: Path, count_check: bool = Tr
     Returns:
         dict: paths under keys ``lq``, ``gt`` and ``pairs``.
     """
-    pairs = list_pairs(name, Path(root), split)
+    listing = list_pairs(name, Path(root), split)
+    pairs = listing.pairs
+    if listing.missing:  # known flaws of an official download (SPA-Data): reported, not silently dropped
+        print(f'basicsr prepare-data: warning: {name}/{split}: {listing.describe_missing()}', file=sys.stderr)
     if count_check:
-        check_counts(name, split, pairs, Path(meta_dir), Path(root))
+        check_counts(name, split, listing, Path(meta_dir), Path(root))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {side: out / f'{name}_{split}_{side}.lmdb' for side in ('lq', 'gt')}
@@ -209,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{', '.join(DATASETS)}, a comma-separated list of them, or 'all'")
     parser.add_argument('--split', default='all', choices=SPLITS + ('all',), help='default: all')
     parser.add_argument('--root', required=True, type=Path,
-                        help='the official download: the dataset folder, or a parent holding it (e.g. Rain200H/)')
+                        help='the download (official or a known re-packaged layout, see datasets_meta/README.md): the '
+                             'dataset folder, or a parent holding it (e.g. Rain200H/)')
     parser.add_argument('--out', required=True, type=Path, help='folder for the LMDBs and pair lists')
     parser.add_argument('--no-count-check', action='store_true',
                         help='skip checking pair counts against datasets_meta/datasets.yml (partial/miniature copies)')

@@ -5,7 +5,6 @@ import runpy
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict, Tuple
 
 import cv2
 import numpy as np
@@ -15,28 +14,8 @@ import yaml
 from coic_basicsr.tools.official_layouts import DATASETS
 from coic_basicsr.tools.prepare_data import DEFAULT_META_DIR, ResumableLmdbMaker, main, prepare
 
-from basicsr.data.data_util import paired_paths_from_lmdb  # noqa: E402  (after coic_basicsr: torchvision shim)
-from basicsr.utils import FileClient, imfrombytes  # noqa: E402
+from helpers.lmdb_pairs import assert_same, read_back
 from helpers.official_layouts import MAKERS, make_ddn, make_rain200
-
-
-def read_back(out: Path, name: str, split: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """Pairs as BasicSR's lmdb pairing and FileClient deliver them."""
-    lq_db, gt_db = str(out / f'{name}_{split}_lq.lmdb'), str(out / f'{name}_{split}_gt.lmdb')
-    client = FileClient('lmdb', db_paths=[lq_db, gt_db], client_keys=['lq', 'gt'])
-    pairs = {}
-    for item in paired_paths_from_lmdb([lq_db, gt_db], ['lq', 'gt']):
-        pairs[item['lq_path']] = (imfrombytes(client.get(item['lq_path'], 'lq')),
-                                  imfrombytes(client.get(item['gt_path'], 'gt')))
-    return pairs
-
-
-def assert_same(got: Dict[str, Tuple[np.ndarray, np.ndarray]], exp: Dict[str, Tuple[np.ndarray, np.ndarray]]):
-    assert sorted(got) == sorted(exp)
-    for key, (lq, gt) in exp.items():
-        assert np.array_equal(got[key][0], lq), key
-        assert np.array_equal(got[key][1], gt), key
-        assert got[key][0].mean() > got[key][1].mean() + 50, f'{key}: rainy and clean swapped'
 
 
 def test_all_official_layouts_convert_pixel_exact(tmp_path):
