@@ -233,7 +233,7 @@ def run_training(opt: dict, model, train_loader, train_sampler: ResumableSampler
     if opt.get('val') is not None and val_loaders:
         if val_freq and current_iter % val_freq == 0 and current_iter > start_iter:
             # BasicSR validates again here; the weights are the ones just scored
-            logger.info(f'Final validation: iter {current_iter} was validated above.')
+            logger.info(f'Final validation skipped: iter {current_iter} was validated above.')
         else:
             validate(model, val_loaders, current_iter, tb_logger, opt)
     if tb_logger:

@@ -5,6 +5,7 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
+from coic_basicsr.archs.arch_util import check_at_least
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 
 _MODULATE_KEYS = ('include', 'exclude', 'generator_width')
@@ -36,8 +37,7 @@ class CoICNet(nn.Module):
         super().__init__()
         if not isinstance(backbone, dict) or 'type' not in backbone:
             raise ValueError(f"CoICNet: 'backbone' must be a dict with a 'type' key, got {backbone!r}")
-        if int(context_dim) <= 0:
-            raise ValueError(f'CoICNet: context_dim must be positive, got {context_dim}')
+        check_at_least('CoICNet', 1, [('context_dim', context_dim)])
         modulate = dict(modulate or {})
         unknown = sorted(set(modulate) - set(_MODULATE_KEYS))
         if unknown:

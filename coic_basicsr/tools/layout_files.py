@@ -60,7 +60,8 @@ class NameRule(NamedTuple):
 
 
 def natural_key(name: str) -> list:
-    return [int(tok) if tok.isdigit() else tok for tok in re.split(r'(\d+)', name)]
+    """Sort key putting ``rain-2`` before ``rain-10`` (``isdecimal``: ``'²'.isdigit()`` is True, int() refuses it)."""
+    return [int(tok) if tok.isdecimal() else tok for tok in re.split(r'(\d+)', name)]
 
 
 def _entries(folder: Path) -> Iterator[os.DirEntry]:

@@ -4,7 +4,7 @@
   split into ``rain-%03d.png`` / ``norain-%03d.png``, DDN keeps ``%d_%d.jpg`` / ``%d.jpg``, DID-Data is merged into
   side-by-side ``<X>/train/1..12000.jpg`` (test ``1..1200.jpg``), Rain200L/H keep their official names (read by the
   official reader). Keys: Rain800 the clean stem ``norain-001``, DID the file stem, DDN the official keys.
-- **input/target** (DRSformer's and Restormer's copies): ``[Datasets/]{train,test}/<X>/{input,target}/<n>.png``,
+- **input/target** (DRSformer's copies): ``[Datasets/]{train,test}/<X>/{input,target}/<n>.png``,
   renumbered from 1. Key = file stem; the shipped pair lists (official keys) do not apply.
 """
 from functools import partial

@@ -72,7 +72,8 @@ def _paths_to(node, target, path: Optional[List[str]] = None) -> List[List[str]]
 
 
 def apply_force_yml(opt: dict, entries: List[str], report_aliases: bool = True) -> None:
-    """Apply ``a:b:c=value`` overrides to existing keys; values are parsed with ``yaml.safe_load`` (never ``eval``); ``None``/``none`` are null, as in BasicSR.
+    """Apply ``a:b:c=value`` overrides to existing keys; values are parsed with ``yaml.safe_load`` (never ``eval``);
+    ``None`` is null, as in BasicSR, but ``none`` stays the string a YAML file reads (``recruitment: none``).
     A number indexes a list, e.g. ``datasets:train:sources:1:dataroot_lq=...``. A section the file shares through a
     YAML alias changes everywhere it is used; ``report_aliases`` prints where else."""
     for entry in entries:
@@ -92,7 +93,7 @@ def apply_force_yml(opt: dict, entries: List[str], report_aliases: bool = True) 
         if isinstance(node, list):
             last = int(last)
         try:
-            node[last] = None if value in ('None', 'none') else yaml.safe_load(value)  # BasicSR's spellings of null
+            node[last] = None if value == 'None' else yaml.safe_load(value)  # as BasicSR; 'none' stays a string
         except yaml.YAMLError as err:
             raise ValueError(f"--force_yml: the value of '{keys}' is not valid YAML: {str(err).splitlines()[0]}") from None
         shared = [path for path in _paths_to(opt, node) if path != walked]

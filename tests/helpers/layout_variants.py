@@ -1,5 +1,5 @@
 """Miniature replicas of the re-packaged dataset layouts ``basicsr prepare-data`` reads besides the official ones
-(CoIC authors' bundle, DRSformer/Restormer input/target, PReNet's DDN copy) and of SPA-Data with SPANet's
+(CoIC authors' bundle, DRSformer's input/target, PReNet's DDN copy) and of SPA-Data with SPANet's
 ``real_world.txt``; each maker returns the pairs it wrote as cv2 decodes them."""
 from pathlib import Path
 from typing import Dict

@@ -92,6 +92,14 @@ def test_integer_keys_below_their_minimum_are_refused(arch, key, value, minimum)
     assert str(err.value) == f'{section}.{key} must be >= {minimum} for {arch}, got {value}'
 
 
+@pytest.mark.parametrize('value', [2.5, '16', True, 0])
+def test_coicnet_context_dim_is_checked_naming_the_key(value):
+    # 2.5 built with context_dim 2, '16' and True were accepted
+    with pytest.raises(ValueError, match=r'network_g\.context_dim must be (an integer )?>= 1 for CoICNet'):
+        build_network({'type': 'CoICNet', 'backbone': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1,
+                                                       'upscale': 1}, 'context_dim': value})
+
+
 @pytest.mark.parametrize('arch', ['CoICBRN', 'CoICDGUNet', 'CoICRCDNet'])
 def test_gate_layout_is_checked_naming_the_key_even_without_modulation(arch):
     # it was "gate_layout must be 'paper' or 'official'" (no key), and unchecked with modulate: false

@@ -53,9 +53,12 @@ def test_force_yml_indexes_lists_and_never_creates_entries():
 
 
 def test_force_yml_reads_basicsrs_spellings_of_null():
-    opt = {'val': {'suffix': 'x', 'save_img': True, 'tile': {'size': 64}}, 'path': {'pretrain_network_g': 'a.pth'}}
-    apply_force_yml(opt, ['val:suffix=None', 'path:pretrain_network_g=none', 'val:tile=~', 'val:save_img=False'])
-    assert opt == {'val': {'suffix': None, 'save_img': False, 'tile': None}, 'path': {'pretrain_network_g': None}}
+    opt = {'val': {'suffix': 'x', 'save_img': True, 'tile': {'size': 64}}, 'path': {'pretrain_network_g': 'a.pth'},
+           'network_g': {'recruitment': 'dynamic'}}
+    apply_force_yml(opt, ['val:suffix=None', 'path:pretrain_network_g=~', 'val:tile=null', 'val:save_img=False',
+                          'network_g:recruitment=none'])  # RDMCNet's documented ablation value, as YAML reads it
+    assert opt == {'val': {'suffix': None, 'save_img': False, 'tile': None}, 'path': {'pretrain_network_g': None},
+                   'network_g': {'recruitment': 'none'}}
     apply_force_yml(opt, ['val:suffix="None"'])  # quoted: the string
     assert opt['val']['suffix'] == 'None'
 

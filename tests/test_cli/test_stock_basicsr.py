@@ -36,7 +36,7 @@ def test_train_writes_checkpoints_states_and_validates_then_test_reproduces(tmp_
     assert state['iter'] == 4
     assert 'Validation val' in result.stderr and '# psnr' in result.stderr
     # at 2 and 4; not again after the final save (BasicSR scores iteration 4 twice)
-    assert result.stderr.count('Validation val') == 2 and 'iter 4 was validated above' in result.stderr
+    assert result.stderr.count('Validation val') == 2 and 'skipped: iter 4 was validated above' in result.stderr
     assert glob.glob(str(tmp_path / 'tb_logger' / opt['name'] / 'events.*'))
 
     test_opt = {k: v for k, v in opt.items() if k not in ('train', 'logger')}
