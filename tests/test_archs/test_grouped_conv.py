@@ -2,6 +2,7 @@
 import pytest
 import torch
 from torch.nn import functional as F
+from torch.nn.modules.utils import _pair
 
 from coic_basicsr.archs import grouped_conv
 
@@ -20,6 +21,7 @@ CASES = [
     (1, 6, 6, 6, 9, 3, 1, 1, None, None, None, None),  # depthwise 3x3: the plain op
     (1, 6, 6, 3, 9, 5, 2, 1, None, None, None, None),  # two output channels per group: the plain op
     (2, 4, 4, 4, 9, 5, 5, 1, 'as_conv', 'as_conv', None, None),  # padding beyond the kernel's reach
+    (2, 8, 4, 4, 9, 5, (2, 1), 1, 'as_conv', 'as_conv', 'as_forward', None),  # rows padded unlike columns
 ]
 
 
@@ -40,7 +42,7 @@ def test_values_and_gradients_equal_the_plain_op(case: tuple, channels_last: boo
         x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.randn(out_channels, channels // groups, kernel, kernel)
     bias = torch.randn(out_channels)
-    args = ((1, 1), (padding, padding), (dilation, dilation), groups)
+    args = ((1, 1), _pair(padding), (dilation, dilation), groups)
     leaf_x, leaf_w = x.detach().requires_grad_(), weight.detach().requires_grad_()
     assert grouped_conv.weight_grad_strategy(leaf_x, leaf_w, *args[:2], groups) == expected[1 if channels_last else 0]
     assert grouped_conv.input_grad_strategy(leaf_x, leaf_w, *args) == expected[3 if channels_last else 2]

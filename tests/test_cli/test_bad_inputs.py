@@ -286,6 +286,15 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, monkeypatch, capsys):
     assert signal.getsignal(signal.SIGINT) is sigint  # a failed run gives Ctrl-C back
 
 
+def test_a_schedule_must_reach_the_last_iteration_and_no_further_is_needed():
+    # BasicSR steps the scheduler from iteration 2 on: total_iter N takes N - 1 steps
+    from coic_basicsr.utils.validate import check_scheduler_periods
+    opt = tiny_coic_options()  # periods [2, 2]
+    check_scheduler_periods(dict(opt, train=dict(opt['train'], total_iter=5)))
+    with pytest.raises(ValueError, match=r'add up to 4, but train.total_iter \(6\) needs at least 5'):
+        check_scheduler_periods(dict(opt, train=dict(opt['train'], total_iter=6)))
+
+
 @pytest.mark.skipif(importlib.util.find_spec('wandb') is not None, reason='wandb is installed here')
 def test_wandb_project_without_the_package_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
     opt = tiny_coic_options(name='no_wandb')

@@ -68,6 +68,19 @@ def test_params_controls_and_validation():
         render_rain(GRAY[..., 0], 'mist', 0)
 
 
+def test_streaks_are_screen_blended_and_the_veil_has_the_haze_light():
+    # the documented composition: 1 - (1 - hazy) * (1 - streaks), hazy = clean * (1 - V) + V * haze_light
+    streaks = {'density': 0.01, 'length': 10, 'width': 1, 'intensity': 0.6, 'blur': 0, 'haze': 0}
+    black, grey = np.zeros((32, 32, 3), np.float32), np.full((32, 32, 3), 0.5, np.float32)
+    layer = render_rain(black, streaks, seed=1)  # screen blend onto black: the streak layer itself
+    assert layer.max() > 0.3
+    np.testing.assert_allclose(render_rain(grey, streaks, seed=1), 1 - (1 - 0.5) * (1 - layer), atol=1e-6)
+    veil_only = {'density': 0.0, 'intensity': 0.0, 'blur': 0, 'haze': 0.4}
+    dim, bright = (render_rain(black, dict(veil_only, haze_light=light), seed=1) for light in (0.25, 0.75))
+    assert dim.min() > 0.05  # V * 0.25 with V = 0.4 * (0.75 + 0.25 * smooth noise)
+    np.testing.assert_allclose(bright, 3 * dim, rtol=1e-5)
+
+
 def test_render_is_fast():
     clean = np.random.default_rng(0).random((128, 128, 3)).astype(np.float32)
     for name in RAIN_PRESETS:

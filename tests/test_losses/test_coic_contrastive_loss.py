@@ -110,6 +110,15 @@ def test_detail_negatives_are_flipped_gaussian_blurs():
     assert max(energies) < (gt[0] - F.avg_pool2d(gt[0], 3, 1, 1)).abs().mean().item()
 
 
+def test_the_positive_view_takes_each_of_the_four_flips_about_equally_often():
+    torch.manual_seed(0)
+    image = torch.arange(48.).view(3, 4, 4) / 48  # no flip of it equals another
+    lq = image.expand(400, 3, 4, 4).contiguous()
+    positive, _ = CoICContrastiveLoss(num_detail_negatives=0, archive_size=0).build_views(lq, lq * 0.5)
+    counts = [sum(torch.equal(view, flip) for view in positive) for flip in _flips(image)]
+    assert sum(counts) == 400 and all(60 < count < 140 for count in counts), counts  # independent p = 0.5 flips
+
+
 def test_archive_round_trips_through_state_dict():
     source = CoICContrastiveLoss(archive_size=5)
     lq, gt = _constant_rain_batch([0.1, 0.2, 0.3])

@@ -82,14 +82,19 @@ def test_denominator_is_safe(prior):
     assert torch.isfinite(at_input) and at_input > 1
 
 
-def test_vgg_distance_matches_the_formula_on_recorded_layers(tmp_path):
+@pytest.mark.parametrize('use_input_norm', [False, True])
+def test_vgg_distance_matches_the_formula_on_recorded_layers(tmp_path, use_input_norm):
     state = _write_vgg(tmp_path / 'vgg19.pth', last_conv=2)
     weights = [0.25, 2.0]
     loss = build_loss({'type': 'RDMCContrastivePriorLoss', 'vgg_weights': str(tmp_path / 'vgg19.pth'),
-                       'layers': ['conv1_1', 'relu1_1'], 'layer_weights': weights, 'loss_weight': 1.0, 'eps': 1e-3})
+                       'layers': ['conv1_1', 'relu1_1'], 'layer_weights': weights, 'loss_weight': 1.0, 'eps': 1e-3,
+                       'use_input_norm': use_input_norm})
     gt, lq, near_clean, _ = _images()
 
     def conv(x):
+        if use_input_norm:  # torchvision's ImageNet statistics
+            x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+                [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
         return F.conv2d(x, state['features.0.weight'], state['features.0.bias'], padding=1)
 
     def dist(a, b):

@@ -15,6 +15,7 @@ from basicsr.utils import set_random_seed
 from torch.utils.data import DataLoader
 
 from coic_basicsr.archs.modulation import split_modulation_parameters
+from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.lr_schedulers import CosineAnnealingRestartCyclicLR
 from coic_basicsr.models.portable import build_model
 from helpers.coic import in_memory, tiny_coic_options, untrained_test_options
@@ -86,6 +87,14 @@ def test_a_loss_of_the_output_alone_is_not_given_gt(tmp_path):
     model.feed_data(next(iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2))))
     model.optimize_parameters(1)
     assert model.get_current_log()['l_tv'] == pytest.approx(WeightedTVLoss()(model.output.detach()).item())
+
+
+def test_a_per_image_loss_of_a_multi_stage_network_scores_its_final_stage():
+    from coic_basicsr.models.loss_sections import build_loss_sections
+    sections = build_loss_sections({'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}}, torch.device('cpu'))
+    gt = torch.zeros(1, 3, 4, 4)
+    stages = [torch.full_like(gt, 1.0), torch.full_like(gt, 0.25)]  # the final stage last, as the networks return
+    assert sections['pix'](stages, gt, gt)['l_pix'].item() == pytest.approx(0.25)
 
 
 class CoICTestTwoTermLoss(torch.nn.Module):
@@ -300,6 +309,39 @@ def test_test_results_of_images_sharing_a_name_are_all_kept(tmp_path, monkeypatc
     opt['datasets']['test_1']['skip_bad'] = 1  # a skipped test image would be replaced and scored twice
     with pytest.raises(ValueError, match=r'datasets.test.skip_bad: only for training'):
         build_dataset(dict(opt['datasets']['test_1'], phase='test'))
+
+
+def _untrained_test_model(tmp_path, **network_g):
+    opt = in_memory(tiny_coic_options(), tmp_path)
+    opt['network_g'] = network_g or opt['network_g']
+    opt = untrained_test_options(opt, tmp_path)
+    opt['is_train'] = False
+    return build_model(opt)
+
+
+def test_the_test_time_code_comes_from_the_batchs_global_view_else_the_input_at_val_global_size(tmp_path):
+    model = _untrained_test_model(tmp_path)
+    torch.manual_seed(0)
+    lq, view = torch.rand(1, 3, 40, 48), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        model.feed_data({'lq': lq, 'lq_global': view})
+        torch.testing.assert_close(model.representation(), model.net_enc_key(view)[0])
+        model.feed_data({'lq': lq})  # val.global_size: 32 (the default is 128)
+        torch.testing.assert_close(model.representation(), model.net_enc_key(global_view(lq, 32))[0])
+
+
+def test_testing_a_multi_stage_network_gives_its_final_stage(tmp_path):
+    model = _untrained_test_model(tmp_path, type='CoICRCDNet', num_map=4, num_channel=4, num_block=1, num_stage=2,
+                                  context_dim=16)
+    torch.manual_seed(0)
+    lq = torch.rand(1, 3, 24, 24)
+    model.feed_data({'lq': lq})
+    model.test()
+    net = model.get_bare_model(model.net_g).eval()
+    with torch.no_grad():
+        stages = net(lq, model.representation())
+    assert isinstance(stages, (list, tuple)) and not torch.allclose(stages[0], stages[-1])
+    torch.testing.assert_close(model.output, stages[-1])
 
 
 def test_an_image_the_network_cannot_take_is_named_in_the_error(tmp_path, monkeypatch, capsys):

@@ -196,6 +196,7 @@ def test_damaged_or_foreign_state_files_are_one_line_errors(tmp_path):
     from coic_basicsr.utils.checkpoint import latest_training_state, load_checkpoint, load_training_state
     states = tmp_path / 'training_states'
     states.mkdir()
+    torch.save({'iter': 1, 'epoch': 0}, states / '1.state')  # an older loadable state: not the one taken
     torch.save({'iter': 2, 'epoch': 0}, states / '2.state')
     (states / '4.state').write_bytes(b'')  # a full disk: empty, torch's EOFError has no message
     torch.save({'weights': 1}, states / '6.state')  # loads, but is no training state

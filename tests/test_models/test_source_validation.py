@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 import torch
 from basicsr.archs import build_network
+from basicsr.data import build_dataset
+from basicsr.metrics import calculate_psnr
+from basicsr.utils import tensor2img
+from torch.utils.data import DataLoader
 
 from coic_basicsr.models.portable import build_model
+from coic_basicsr.models.source_validation import validate_per_source
 from helpers.coic import in_memory, tiny_coic_options, untrained_test_options
 from helpers.stock import write_options
 
@@ -30,6 +35,38 @@ def test_a_project_testing_without_an_encoder_path_loads_the_one_saved_beside_ne
     model = build_model(opt)
     for name, value in model.net_enc_key.state_dict().items():
         assert torch.equal(value, key[name]), name
+
+
+def test_an_encoder_path_in_the_options_wins_over_the_one_saved_beside_network_g(tmp_path):
+    opt = in_memory(tiny_coic_options(), tmp_path)
+    opt['is_train'] = False
+    del opt['train']
+    models = tmp_path / 'models'
+    models.mkdir()
+    torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, models / 'net_g_5.pth')
+    beside, chosen = (build_network(dict(opt['network_enc'])).state_dict() for _ in range(2))
+    torch.save({'params': beside, 'params_key': beside}, models / 'net_enc_5.pth')
+    torch.save({'params': chosen, 'params_key': chosen}, tmp_path / 'other_enc.pth')
+    opt['path'].update(pretrain_network_g=str(models / 'net_g_5.pth'),
+                       pretrain_network_enc=str(tmp_path / 'other_enc.pth'))
+    model = build_model(opt)
+    assert any(not torch.equal(beside[name], value) for name, value in chosen.items())
+    for name, value in model.net_enc_key.state_dict().items():
+        assert torch.equal(value, chosen[name]), name
+
+
+def test_input_scores_are_the_rainy_inputs_against_the_clean_images(tmp_path):
+    opt = untrained_test_options(in_memory(tiny_coic_options(), tmp_path), tmp_path)
+    opt['is_train'] = False
+    model = build_model(opt)
+    loader = DataLoader(build_dataset(opt['datasets']['val']), batch_size=1)
+    results = validate_per_source(model, loader, 0, False)
+    psnr_opt = {k: v for k, v in opt['val']['metrics']['psnr'].items() if k != 'type'}
+    for data in loader:
+        source = loader.dataset.source_names[int(data['source'][0])]
+        rainy = calculate_psnr(tensor2img([data['lq']]), tensor2img([data['gt']]), **psnr_opt)
+        assert results[source]['psnr_input'] == pytest.approx(rainy)  # one image per source
+        assert abs(results[source]['psnr'] - rainy) > 0.1  # the restored image scores otherwise
 
 
 def _folder_pairs(root, count: int) -> dict:

@@ -16,6 +16,21 @@ def test_restoration_and_super_resolution_tiles_equal_the_whole_image_result():
         tiled_forward(lambda t: t[..., :-1, :], x, tile=8, overlap=2)
 
 
+def test_windows_step_by_tile_minus_overlap_and_the_last_one_ends_at_the_edge():
+    x = torch.zeros(1, 2, 20, 27)
+    x[:, 0], x[:, 1] = torch.arange(20.)[:, None], torch.arange(27.)  # each pixel holds its row and column
+    corners = []
+
+    def record(window):
+        corners.append((int(window[0, 0, 0, 0]), int(window[0, 1, 0, 0])))
+        return window
+
+    tiled_forward(record, x, tile=8, overlap=2)
+    assert sorted({top for top, _ in corners}) == [0, 6, 12]  # 20 - 8 = 12: the last window is flush
+    assert sorted({left for _, left in corners}) == [0, 6, 12, 18, 19]
+    assert len(corners) == 3 * 5
+
+
 def test_val_tile_runs_a_super_resolution_network_in_windows(tmp_path):
     from coic_basicsr.models.portable import build_model
     from helpers.coic import in_memory, tiny_coic_options
