@@ -99,7 +99,7 @@ class EncoderFeatures(nn.Module):
                                        base_channels=first.shape[0],
                                        num_blocks=len({k.split('.')[1] for k in state if k.startswith('blocks.')}))
             self.encoder.load_state_dict(state)
-        except (KeyError, RuntimeError) as err:
+        except (KeyError, RuntimeError, ValueError) as err:
             reason = str(err).strip().splitlines()[0]
             raise ValueError(f"RDMCContrastivePriorLoss: encoder_weights '{weights_path}' ['{param_key}'] is not a "
                              f'CoICEncoder state dict ({reason})') from None

@@ -73,6 +73,7 @@ SCALAR_RULES = {
     ('val', 'global_size'): (lambda v: is_integer(v) and v >= 1, 'a positive integer'),
     ('val', 'report_input'): FLAG_RULE,
     ('datasets', 'train', 'dataset_enlarge_ratio'): POSITIVE_RULE,  # any sampler's ratio (BasicSR's takes floats)
+    ('datasets', 'train', 'persistent_workers'): FLAG_RULE,  # decides whether an LMDB may be shared (lmdb_sharing)
     ('datasets', 'train', 'prefetch_mode'): (lambda v: v in ('cpu', 'cuda'), "cpu, cuda, or null"),
     ('dist_params', 'backend'): (lambda v: v in _BACKENDS, f"one of {', '.join(_BACKENDS)}"),
     ('dist_params', 'timeout'): (lambda v: is_number(v) and v > 0, 'a positive number of seconds, or null'),
@@ -119,7 +120,7 @@ def check_coic_section(opt: dict) -> None:
     if coic is None:
         for where, section, key in (('', opt, 'network_enc'), ('train.', train, 'optim_mod'),
                                     ('train.', train, 'scheduler_mod')):
-            if key in section and 'train' in opt:
+            if section.get(key) is not None and 'train' in opt:
                 raise ValueError(f'{where}{key}: only used by CoIC training, which needs train.coic (e.g. '
                                  '{stage1_iter: 40000}); add train.coic or remove it')
         return

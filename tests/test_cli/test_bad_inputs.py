@@ -245,6 +245,8 @@ CASES = {
                                  'train.coic.blur_sigma: expected a list [low, high] of numbers with 0 < low <= high'),
     'encoder-without-coic': (lambda opt, tmp: (opt['train'].pop('coic'), opt)[1],
                              'network_enc: only used by CoIC training, which needs train.coic'),  # saved untrained
+    'persistent-workers-not-a-boolean': (_set(['datasets', 'train', 'persistent_workers'], 'no'),
+                                         "datasets.train.persistent_workers: expected true or false, got 'no'"),
     'sampler-seed': (_set(['datasets', 'train', 'sampler', 'seed'], 5),
                      'datasets.train.sampler.seed: set by the training pipeline from manual_seed; remove it here'),
     'scheduler-last-epoch': (_set(['train', 'scheduler', 'last_epoch'], 5),

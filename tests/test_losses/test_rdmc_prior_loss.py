@@ -135,6 +135,10 @@ def test_bad_options_fail_with_clear_messages(tmp_path):
     torch.save({'params': {'conv_first.weight': torch.zeros(4, 3, 3, 3)}}, tmp_path / 'net_enc_2.pth')
     with pytest.raises(ValueError, match='not a CoICEncoder state dict'):
         build_loss(dict(base, encoder_weights=str(tmp_path / 'net_enc_2.pth')))
+    torch.save({'params': {'conv_first.weight': torch.zeros(4, 3, 3, 3), 'mlp.2.weight': torch.zeros(8, 4)}},
+               tmp_path / 'net_enc_3.pth')  # no blocks: was "network_enc.num_blocks must be >= 1", a key not set
+    with pytest.raises(ValueError, match=r"net_enc_3.pth' \['params'\] is not a CoICEncoder state dict \(network_enc"):
+        build_loss(dict(base, encoder_weights=str(tmp_path / 'net_enc_3.pth')))
 
 
 def test_vgg_layer_weights_follow_their_layers_in_any_order(tmp_path):

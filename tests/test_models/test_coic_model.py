@@ -456,6 +456,8 @@ def test_coic_sections_without_train_coic_are_refused(key, tmp_path):
                               '{stage1_iter: 40000}); add train.coic or remove it')
     from coic_basicsr.utils.option_values import check_coic_section
     check_coic_section({k: v for k, v in opt.items() if k != 'train'})  # a test option file keeps its network_enc
+    (opt if key == 'network_enc' else opt['train'])[key] = None  # null, e.g. --force_yml network_enc=~: not set
+    check_coic_section(opt)
 
 
 def test_the_blur_of_the_detail_negatives_comes_from_train_coic(tmp_path):
