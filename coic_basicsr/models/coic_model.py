@@ -22,6 +22,7 @@ from coic_basicsr.models.tiling import tile_settings, tiled_forward
 from coic_basicsr.utils.checkpoint import load_checkpoint, test_encoder_path
 from coic_basicsr.utils.option_values import COIC_DEFAULTS, check_coic_section
 
+
 @MODEL_REGISTRY.register()
 class CoICModel(PortableModelMixin, SRModel):
     """Restoration model with CoIC; without ``train.coic`` and ``network_enc`` it is a plain (baseline) model.
