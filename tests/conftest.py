@@ -29,3 +29,18 @@ def _no_handlers_on_closed_streams():
         if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, 'closed', False):
             handler.stream = sys.__stderr__  # not setStream: it would flush the closed stream first
     yield
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _hermetic_environment(tmp_path_factory):
+    """A user's shell must not change what the commands under test do: COIC_TRACEBACK turns one-line errors into
+    tracebacks, launcher variables (WORLD_SIZE exported in a cluster pod) make a plain run refuse to start. TMPDIR
+    keeps what subprocesses leave there (torchrun's torchelastic_* folders) under pytest's own temporary folder.
+    Session-scoped, so that module-scoped fixtures running commands see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name in ('COIC_TRACEBACK', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'GROUP_RANK',
+                        'MASTER_ADDR', 'MASTER_PORT', 'TORCHELASTIC_RUN_ID') or name.startswith('SLURM_'):
+                patch.delenv(name)
+        patch.setenv('TMPDIR', str(tmp_path_factory.mktemp('subprocess_tmp')))
+        yield

@@ -10,7 +10,6 @@ BIN = osp.dirname(sys.executable)
 
 def basicsr(args: List[str], cwd: str, timeout: int = 300, **env) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', **env)
-    full_env.pop('COIC_TRACEBACK', None)
     return subprocess.run([osp.join(BIN, 'basicsr'), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
 

@@ -277,7 +277,6 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, monkeypatch, capsys):
     mutate, expected = CASES[case]
     opt = mutate(tiny_coic_options(name=f'bad_{case}'), tmp_path)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
     sigint = signal.getsignal(signal.SIGINT)  # ignored when pytest runs as a background job of a script
     code = train_main(['-opt', write_options(opt, str(tmp_path / 'opt.yml'))])
     err = capsys.readouterr().err.strip().splitlines()
@@ -321,9 +320,7 @@ def test_wandb_project_without_the_package_is_one_line_before_any_work(tmp_path,
     (['-opt', 'opt.yml', '--launcher', 'slurm'], '--launcher slurm: environment variable SLURM_PROCID is not set'),
 ])
 def test_bad_command_lines(argv, expected, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    for var in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NODELIST', 'SLURM_NTASKS'):
-        monkeypatch.delenv(var, raising=False)  # as if started without a launcher
+    monkeypatch.chdir(tmp_path)  # no launcher variables: conftest removes them
     write_options(tiny_coic_options(), str(tmp_path / 'opt.yml'))
     (tmp_path / 'broken.yml').write_text('name: [unclosed\n')
     write_options(dict(tiny_coic_options(), dist_params={'backend': 'foo'}), str(tmp_path / 'bad_backend.yml'))
@@ -344,7 +341,6 @@ def test_basicsr_test_refuses_untrained_networks_and_finds_the_encoder_beside(tm
     del opt['train']
     opt['datasets'] = {'test_1': opt['datasets']['val']}
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
     assert test_main(['-opt', write_options(opt, str(tmp_path / 'a.yml'))]) == 2
     assert capsys.readouterr().err.strip().endswith("basicsr test: error: path.pretrain_network_g: basicsr test needs "
                                                     "the trained network (e.g. experiments/<name>/models/"
@@ -367,7 +363,6 @@ def test_a_test_run_that_cannot_load_its_weights_leaves_the_previous_results_alo
     opt['datasets'] = {'test_1': opt['datasets']['val']}
     untrained_test_options(opt, tmp_path)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
     assert test_main(['-opt', write_options(opt, str(tmp_path / 'a.yml'))]) == 0
     before = sorted(p.name for p in (tmp_path / 'results').iterdir())
     assert before == ['retest'] and any((tmp_path / 'results' / 'retest').glob('*_metrics.csv'))
@@ -402,7 +397,6 @@ def test_file_system_errors_are_one_line(case, expected, tmp_path, monkeypatch, 
     else:
         opt = _corrupt_stock_lmdb(opt, tmp_path)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
     code = train_main(['-opt', write_options(opt, str(tmp_path / 'opt.yml'))])
     last = capsys.readouterr().err.strip().splitlines()[-1].replace(str(tmp_path), '<tmp>')
     assert code == 2 and last.startswith('basicsr train: error: ') and expected in last, last  # were tracebacks

@@ -29,7 +29,6 @@ def smoke_runs(tmp_path_factory):
     cwd = tmp_path_factory.mktemp('cnn_smoke')
     paths = [str(ROOT / 'options' / 'smoke' / f'coic_{arch}_smoke.yml') for arch in ARCHS]
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    env.pop('COIC_TRACEBACK', None)
     result = subprocess.run([sys.executable, '-c', DRIVER, *paths], cwd=cwd, capture_output=True, text=True,
                             timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

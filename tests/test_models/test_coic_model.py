@@ -352,7 +352,6 @@ def test_an_image_the_network_cannot_take_is_named_in_the_error(tmp_path, monkey
     opt['datasets'] = {'test_1': dict(opt['datasets']['val'], name='tiny_set', bg_size=8)}
     untrained_test_options(opt, tmp_path)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
     assert test_main(['-opt', write_options(opt, str(tmp_path / 'test.yml'))]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "basicsr test: error: tiny_set: image 'light/light_00000_rain' (8x8): CoICDGUNet needs inputs larger than "
@@ -368,7 +367,6 @@ def test_a_size_a_wrapped_swinir_cannot_take_is_named_in_one_line(tmp_path, monk
     opt['datasets'] = {'test_1': dict(opt['datasets']['val'], name='odd_set', bg_size=18)}  # windows do not divide
     untrained_test_options(opt, tmp_path)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
     assert test_main(['-opt', write_options(opt, str(tmp_path / 'test.yml'))]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # was a RuntimeError traceback
     assert last.startswith("basicsr test: error: odd_set: image 'light/light_00000_rain' (18x18): RuntimeError: ")

@@ -92,7 +92,6 @@ def test_basicsr_test_tables_for_odd_set_names_without_a_val_section_and_beside_
         'test_2': dict(_folder_pairs(str(tmp_path / 'two'), 2), name='Rain100L/test', type='PairedImageDataset',
                        io_backend={'type': 'disk'})}  # its tables could not be written
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv('COIC_TRACEBACK', raising=False)
     metrics = opt.pop('val')['metrics']
     assert test_main(['-opt', write_options(opt, str(tmp_path / 'test.yml'))]) == 0, capsys.readouterr().err[-2000:]
     capsys.readouterr()  # without a val section it failed with "basicsr test: error: val"
