@@ -131,8 +131,8 @@ def check_coic_section(opt: dict) -> None:
             raise ValueError(f'train.coic.{key}: unknown key (known: {", ".join(COIC_RULES)})')
         check_value(f'train.coic.{key}', value, COIC_RULES[key], allow_null=False)  # null would replace the default
     total = train.get('total_iter')
-    if isinstance(total, (int, float)) and coic.get('stage1_iter', 40000) > total:
-        raise ValueError(f"train.coic.stage1_iter ({coic.get('stage1_iter', 40000)}) is larger than "
+    if isinstance(total, (int, float)) and coic.get('stage1_iter', 40000) >= total:  # stage 2: after stage1_iter
+        raise ValueError(f"train.coic.stage1_iter ({coic.get('stage1_iter', 40000)}) must be smaller than "
                          f'train.total_iter ({int(total)}): stage 2 would never start')
     if 'network_enc' not in opt:
         raise ValueError('train.coic: requires a network_enc section (e.g. {type: CoICEncoder})')

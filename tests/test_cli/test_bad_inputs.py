@@ -110,7 +110,9 @@ CASES = {
                                                        'io_backend': {'type': 'disk'}}),
                          "datasets.train.dataroot_gt: '/no/such/root' does not exist"),
     'coic-unknown-key': (_set(['train', 'coic', 'stage_one'], 3), 'train.coic.stage_one: unknown key'),
-    'coic-stage1-after-end': (_set(['train', 'coic', 'stage1_iter'], 99), 'train.coic.stage1_iter (99) is larger'),
+    'coic-stage1-after-end': (_set(['train', 'coic', 'stage1_iter'], 99), 'train.coic.stage1_iter (99) must be smaller'),
+    'coic-stage1-at-end': (_set(['train', 'coic', 'stage1_iter'], 4),  # accepted: an untrained encoder was saved
+                           'train.coic.stage1_iter (4) must be smaller than train.total_iter (4)'),
     'coic-negative-negatives': (_set(['train', 'coic', 'num_detail_negatives'], -1),
                                 'train.coic.num_detail_negatives: expected an integer >= 0'),
     'coic-bad-momentum': (_set(['train', 'coic', 'momentum'], 1.5), 'train.coic.momentum: expected a number in [0, 1]'),
