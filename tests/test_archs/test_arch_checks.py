@@ -136,3 +136,10 @@ def test_lists_and_numbers_are_checked_naming_the_key(arch, key, value, message)
     with pytest.raises(ValueError) as err:
         build_network({'type': arch, key: value})
     assert str(err.value) == message
+
+
+def test_a_recorded_gate_layout_is_no_obstacle_for_a_network_without_modulated_layers():
+    # e.g. loading with strict_load_g: false into a plain backbone
+    import torch
+    from coic_basicsr.utils.checkpoint import check_gate_layout
+    check_gate_layout(torch.nn.Conv2d(3, 3, 3), {'params': {}, 'gate_layout': 'official'}, 'x.pth')

@@ -62,3 +62,14 @@ def test_momentum_update_rejects_mismatch():
     encoder = CoICEncoder(base_channels=4, num_blocks=1)
     with pytest.raises(ValueError, match='momentum'):
         momentum_update(encoder, encoder, 1.5)
+
+
+def test_the_code_is_the_normalised_mlp_of_average_pooled_last_features():
+    # CoIC's encoder pools by the global average (not the maximum) before its MLP
+    torch.manual_seed(0)
+    enc = CoICEncoder(context_dim=8, base_channels=4, num_blocks=2).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        z, _ = enc(x)
+        ref = nn.functional.normalize(enc.mlp(enc.blocks(enc.conv_first(x)).mean(dim=(2, 3))), dim=1)
+    assert torch.allclose(z, ref, atol=1e-6)

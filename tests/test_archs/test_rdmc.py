@@ -142,3 +142,23 @@ def test_inside_coicnet_dilated_convs_are_modulated_and_z_none_is_the_plain_net(
     wrapped.train()
     wrapped(x, z).mean().backward()
     assert all(m.generator[-1].weight.grad is not None for m in modulated)
+
+
+def test_the_dynamic_recruit_gate_depends_on_the_recruited_map():
+    torch.manual_seed(0)
+    gate = RecruitGate(8, 'dynamic')
+    target = torch.rand(2, 8, 6, 6)
+    g1, g2 = gate(target, torch.rand(2, 8, 6, 6)), gate(target, torch.rand(2, 8, 6, 6) * 5)
+    assert g1.shape == (2, 8, 1, 1) and not torch.allclose(g1, g2)
+
+
+def test_both_recruit_gates_of_a_level_see_the_decoder_map_before_either_contribution():
+    torch.manual_seed(0)
+    net = RDMCNet(widths=(4, 8, 8), dilations=(1,), iterations=1).eval()
+    seen = {}
+    net.decoder[0].register_forward_hook(lambda m, a, out: seen.__setitem__('decoder', out))
+    for kind in ('up', 'down'):
+        net.recruit[f'{kind}0'].register_forward_pre_hook(lambda m, args, kind=kind: seen.__setitem__(kind, args[0]))
+    with torch.no_grad():
+        net(torch.rand(1, 3, 16, 16))
+    assert torch.equal(seen['up'], seen['decoder']) and torch.equal(seen['down'], seen['decoder'])

@@ -204,3 +204,16 @@ def test_a_rank_failing_in_validation_leaves_one_line_per_rank(tmp_path):
     assert '[rank1]: Traceback' not in result.stderr, result.stderr[-3000:]  # (torchrun prints its own, always)
     if 'Connection closed by peer' in result.stderr:  # else torchrun ended rank 1 before it noticed
         assert 'basicsr train: error: rank 1 stopped: another rank ended first (its error is above)' in result.stderr
+
+
+def test_under_slurm_the_local_rank_is_slurm_localid(monkeypatch):
+    # not the global rank modulo the GPUs of the node
+    from coic_basicsr.utils import dist as coic_dist
+    for key, value in dict(SLURM_PROCID='5', SLURM_NODELIST='node1', SLURM_NTASKS='8', SLURM_LOCALID='1',
+                           MASTER_ADDR='127.0.0.1').items():
+        monkeypatch.setenv(key, value)
+    for key in ('MASTER_PORT', 'LOCAL_RANK', 'RANK', 'WORLD_SIZE'):
+        monkeypatch.delenv(key, raising=False)
+    coic_dist._slurm_environment(29555)
+    assert os.environ['LOCAL_RANK'] == '1' and os.environ['RANK'] == '5' and os.environ['WORLD_SIZE'] == '8'
+    assert os.environ['MASTER_PORT'] == '29555'

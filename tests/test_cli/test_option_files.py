@@ -79,3 +79,24 @@ def test_a_null_option_takes_the_code_default():
            'val': {'val_freq': None}, 'manual_seed': None}
     check_scalar_options(opt)  # the code's .get(key, default) gave None: TypeErrors mid-run
     assert opt == {'train': {'total_iter': 4}, 'val': {}}
+
+
+def test_a_force_yml_value_may_contain_equals():
+    opt = {'path': {'pretrain_network_g': None}}
+    apply_force_yml(opt, ['path:pretrain_network_g=runs/lr=1e-4/net_g.pth'])
+    assert opt['path']['pretrain_network_g'] == 'runs/lr=1e-4/net_g.pth'
+
+
+def test_an_ema_decay_of_one_is_refused():
+    # an EMA copy with decay 1 never moves from the initial weights
+    from coic_basicsr.utils.option_values import check_scalar_options
+    check_scalar_options({'train': {'ema_decay': 0.999}})
+    with pytest.raises(ValueError, match='ema_decay'):
+        check_scalar_options({'train': {'ema_decay': 1}})
+
+
+def test_the_hints_for_yaml_1_1_floats_read_as_text():
+    from coic_basicsr.utils.option_values import yaml_text_hint
+    assert 'without a dot' in yaml_text_hint('1e-6') and 'write 1.0e-6' in yaml_text_hint('1e-6')
+    assert 'without a sign in the exponent' in yaml_text_hint('1.0e6')
+    assert 'without quotes' in yaml_text_hint('1.5e-3')

@@ -102,3 +102,18 @@ def test_threads_opening_one_lmdb_at_once_share_one_environment(tmp_path):
         [t.join() for t in threads]
         assert failures or opened[0] is opened[1]
     assert not failures, failures[:1]
+
+
+def test_one_lmdb_reached_by_two_spellings_is_one_environment(tmp_path):
+    # py-lmdb refuses to open one environment twice in a process: a trailing slash or a symlink must not try
+    import cv2
+    import numpy as np
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    from coic_basicsr.data.pair_reader import lmdb_env
+    os.makedirs(tmp_path / 'p')
+    cv2.imwrite(str(tmp_path / 'p' / 'a.png'), np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    make_lmdb_from_imgs(str(tmp_path / 'p'), str(tmp_path / 'x.lmdb'), ['a.png'], ['a'])
+    os.symlink(tmp_path / 'x.lmdb', tmp_path / 'link.lmdb')
+    env = lmdb_env(str(tmp_path / 'x.lmdb'))
+    assert lmdb_env(str(tmp_path / 'x.lmdb') + '/') is env
+    assert lmdb_env(str(tmp_path / 'link.lmdb')) is env

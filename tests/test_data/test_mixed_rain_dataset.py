@@ -328,3 +328,48 @@ def test_symlinked_folders_are_followed_wherever_they_appear(tmp_path):
         [osp.join(rain, f'{i}.png') for rain in ('heavy', 'light') for i in range(2)]
     for i in range(len(ds)):
         assert torch.allclose(ds[i]['lq'], 1 - ds[i]['gt'], atol=1e-6)
+
+
+def test_lmdb_gt_key_without_lq_key_is_refused(tmp_path):
+    # a gt lmdb key with no lq counterpart must be named, not silently dropped from the pairs
+    from coic_basicsr.data.rain_sources import list_source_pairs
+    rng = np.random.default_rng(0)
+    for which, keys in (('lq', ['a', 'b']), ('gt', ['a', 'b', 'c'])):
+        for k in keys:
+            _write(str(tmp_path / which), f'{k}.png', _gt(rng, 24, 24))
+        make_lmdb_from_imgs(str(tmp_path / which), str(tmp_path / f'{which}.lmdb'), [f'{k}.png' for k in keys], keys)
+    src = dict(dataroot_lq=str(tmp_path / 'lq.lmdb'), dataroot_gt=str(tmp_path / 'gt.lmdb'),
+               io_backend={'type': 'lmdb'})
+    with pytest.raises(FileNotFoundError, match="key 'c' has no match in the lq lmdb"):
+        list_source_pairs(src, 'where')
+
+
+def test_lq_and_gt_roots_naming_one_folder_differently_are_refused(tmp_path):
+    from coic_basicsr.data.rain_sources import list_source_pairs
+    _write(str(tmp_path / 'd'), 'x.png', _gt(np.random.default_rng(0), 24, 24))
+    src = dict(dataroot_lq=str(tmp_path / 'd') + '/', dataroot_gt=str(tmp_path / 'd'))
+    with pytest.raises(ValueError, match='paired with itself'):
+        list_source_pairs(src, 'where')
+
+
+def test_upper_case_extension_of_a_meta_info_key_is_stripped():
+    # 'a.PNG' in meta_info names the same lmdb key as 'a.png' and 'a'
+    from coic_basicsr.data.rain_sources import _strip_ext
+    assert _strip_ext('sub/a.PNG') == 'sub/a' == _strip_ext('sub/a.png')
+
+
+def test_images_in_hidden_folders_are_not_listed(tmp_path):
+    # e.g. Jupyter's .ipynb_checkpoints copies
+    from coic_basicsr.data.image_files import list_images
+    rng = np.random.default_rng(0)
+    _write(str(tmp_path), 'a.png', _gt(rng, 24, 24))
+    _write(str(tmp_path), '.ipynb_checkpoints/a.png', _gt(rng, 24, 24))
+    assert list_images(str(tmp_path)) == (['a.png'], [])
+
+
+def test_upper_case_extensions_are_images(tmp_path):
+    from coic_basicsr.data.image_files import list_images
+    rng = np.random.default_rng(0)
+    _write(str(tmp_path), 'a.PNG', _gt(rng, 24, 24))
+    _write(str(tmp_path), 'b.JPG', _gt(rng, 24, 24))
+    assert list_images(str(tmp_path)) == (['a.PNG', 'b.JPG'], [])

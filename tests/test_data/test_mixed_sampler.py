@@ -187,3 +187,9 @@ def test_a_key_the_pipeline_sets_is_refused_in_the_sampler_section(key, source):
         build_sampler(FakeSources([4, 4]), {'sampler': sampler}, 1, 0, seed=3)
     assert str(err.value) == expected
     assert build_sampler(FakeSources([4, 4]), {'sampler': {'type': 'MixedDatasetSampler'}}, 1, 0, seed=3).seed == 3
+
+
+def test_dataset_enlarge_ratio_reaches_the_sampler():
+    from coic_basicsr.data.samplers import build_sampler
+    sampler = build_sampler(list(range(10)), {'dataset_enlarge_ratio': 3}, world_size=1, rank=0, seed=0)
+    assert len(sampler) == 30

@@ -66,3 +66,19 @@ def test_basicsr_train_runs_the_restormer_recipe(tmp_path):
     assert 'Progressive learning: from iter 1: patch 16, batch 3 per process; from iter 4: patch 24, batch 2' \
         in result.stderr
     assert 'Progressive learning: patch 24, batch 2 per process from iter 4.' in result.stderr
+
+
+@pytest.mark.parametrize('scale', [1, 2])
+def test_progressive_window_moves_both_ways_and_keeps_lq_gt_aligned(scale):
+    sched = ProgressivePatches.from_options({'mini_batch_sizes': [4, 4], 'iters': [2, 2], 'gt_sizes': [8, 16],
+                                             'gt_size': 16, 'batch_size_per_gpu': 4}, scale=scale)
+    gt = torch.arange(4 * 3 * 16 * 16, dtype=torch.float32).view(4, 3, 16, 16)
+    random.seed(0)
+    tops, lefts = set(), set()
+    for _ in range(40):
+        cut = sched({'lq': gt[..., ::scale, ::scale].clone(), 'gt': gt, 'source': torch.arange(4)}, current_iter=1)
+        first = int(cut['gt'][0, 0, 0, 0])
+        tops.add(first // 16)
+        lefts.add(first % 16)
+        assert torch.equal(cut['lq'], cut['gt'][..., ::scale, ::scale])
+    assert len(tops) > 1 and len(lefts) > 1

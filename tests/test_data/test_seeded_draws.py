@@ -52,3 +52,19 @@ def test_an_item_is_the_same_whatever_random_state_or_worker_made_it():
         loader = DataLoader(dataset, batch_size=2, sampler=_draws(skip=2 * workers), num_workers=workers)
         batches[workers] = [batch['lq'] for batch in loader]
     assert len(batches[2]) == 1 and torch.equal(batches[2][0], batches[0][2])  # resumed mid-epoch, in workers
+
+
+def test_seeded_draws_seed_numpy_too():
+    # BasicSR's degradations and user datasets draw from np.random
+    class NumpyDataset(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return np.random.rand()
+
+    ds = SeededDraws(NumpyDataset())
+    np.random.seed(1)
+    first = ds[DrawIndex(2, 777)]
+    np.random.seed(2)
+    assert ds[DrawIndex(2, 777)] == first

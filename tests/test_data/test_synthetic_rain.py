@@ -155,3 +155,12 @@ def test_clean_folder_and_errors(tmp_path):
         with pytest.raises((ValueError, FileNotFoundError)) as info:
             MixedSyntheticRainDataset(_opt(**kw))
         assert fragment in str(info.value)
+
+
+def test_source_params_override_only_their_fields_of_the_preset():
+    ds = DATASET_REGISTRY.get('MixedSyntheticRainDataset')(dict(
+        name='s', phase='val', num_per_source=1, bg_size=32, backgrounds=['camera'],
+        sources=[dict(name='a', preset='heavy_dense', params={'angle': 0.0})]))
+    preset = RAIN_PRESETS['heavy_dense']
+    assert ds.params[0].angle == 0.0
+    assert ds.params[0].density == preset.density and ds.params[0].haze == preset.haze

@@ -224,3 +224,8 @@ def test_a_loss_section_of_the_contrastive_loss_is_refused():
     assert str(err.value) == ('train.con_opt: CoICContrastiveLoss is not a loss section; it is configured through '
                               'train.coic (contrastive_weight, temperature, ...), which CoICModel builds it from')
     check_loss_sections({'pixel_opt': {'type': 'L1Loss'}, 'coic': {'stage1_iter': 2}})
+
+
+def test_contrastive_weight_of_train_coic_sets_the_loss_weight():
+    loss = build_contrastive_loss(dict(COIC_DEFAULTS, contrastive_weight=0.05), torch.device('cpu'))
+    assert loss.loss_weight == 0.05

@@ -464,3 +464,63 @@ def test_the_blur_of_the_detail_negatives_comes_from_train_coic(tmp_path):
     model = build_model(opt)
     assert (model.cri_con.blur_kernel_size, model.cri_con.blur_sigma) == (5, (0.5, 0.9))
     assert model.cri_con.num_detail_negatives == 2 and model.cri_con.archive_size == 8  # the other keys still pass
+
+
+def test_the_epoch_advances_every_iters_per_epoch(tmp_path):
+    # iteration i is logged (and its batch drawn) in epoch (i - 1) // iters_per_epoch
+    opt = tiny_coic_options(name='ep', total_iter=6, stage1_iter=2)
+    opt['logger']['save_checkpoint_freq'] = 100
+    opt['datasets']['train']['num_per_source'] = 2  # fewer iterations per epoch than total_iter
+    result = basicsr(['train', '-opt', write_options(opt, str(tmp_path / 'ep.yml'))], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    per_epoch = int(re.search(r'Iters per epoch: (\d+)', result.stderr).group(1))
+    logged = [(int(e), int(i.replace(',', '')))
+              for e, i in re.findall(r'\[epoch:\s*(\d+), iter:\s*([\d,]+)', result.stderr)]
+    assert per_epoch < 6 and len(logged) == 6
+    assert all(e == (i - 1) // per_epoch for e, i in logged), logged
+
+
+def test_basicsr_test_skips_a_training_set_with_a_warning(tmp_path):
+    opt = untrained_test_options(tiny_coic_options(name='te'), tmp_path)
+    opt['datasets']['train']['phase'] = 'train'
+    result = basicsr(['test', '-opt', write_options(opt, str(tmp_path / 'te.yml'))], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'datasets.train: a training set, not tested' in result.stderr
+    assert 'Testing train' not in result.stderr and 'Testing val' in result.stderr
+
+
+def _bare_portable_model():
+    from basicsr.models.sr_model import SRModel
+    from coic_basicsr.models.portable import PortableModelMixin
+
+    class Bare(PortableModelMixin, SRModel):
+        def __init__(self):  # load_network needs no options
+            pass
+    return Bare()
+
+
+def test_load_network_strips_ddp_module_prefix_even_without_strict(tmp_path):
+    torch.manual_seed(0)
+    src, dst = torch.nn.Conv2d(3, 3, 3), torch.nn.Conv2d(3, 3, 3)
+    torch.save({'params': {f'module.{k}': v for k, v in src.state_dict().items()}}, tmp_path / 'ddp.pth')
+    _bare_portable_model().load_network(dst, str(tmp_path / 'ddp.pth'), strict=False)
+    assert torch.equal(dst.weight, src.weight)
+
+
+def test_load_network_falls_back_to_params_when_param_key_is_missing(tmp_path):
+    torch.manual_seed(0)
+    src, dst = torch.nn.Conv2d(3, 3, 3), torch.nn.Conv2d(3, 3, 3)
+    torch.save({'params': src.state_dict()}, tmp_path / 'plain.pth')
+    _bare_portable_model().load_network(dst, str(tmp_path / 'plain.pth'), strict=True, param_key='params_ema')
+    assert torch.equal(dst.weight, src.weight)
+
+
+def test_auto_resume_of_a_finished_run_validates_the_weights(tmp_path):
+    # nothing was trained, so nothing "was validated above"
+    opt = tiny_coic_options(name='fin', total_iter=3, stage1_iter=1, coic=False)
+    opt['logger']['save_checkpoint_freq'] = 3  # a training state at the last iteration
+    path = write_options(opt, str(tmp_path / 'fin.yml'))
+    assert basicsr(['train', '-opt', path], cwd=str(tmp_path)).returncode == 0
+    result = basicsr(['train', '-opt', path, '--auto_resume'], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'was validated above' not in result.stderr and 'Validation val' in result.stderr

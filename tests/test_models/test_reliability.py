@@ -207,3 +207,27 @@ def test_damaged_or_foreign_state_files_are_one_line_errors(tmp_path):
         load_checkpoint(str(states / '4.state'))
     path, state = latest_training_state(str(states))  # the newest that is a training state
     assert path == str(states / '2.state') and state['iter'] == 2
+
+
+def test_a_loader_worker_ends_on_a_stop_signal_two_seconds_after_the_first(monkeypatch):
+    # a close second signal in between does not restart the clock
+    from coic_basicsr.utils.signals import StopSignalsIgnored
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    clock = [100.0]
+    monkeypatch.setattr(time, 'monotonic', lambda: clock[0])
+
+    def fake_exit(code):
+        raise SystemExit(code)
+    monkeypatch.setattr(os, '_exit', fake_exit)
+    try:
+        StopSignalsIgnored()(0)
+        handler = signal.getsignal(signal.SIGTERM)
+        handler(signal.SIGTERM, None)  # ignored
+        clock[0] = 101.0
+        handler(signal.SIGTERM, None)  # 1 s after the first: ignored
+        clock[0] = 102.5
+        with pytest.raises(SystemExit):
+            handler(signal.SIGTERM, None)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -220,3 +220,87 @@ def test_home_in_folders_and_output_is_expanded(tmp_path, monkeypatch, capsys):
                  '~/home_analysis', '--folders', 'drizzle=~/drizzle', '--quiet'])  # "'~/drizzle' does not exist"
     assert code == 0, capsys.readouterr().err[-500:]
     assert (tmp_path / 'home_analysis' / 'summary.json').is_file()
+
+
+def test_pca_axes_have_a_fixed_sign_whatever_the_svd_returns():
+    # the largest-magnitude loading of each axis is positive, so plots of negated or reordered codes agree
+    from coic_basicsr.tools.analysis_stats import pca_2d
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(20, 5)) * np.array([5, 3, 1, 0.5, 0.1])
+    for c in (codes, -codes, codes[::-1]):
+        _, _, comps, _ = pca_2d(c)
+        for axis in range(2):
+            assert comps[axis][np.argmax(np.abs(comps[axis]))] > 0
+
+
+class _ViewCodeModel:
+    """A stand-in model whose code is the normalised global view and whose restoration is the identity."""
+    device = torch.device('cpu')
+    global_size = 8
+
+    def __init__(self):
+        self.net_g = nn.Identity()
+
+    def encode(self, views):
+        return nn.functional.normalize(views.flatten(1), dim=1)
+
+    def restore(self, lq, z=None):
+        return lq
+
+
+def _striped_rain_analysis():
+    # two sources whose rain differs clearly: horizontal stripes, vertical stripes
+    from coic_basicsr.tools.analysis_stats import Analysis
+    torch.manual_seed(0)
+    clean = [torch.rand(1, 3, 8, 8) * 0.2 + 0.3 for _ in range(6)]
+    rain = {0: torch.zeros(1, 3, 8, 8), 1: torch.zeros(1, 3, 8, 8)}
+    rain[0][..., ::2, :] = 0.4
+    rain[1][..., :, ::2] = 0.4
+    sources = []
+    for s in range(2):
+        loaders = [lambda i=i, s=s: (f'{s}_{i}', (clean[3 * s + i] + rain[s]).clamp(0, 1), clean[3 * s + i])
+                   for i in range(3)]
+        sources.append((f'src{s}', loaders))
+    analysis = Analysis(_ViewCodeModel(), sources, blur_sigma=1.0)
+    analysis.run(quiet=True)
+    return analysis
+
+
+def test_the_rain_layer_is_the_view_minus_the_clean_view():
+    analysis = _striped_rain_analysis()
+    for clean, rain, z in zip(analysis.clean_views, analysis.rain_views, analysis.codes['z']):
+        assert torch.allclose(_ViewCodeModel().encode((clean + rain)[None])[0], z, atol=1e-5)
+
+
+def test_swapping_in_another_sources_rain_moves_the_code_to_that_sources_codes():
+    move, attraction = _striped_rain_analysis().swap_impact()
+    assert move[0, 1] > 0.05 and move[1, 0] > 0.05
+    assert attraction[0, 1] == 1.0 and attraction[1, 0] == 1.0
+
+
+def test_kernel_scale_statistics_of_a_known_scale():
+    # s = (1, 1, 1, 3): mean |s - 1| = 0.5, rms(s - 1) = 1, max |s - 1| = 2
+    from coic_basicsr.tools.analysis_stats import KernelScaleRecorder
+
+    class FakeModulated(nn.Module):
+        context = None
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(1, 1, 2, 2))
+
+        def kernel_scale(self, x, z):
+            return torch.tensor([[1.0, 1.0, 1.0, 3.0]]).expand(x.shape[0], -1).reshape(-1, 1, 1, 2, 2)
+
+        def forward(self, x, z):
+            return x
+
+    layer = FakeModulated()
+    recorder = KernelScaleRecorder(nn.Identity())
+    recorder.layers = [('fake', layer)]
+    with recorder.record('g'):
+        layer(torch.zeros(2, 1, 4, 4), torch.zeros(2, 3))
+    row = recorder.table(['g'])[0]
+    assert row['count'] == 2
+    assert row['mean_abs_dev'] == pytest.approx(0.5) and row['rms_dev'] == pytest.approx(1.0)
+    assert row['max_abs_dev'] == pytest.approx(2.0) and row['rel_kernel_change'] == pytest.approx(1.0)

@@ -254,3 +254,11 @@ def test_modulate_and_gate_layout_follow_the_checkpoint_and_are_refused_in_opt(t
     assert 'iterations' in listed and 'modulate' not in listed and 'gate_layout' not in listed
     assert main(args) == 0  # a CoIC model without --encoder: the user learns it would run as the plain backbone
     assert 'note: no --encoder: without network_enc the network runs with z=None' in capsys.readouterr().out
+
+
+def test_an_override_contradicting_the_checkpoint_is_refused_and_a_free_one_taken():
+    state = CoICBRN(channels=4, num_res_blocks=2, num_rain_res_blocks=1, iterations=2, modulate=False).state_dict()
+    _, options, _ = convert_backbone(dict(state), 'brn', overrides={'iterations': 3})
+    assert options['iterations'] == 3
+    with pytest.raises(ValueError):
+        convert_backbone(dict(state), 'brn', overrides={'num_res_blocks': 3})

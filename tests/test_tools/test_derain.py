@@ -464,3 +464,39 @@ def test_an_rgba_image_with_exif_orientation_is_derained_upright(tmp_path, ext):
     with Image.open(tmp_path / 'out' / f'tagged{ext}') as tagged, Image.open(tmp_path / 'out' / f'upright{ext}') as up:
         assert tagged.size == (16, 24) and not tagged.getexif().get(0x0112)
         assert np.array_equal(np.asarray(tagged), np.asarray(up))
+
+
+def test_the_latest_numbered_checkpoint_is_the_highest_iteration_not_the_last_in_name_order(tmp_path):
+    from coic_basicsr.tools.inference import _latest
+    for it in (100, 2000, 300):
+        (tmp_path / f'net_g_{it}.pth').write_bytes(b'')
+    assert _latest(str(tmp_path), 'net_g') == str(tmp_path / 'net_g_2000.pth')
+
+
+def test_the_encoder_saved_with_the_chosen_generator_wins_over_the_latest(tmp_path):
+    from coic_basicsr.tools.inference import find_checkpoints
+    for name in ('net_g_1000.pth', 'net_enc_1000.pth', 'net_g_latest.pth', 'net_enc_latest.pth'):
+        (tmp_path / name).write_bytes(b'')
+    opt = {'name': 'x', 'network_g': {}, 'network_enc': {}}
+    _, enc = find_checkpoints(opt, str(tmp_path), checkpoint=str(tmp_path / 'net_g_1000.pth'))
+    assert enc == str(tmp_path / 'net_enc_1000.pth')
+
+
+def test_an_experiment_folder_uses_its_newest_option_file(tmp_path):
+    from coic_basicsr.tools.inference import resolve_options
+    (tmp_path / 'b_old.yml').write_text('name: old\nnetwork_g: {type: X}\n')
+    (tmp_path / 'a_new.yml').write_text('name: new\nnetwork_g: {type: X}\n')
+    os.utime(tmp_path / 'b_old.yml', (1_000_000, 1_000_000))
+    os.utime(tmp_path / 'a_new.yml', (2_000_000, 2_000_000))
+    opt, models = resolve_options(str(tmp_path))
+    assert opt['name'] == 'new' and models == str(tmp_path / 'models')
+
+
+def test_earlier_results_in_an_output_folder_inside_the_input_are_not_inputs(tmp_path):
+    from coic_basicsr.tools.derain import plan
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / 'a.png'), rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    os.makedirs(tmp_path / 'out')
+    cv2.imwrite(str(tmp_path / 'out' / 'a.png'), rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    jobs, _ = plan(str(tmp_path), str(tmp_path / 'out'), None)
+    assert jobs == [(str(tmp_path / 'a.png'), str(tmp_path / 'out' / 'a.png'))]

@@ -101,3 +101,12 @@ def test_an_unopenable_file_is_an_oserror_for_derain_and_none_for_read_image(tmp
     with pytest.raises(FileNotFoundError):
         read_image_and_form(str(tmp_path / 'moved.png'))
     assert read_image(str(tmp_path / 'moved.png')) is None  # analyze reports and skips it
+
+
+def test_a_16_bit_alpha_written_to_an_8_bit_format_is_rescaled_not_truncated(tmp_path):
+    alpha = np.full((8, 8), 65535, np.uint16)
+    alpha[:4] = 32768  # 0x8000: its low byte is 0
+    write_image(torch.full((1, 3, 8, 8), 0.5), str(tmp_path / 'o.webp'), StoredForm(alpha=alpha, dtype=np.uint16))
+    _, form = read_image_and_form(str(tmp_path / 'o.webp'))
+    assert form.dtype == np.uint8
+    assert abs(int(form.alpha[0, 0]) - 128) <= 1 and form.alpha[-1, -1] == 255

@@ -237,3 +237,38 @@ def test_a_dangling_link_stops_with_its_path(tmp_path, capsys):
                  '--no-count-check']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"'{dangling}'" in err[0] and 'does not exist' in err[0], err
+
+
+def test_a_torn_last_meta_info_line_of_an_interrupted_build_is_not_done(tmp_path):
+    import lmdb
+    path = tmp_path / 'x.lmdb'
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b'a', b'1')
+        txn.put(b'b', b'2')
+    env.close()
+    (path / 'meta_info.txt').write_text('a.png (2,2,3) 1\nb.png (2,2')
+    maker = ResumableLmdbMaker(str(path), map_size=1 << 24)
+    try:
+        assert maker.done == {'a'}
+    finally:
+        maker.close()
+    assert (path / 'meta_info.txt').read_text() == 'a.png (2,2,3) 1\n'
+
+
+def test_a_finished_lmdb_whose_meta_info_repeats_a_key_does_not_verify(tmp_path):
+    from coic_basicsr.tools.layout_files import Pair
+    from coic_basicsr.tools.prepare_data import _verify
+    (tmp_path / 'meta_info.txt').write_text('a.png (2,2,3) 1\na.png (2,2,3) 1\nb.png (2,2,3) 1\n')
+    with pytest.raises(ValueError, match='does not match'):
+        _verify(tmp_path, [Pair('a', 'x', 'y'), Pair('b', 'x', 'y')])
+
+
+def test_a_pair_whose_images_differ_in_size_is_refused(tmp_path):
+    from coic_basicsr.tools.layout_files import Pair
+    from coic_basicsr.tools.prepare_data import _encode_pair
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / 'lq.png'), rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / 'gt.png'), rng.integers(0, 256, (8, 10, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match='sizes differ'):
+        _encode_pair(Pair('k', str(tmp_path / 'lq.png'), str(tmp_path / 'gt.png')), 1)

@@ -134,3 +134,17 @@ def test_file_names_sort_naturally_and_other_digit_characters_are_text():
     # '²'.isdigit() is True: int('²') raised "invalid literal for int()" and the build stopped naming no file
     assert sorted(['rain-10.png', 'rain-2.png', '1²2.png', 'rain-1.png'], key=natural_key) == [
         '1²2.png', 'rain-1.png', 'rain-2.png', 'rain-10.png']
+
+
+def test_a_line_repeated_in_spanets_list_is_read_once(tmp_path):
+    from coic_basicsr.tools.spa_layout import _read_list
+    (tmp_path / 'list.txt').write_text('./a/r.png ./b/c.png\n/a/r.png b/c.png\nx.png y.png\n')
+    assert list(_read_list(tmp_path / 'list.txt')) == [('a/r.png', 'b/c.png'), ('x.png', 'y.png')]
+
+
+def test_a_case_insensitive_folder_lookup_with_two_candidates_finds_none(tmp_path):
+    from coic_basicsr.tools.layout_files import find_dir
+    (tmp_path / 'Training').mkdir()
+    (tmp_path / 'TRAINING').mkdir()
+    assert find_dir(tmp_path, 'training') is None
+    assert find_dir(tmp_path, 'Training') == tmp_path / 'Training'
