@@ -39,8 +39,20 @@ def _hermetic_environment(tmp_path_factory):
     Session-scoped, so that module-scoped fixtures running commands see it too."""
     with pytest.MonkeyPatch.context() as patch:
         for name in list(os.environ):
-            if name in ('COIC_TRACEBACK', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'GROUP_RANK',
-                        'MASTER_ADDR', 'MASTER_PORT', 'TORCHELASTIC_RUN_ID') or name.startswith('SLURM_'):
+            if _changes_commands(name):
                 patch.delenv(name)
         patch.setenv('TMPDIR', str(tmp_path_factory.mktemp('subprocess_tmp')))
         yield
+
+
+def _changes_commands(name: str) -> bool:
+    return name in ('COIC_TRACEBACK', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'GROUP_RANK',
+                    'MASTER_ADDR', 'MASTER_PORT', 'TORCHELASTIC_RUN_ID') or name.startswith('SLURM_')
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_environment():
+    """A test that leaves launcher variables set (WORLD_SIZE=8 once did) breaks every later run: fail that test."""
+    yield
+    leaked = sorted(name for name in os.environ if _changes_commands(name))
+    assert not leaked, f'the test left {leaked} in os.environ'

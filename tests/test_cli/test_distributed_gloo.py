@@ -213,7 +213,8 @@ def test_under_slurm_the_local_rank_is_slurm_localid(monkeypatch):
                            MASTER_ADDR='127.0.0.1').items():
         monkeypatch.setenv(key, value)
     for key in ('MASTER_PORT', 'LOCAL_RANK', 'RANK', 'WORLD_SIZE'):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, 'x')  # recorded, so the values _slurm_environment sets are removed afterwards
+        monkeypatch.delenv(key)  # (delenv of an absent key records nothing: WORLD_SIZE=8 leaked into later tests)
     coic_dist._slurm_environment(29555)
     assert os.environ['LOCAL_RANK'] == '1' and os.environ['RANK'] == '5' and os.environ['WORLD_SIZE'] == '8'
     assert os.environ['MASTER_PORT'] == '29555'
