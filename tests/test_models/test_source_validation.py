@@ -20,7 +20,8 @@ from helpers.coic import in_memory, tiny_coic_options, untrained_test_options
 from helpers.stock import write_options
 
 
-def test_a_project_testing_without_an_encoder_path_loads_the_one_saved_beside_network_g(tmp_path):
+def _test_options_with_a_saved_network_g(tmp_path):
+    """Test options of a tiny CoIC model whose net_g_5.pth lies in ``tmp_path/models`` (no encoder saved yet)."""
     opt = in_memory(tiny_coic_options(), tmp_path)
     opt['is_train'] = False
     del opt['train']
@@ -28,6 +29,11 @@ def test_a_project_testing_without_an_encoder_path_loads_the_one_saved_beside_ne
     models.mkdir()
     torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, models / 'net_g_5.pth')
     opt['path']['pretrain_network_g'] = str(models / 'net_g_5.pth')
+    return opt, models
+
+
+def test_a_project_testing_without_an_encoder_path_loads_the_one_saved_beside_network_g(tmp_path):
+    opt, models = _test_options_with_a_saved_network_g(tmp_path)
     with pytest.raises(ValueError, match=r"path.pretrain_network_enc: .* none lie next to '.*net_g_5.pth'"):
         build_model(opt)  # it tested with a random encoder, without a word
     query, key = (build_network(dict(opt['network_enc'])).state_dict() for _ in range(2))
@@ -38,17 +44,11 @@ def test_a_project_testing_without_an_encoder_path_loads_the_one_saved_beside_ne
 
 
 def test_an_encoder_path_in_the_options_wins_over_the_one_saved_beside_network_g(tmp_path):
-    opt = in_memory(tiny_coic_options(), tmp_path)
-    opt['is_train'] = False
-    del opt['train']
-    models = tmp_path / 'models'
-    models.mkdir()
-    torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, models / 'net_g_5.pth')
+    opt, models = _test_options_with_a_saved_network_g(tmp_path)
     beside, chosen = (build_network(dict(opt['network_enc'])).state_dict() for _ in range(2))
     torch.save({'params': beside, 'params_key': beside}, models / 'net_enc_5.pth')
     torch.save({'params': chosen, 'params_key': chosen}, tmp_path / 'other_enc.pth')
-    opt['path'].update(pretrain_network_g=str(models / 'net_g_5.pth'),
-                       pretrain_network_enc=str(tmp_path / 'other_enc.pth'))
+    opt['path']['pretrain_network_enc'] = str(tmp_path / 'other_enc.pth')
     model = build_model(opt)
     assert any(not torch.equal(beside[name], value) for name, value in chosen.items())
     for name, value in model.net_enc_key.state_dict().items():
