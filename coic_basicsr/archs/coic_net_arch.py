@@ -20,6 +20,11 @@ class CoICNet(nn.Module):
 
     Every ``nn.Conv2d`` / ``nn.ConvTranspose2d`` with a kernel larger than 1x1 inside the backbone becomes a modulated
     layer that shares the original weight; its generator parameters live under ``backbone.<conv name>.generator``.
+    Only exact instances of these two classes can be: a subclass, a parametrized conv or one with a weight-/spectral-
+    norm hook is refused unless ``modulate.exclude`` names it; deformable convs (EDVR's DCNv2Pack) are not convs of
+    these classes and stay plain. A backbone that computes with its convs' weights without calling them (ECBSR in
+    eval mode) cannot be modulated: a forward with z in which no modulated conv ran is refused. A video backbone's
+    input (B, T, C, H, W) takes one code per clip, repeated over its frames where a layer sees them in its batch.
     With ``z=None`` the output is bit-identical to the plain backbone. A plain backbone checkpoint (keys without the
     ``backbone.`` prefix, no generator keys) loads with ``strict=True``.
 
@@ -47,32 +52,47 @@ class CoICNet(nn.Module):
         self.backbone = build_network(backbone)
         self.modulated_layers: List[str] = modulate_convs(self.backbone, self.context, self.context_dim,
                                                           modulate.get('include'), modulate.get('exclude'),
-                                                          option_key='network_g.modulate')
+                                                          option_key='network_g.modulate', module_name=backbone['type'])
         if not self.modulated_layers:
             raise ValueError(f"CoICNet: modulate {modulate} matches no conv with kernel > 1 in backbone "
                              f"'{backbone['type']}'")
-        self._register_load_state_dict_pre_hook(_add_backbone_prefix)
+        self._register_load_state_dict_pre_hook(_add_backbone_prefix, with_module=True)
 
     def adapt_state_dict(self, state_dict: dict) -> dict:
         """``state_dict`` with a plain backbone checkpoint's keys moved under ``backbone.``, as loading does (so that
         a loader comparing keys and shapes first compares the right ones)."""
         adapted = dict(state_dict)
-        _add_backbone_prefix(adapted, '', {}, True, [], [], [])
+        _add_backbone_prefix(self, adapted, '', {}, True, [], [], [])
         return adapted
 
     def forward(self, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
-        """Restore ``x`` (B, C, H, W) with instance codes ``z`` (B, context_dim); ``z=None`` runs the plain net."""
+        """Restore ``x`` (B, C, H, W), or a video backbone's clips (B, T, C, H, W), with instance codes ``z``
+        (B, context_dim), one per image or clip; ``z=None`` runs the plain net."""
         if z is not None and (z.dim() != 2 or z.shape[1] != self.context_dim or z.shape[0] not in (1, x.shape[0])):
             raise ValueError(f'CoICNet: z must have shape ({x.shape[0]}, {self.context_dim}), got {tuple(z.shape)}')
-        with self.context.use(z):
-            return self.backbone(x)
+        with self.context.use(z, frames=x.shape[1] if x.dim() == 5 else 1):
+            out = self.backbone(x)
+            if z is not None and self.context.layer_calls() == 0:
+                mode = 'training' if self.training else 'eval'
+                raise ValueError(f'CoICNet: backbone {type(self.backbone).__name__} computed its output ({mode} mode) '
+                                 f'without calling any of its {len(self.modulated_layers)} modulated convs, so z '
+                                 "cannot modulate it (it uses their weights directly, as ECBSR's eval path does)")
+            return out
 
 
-def _add_backbone_prefix(state_dict: dict, prefix: str, local_metadata: dict, strict: bool, missing_keys: list,
-                         unexpected_keys: list, error_msgs: list) -> None:
-    """A plain backbone checkpoint has no ``backbone.`` prefix: add it in place."""
+def _add_backbone_prefix(module: CoICNet, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                         missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+    """A plain backbone checkpoint has no ``backbone.`` prefix: add it in place. Decided by which key set matches
+    more of the network's own keys (a backbone may have a ``backbone`` member of its own, as ECBSR does); on a tie
+    (e.g. an unrelated checkpoint) keys are prefixed when none starts with ``backbone.``."""
     own = [key for key in state_dict if key.startswith(prefix)]
-    if not own or any(key.startswith(f'{prefix}backbone.') for key in own):
+    if not own:
+        return
+    expected = set(module.state_dict(keep_vars=True))
+    relative = [key[len(prefix):] for key in own]
+    as_is = sum(key in expected for key in relative)
+    prefixed = sum(f'backbone.{key}' in expected for key in relative)
+    if prefixed < as_is or (prefixed == as_is and any(key.startswith('backbone.') for key in relative)):
         return
     for key in own:
         state_dict[f'{prefix}backbone.{key[len(prefix):]}'] = state_dict.pop(key)

@@ -34,15 +34,29 @@ class ModulationContext:
         """Return the code set by the innermost active :meth:`use` of this thread, or None."""
         return getattr(self._local, 'z', None)
 
+    def frames(self) -> int:
+        """Frames per clip of the innermost :meth:`use` of this thread (1 unless a video input's code was set)."""
+        return getattr(self._local, 'frames', 1)
+
+    def layer_calls(self) -> int:
+        """How many layers sharing this context have run (:func:`resolve_z`) inside the innermost :meth:`use`."""
+        return getattr(self._local, 'calls', 0)
+
+    def count_layer_call(self) -> None:
+        self._local.calls = self.layer_calls() + 1
+
     @contextmanager
-    def use(self, z: Optional[Tensor]) -> Iterator[None]:
-        """Set ``z`` for the duration of the block and restore the previous value afterwards."""
-        previous = self.get()
-        self._local.z = z
+    def use(self, z: Optional[Tensor], frames: int = 1) -> Iterator[None]:
+        """Set ``z`` for the duration of the block and restore the previous value afterwards. ``frames`` > 1: the
+        input is a batch of clips of that many frames, which a layer may see folded into its batch (B * frames):
+        each clip's code then goes to each of its frames (see :func:`resolve_z`)."""
+        previous = (self.get(), self.frames(), self.layer_calls())
+        self._local.z, self._local.frames, self._local.calls = z, int(frames), 0
         try:
             yield
         finally:
-            self._local.z = previous
+            inner_calls = self.layer_calls()
+            self._local.z, self._local.frames, self._local.calls = previous[0], previous[1], previous[2] + inner_calls
 
     def __deepcopy__(self, memo: dict) -> 'ModulationContext':
         fresh = type(self)(self.generator_width)
@@ -86,17 +100,26 @@ def has_trained_modulation(net: nn.Module) -> bool:
 
 
 def resolve_z(layer: nn.Module, x: Tensor, z: Optional[Tensor]) -> Optional[Tensor]:
-    """Explicit ``z`` wins over the context; check its shape and broadcast a single code over the batch."""
-    if z is None and layer.context is not None:
-        z = layer.context.get()
+    """Explicit ``z`` wins over the context; check its shape and broadcast a single code over the batch (and each
+    clip's code over its frames when the context's input is a video whose frames the layer sees folded into the
+    batch, as ``x.view(B * T, ...)`` folds them). Counts the layer's call in its context."""
+    frames = 1
+    if layer.context is not None:
+        layer.context.count_layer_call()
+        frames = layer.context.frames()
+        if z is None:
+            z = layer.context.get()
     if z is None:
         return None
     if z.dim() != 2 or z.shape[1] != layer.context_dim:
         raise ValueError(f'{type(layer).__name__}: z must have shape (B, {layer.context_dim}), got {tuple(z.shape)}')
     if z.shape[0] != x.shape[0]:
-        if z.shape[0] != 1:
-            raise ValueError(f'{type(layer).__name__}: z has batch {z.shape[0]} but the input has {x.shape[0]}')
-        z = z.expand(x.shape[0], -1)
+        if z.shape[0] == 1:
+            return z.expand(x.shape[0], -1)
+        if frames > 1 and x.shape[0] == z.shape[0] * frames:
+            return z.repeat_interleave(frames, dim=0)
+        raise ValueError(f'{type(layer).__name__}: z has batch {z.shape[0]} but the input has {x.shape[0]}'
+                         + (f' (neither the clips nor their {frames} frames each)' if frames > 1 else ''))
     return z
 
 

@@ -17,7 +17,8 @@ from coic_basicsr.archs.modulation_core import NO_ENCODER_WARNING, has_trained_m
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.loss_sections import build_contrastive_loss, build_loss_sections
 from coic_basicsr.models.portable import PortableModelMixin
-from coic_basicsr.models.source_validation import log_results, validate_per_source, write_result_tables
+from coic_basicsr.models.source_validation import (log_results, require_global_views, validate_per_source,
+                                                   write_result_tables)
 from coic_basicsr.models.tiling import tile_settings, tiled_forward
 from coic_basicsr.utils.checkpoint import load_checkpoint, test_encoder_path
 from coic_basicsr.utils.option_values import COIC_DEFAULTS, check_coic_section
@@ -157,10 +158,9 @@ class CoICModel(PortableModelMixin, SRModel):
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss_dict = OrderedDict()
+        if self.coic_opt is not None:  # from the first batch on, not at the first stage-2 iteration
+            require_global_views(self.opt, self.lq_global is not None and self.gt_global is not None)
         if self.in_stage2(current_iter):
-            if self.lq_global is None or self.gt_global is None:
-                raise ValueError('train.coic needs lq_global/gt_global in the training batches '
-                                 '(use MixedRainDataset or MixedSyntheticRainDataset)')
             z, anchor = self.net_enc(self.lq_global)
             with torch.no_grad():
                 momentum_update(self.net_enc_key, self.get_bare_model(self.net_enc), self.coic_opt['momentum'])

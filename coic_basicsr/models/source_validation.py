@@ -1,4 +1,5 @@
-"""Validation that reports metrics per val set AND per source (Rain200L, Rain200H, ... inside one mixed set)."""
+"""Validation that reports metrics per val set AND per source (Rain200L, Rain200H, ... inside one mixed set), and the
+check that CoIC training batches carry the global views."""
 import csv
 import inspect
 import json
@@ -93,6 +94,15 @@ def validate_per_source(model, dataloader, current_iter, save_img: bool) -> Dict
     if 'all' in results:
         results['all']['seconds_per_image'] = seconds / results['all']['count']
     return results
+
+
+def require_global_views(opt: dict, present: bool) -> None:
+    """CoIC training (``train.coic``) reads ``lq_global``/``gt_global`` from every training batch: refuse a batch
+    without them at once, naming the dataset type (stage 2, which first reads them, may be 40k iterations away)."""
+    if not present:
+        dataset_type = ((opt.get('datasets') or {}).get('train') or {}).get('type')
+        raise ValueError(f'train.coic needs lq_global/gt_global in the training batches, which datasets.train.type '
+                         f'{dataset_type} does not give (use MixedRainDataset or MixedSyntheticRainDataset, scale 1)')
 
 
 def _score(name: str, metric_opt: dict, img: np.ndarray, clean: Optional[np.ndarray], where: str) -> float:

@@ -2,17 +2,21 @@
 import copy
 import re
 import threading
+import warnings
 
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrizations
 
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
 from coic_basicsr.archs.coic_net_arch import CoICNet
-from coic_basicsr.archs.modulation import ModulatedConv2d, ModulatedConvTranspose2d, split_modulation_parameters
+from coic_basicsr.archs.modulation import (ModulatedConv2d, ModulatedConvTranspose2d, ModulationContext,
+                                           modulate_convs, split_modulation_parameters)
 
 CTX = 8
 BACKBONES = {
@@ -146,3 +150,167 @@ def test_options_include_exclude_and_errors():
         CoICNet(backbone={'num_feat': 4})
     with pytest.raises(ValueError, match='z must have shape'):
         net(torch.rand(2, 3, 8, 8), torch.randn(2, CTX + 1))
+
+
+class _OwnForwardConv(nn.Conv2d):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def _probe_layer(kind: str) -> nn.Module:
+    with warnings.catch_warnings():  # torch.nn.utils.weight_norm is deprecated
+        warnings.simplefilter('ignore')
+        return {
+            'plain': lambda: nn.Conv2d(4, 4, 3, 1, 1),
+            'sn_hook': lambda: torch.nn.utils.spectral_norm(nn.Conv2d(4, 4, 3, 1, 1)),
+            'wn_hook': lambda: torch.nn.utils.weight_norm(nn.Conv2d(4, 4, 3, 1, 1)),
+            'sn_hook_transposed': lambda: torch.nn.utils.spectral_norm(nn.ConvTranspose2d(4, 4, 3, 1, 1)),
+            'sn_param': lambda: parametrizations.spectral_norm(nn.Conv2d(4, 4, 3, 1, 1)),
+            'wn_param': lambda: parametrizations.weight_norm(nn.Conv2d(4, 4, 3, 1, 1)),
+            'subclass': lambda: _OwnForwardConv(4, 4, 3, 1, 1),
+        }[kind]()
+
+
+class CoICNetTestProbe(nn.Module):
+    """head -> layer -> tail; in eval mode ``eval_path`` 'skip_layer' skips ``layer``, 'weights' convolves with the
+    three convs' weights without calling them (as ECBSR's eval path does)."""
+
+    def __init__(self, layer: str = 'plain', eval_path: str = 'convs') -> None:
+        super().__init__()
+        self.head, self.layer, self.tail = nn.Conv2d(3, 4, 3, 1, 1), _probe_layer(layer), nn.Conv2d(4, 3, 3, 1, 1)
+        self.eval_path = eval_path
+
+    def forward(self, x):
+        if self.training or self.eval_path == 'convs':
+            return self.tail(torch.relu(self.layer(self.head(x))))
+        if self.eval_path == 'skip_layer':
+            return self.tail(torch.relu(self.head(x)))
+        for conv in (self.head, self.layer, self.tail):
+            x = F.conv2d(x, conv.weight, conv.bias, padding=1)
+        return x
+
+
+if 'CoICNetTestProbe' not in ARCH_REGISTRY:
+    ARCH_REGISTRY.register(CoICNetTestProbe)
+
+
+@pytest.mark.parametrize('layer, why', [
+    ('sn_hook', 'spectral-norm hook on its weight'), ('wn_hook', 'weight-norm hook on its weight'),
+    ('sn_hook_transposed', 'spectral-norm hook on its weight'), ('sn_param', 'parametrized weight'),
+    ('wn_param', 'parametrized weight'), ('subclass', 'subclass _OwnForwardConv of nn.Conv2d with its own forward')])
+def test_a_conv_that_cannot_be_modulated_is_refused_unless_excluded(layer, why):
+    # a hooked conv crashed ("cannot assign 'torch.FloatTensor' as parameter 'weight'"); parametrized convs and
+    # subclasses were silently left plain, and naming one in include said it "matches no conv with kernel > 1"
+    backbone = {'type': 'CoICNetTestProbe', 'layer': layer}
+    message = (f"network_g.modulate: conv 'layer' of CoICNetTestProbe cannot be modulated ({why}): add it to "
+               'network_g.modulate.exclude')
+    for modulate in (None, {'include': ['layer']}, {'include': ['*'], 'exclude': ['head']}):
+        with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
+            CoICNet(backbone=backbone, context_dim=CTX, modulate=modulate)
+    torch.manual_seed(5)
+    net = CoICNet(backbone=backbone, context_dim=CTX, modulate={'exclude': ['layer']})
+    assert net.modulated_layers == ['head', 'tail'] and not isinstance(net.backbone.layer, ModulatedConv2d)
+    x, z = torch.rand(2, 3, 8, 8), torch.randn(2, CTX)
+    _randomise_generators(net)
+    assert net(x, z).shape == x.shape and not torch.equal(net(x, z), net(x))
+    with pytest.raises(ValueError, match=r"network_g.modulate.include: 'nothing' matches no conv"):
+        CoICNet(backbone=backbone, context_dim=CTX, modulate={'include': ['nothing'], 'exclude': ['layer']})
+
+
+def test_spectral_norm_backbones_of_basicsr_name_every_conv_to_exclude():
+    backbone = {'type': 'UNetDiscriminatorSN_basicsr', 'num_in_ch': 3, 'num_feat': 4}
+    message = ("network_g.modulate: conv 'conv1' of UNetDiscriminatorSN_basicsr cannot be modulated (spectral-norm "
+               "hook on its weight): add it to network_g.modulate.exclude (and 7 more that cannot: 'conv2', 'conv3', "
+               "'conv4', 'conv5', ...)")
+    with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
+        CoICNet(backbone=backbone, context_dim=CTX)
+    net = CoICNet(backbone=backbone, context_dim=CTX, modulate={'exclude': ['conv[1-8]']})
+    assert net.modulated_layers == ['conv0', 'conv9']
+
+
+def test_modulate_convs_without_option_key_skips_subclasses_and_refuses_hooked_convs():
+    # the CoIC archs' own call: their convs are plain; a subclass stays plain as before, a hooked conv is named
+    net = CoICNetTestProbe('subclass')
+    assert modulate_convs(net, ModulationContext(), CTX) == ['head', 'tail']
+    with pytest.raises(ValueError, match=re.escape("modulate_convs: conv 'layer' of CoICNetTestProbe cannot be "
+                                                   'modulated (spectral-norm hook on its weight): exclude it')):
+        modulate_convs(CoICNetTestProbe('sn_hook'), ModulationContext(), CTX)
+
+
+ECBSR = dict(type='ECBSR', num_in_ch=3, num_out_ch=3, num_block=1, num_channel=8, with_idt=False, act_type='prelu',
+             scale=2)
+
+
+def test_a_plain_ecbsr_checkpoint_loads_although_its_trunk_is_named_backbone():
+    # ECBSR's own keys start with 'backbone.': the prefix was not added (65 missing / 65 unexpected keys when strict,
+    # nothing loaded otherwise)
+    torch.manual_seed(6)
+    plain = build_network(dict(ECBSR)).train()
+    net = CoICNet(backbone=dict(ECBSR), context_dim=CTX).train()
+    generator_keys = {k for k in net.state_dict() if '.generator.' in k}
+    assert set(net.adapt_state_dict(plain.state_dict())) == set(net.state_dict()) - generator_keys
+    assert set(net.adapt_state_dict(net.state_dict())) == set(net.state_dict())  # a CoICNet checkpoint: as it is
+    for strict in (True, False):
+        fresh = CoICNet(backbone=dict(ECBSR), context_dim=CTX).train()
+        result = fresh.load_state_dict(plain.state_dict(), strict=strict)
+        assert not result.unexpected_keys and set(result.missing_keys) <= generator_keys
+        x = torch.rand(2, 3, 8, 8)
+        assert torch.equal(fresh(x), plain(x))
+    twin = CoICNet(backbone=dict(ECBSR), context_dim=CTX)
+    twin.load_state_dict(fresh.state_dict(), strict=True)
+    assert all(torch.equal(twin.state_dict()[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_a_forward_with_z_in_which_no_modulated_conv_ran_is_refused():
+    # ECBSR in eval mode convolves with its re-parameterised weights: z was silently ignored in validation
+    torch.manual_seed(7)
+    net = CoICNet(backbone=dict(ECBSR), context_dim=CTX).eval()
+    _randomise_generators(net)
+    x, z = torch.rand(2, 3, 8, 8), torch.randn(2, CTX)
+    message = ('CoICNet: backbone ECBSR computed its output (eval mode) without calling any of its 3 modulated convs, '
+               "so z cannot modulate it (it uses their weights directly, as ECBSR's eval path does)")
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
+            net(x, z)
+        assert net(x).shape == (2, 3, 16, 16)  # without a code it is the plain network
+        net.train()
+        assert not torch.equal(net(x, z), net(x))
+    probe = CoICNet(backbone={'type': 'CoICNetTestProbe', 'eval_path': 'weights'}, context_dim=CTX).eval()
+    with pytest.raises(ValueError, match='CoICNet: backbone CoICNetTestProbe computed its output'):
+        probe(x, z)
+    probe = CoICNet(backbone={'type': 'CoICNetTestProbe', 'eval_path': 'skip_layer'}, context_dim=CTX).eval()
+    assert probe(x, z).shape == x.shape  # some modulated convs ran: a branch may skip the others
+
+
+EDVR = dict(type='EDVR', num_in_ch=3, num_out_ch=3, num_feat=8, num_frame=3, deformable_groups=1, num_extract_block=1,
+            num_reconstruct_block=1, center_frame_idx=None, hr_in=False, with_predeblur=False, with_tsa=True)
+
+
+def test_a_video_backbone_gets_one_code_per_clip_over_its_folded_frames():
+    # EDVR folds (B, T) into the batch of its feature extraction: "z has batch 2 but the input has 6"
+    torch.manual_seed(8)
+    net = CoICNet(backbone=dict(EDVR), context_dim=CTX).eval()
+    _randomise_generators(net)
+    x, z = torch.rand(2, 3, 3, 16, 16), torch.randn(2, CTX)
+    with torch.no_grad():
+        out = net(x, z)
+        separately = torch.cat([net(x[i:i + 1], z[i:i + 1]) for i in range(2)])
+        assert out.shape == (2, 3, 64, 64)
+        torch.testing.assert_close(out, separately, rtol=0, atol=1e-5)
+        assert (out - net(x)).abs().max() > 1e-3
+        assert (out[1] - net(x[1:], z[:1])[0]).abs().max() > 1e-4  # each clip has its own code
+
+
+def test_a_code_batch_that_is_neither_the_clips_nor_their_frames_is_refused():
+    context = ModulationContext()
+    conv = ModulatedConv2d(3, 4, 3, padding=1, context=context, context_dim=CTX)
+    z = torch.randn(2, CTX)
+    with context.use(z, frames=3), torch.no_grad():
+        assert conv(torch.rand(2, 3, 4, 4)).shape == (2, 4, 4, 4)
+        x = torch.rand(6, 3, 4, 4)
+        expected = torch.cat([conv(x[i:i + 1], z[i // 3:i // 3 + 1]) for i in range(6)])
+        torch.testing.assert_close(conv(x), expected, rtol=0, atol=1e-6)  # clip i // 3's code for frame i
+        with pytest.raises(ValueError, match=r'z has batch 2 but the input has 5 \(neither the clips nor their 3 '):
+            conv(torch.rand(5, 3, 4, 4))
+    with context.use(z), pytest.raises(ValueError, match=r'z has batch 2 but the input has 6$'):
+        conv(torch.rand(6, 3, 4, 4))

@@ -68,6 +68,25 @@ def test_stage1_schedule_of_the_idle_modulation_optimizer_does_not_warn(tmp_path
     assert model.schedulers[1].last_epoch == 3 and model.optimizer_mod.state  # stepped, and trained in stage 2
 
 
+def test_coic_training_refuses_a_batch_without_global_views_at_the_first_iteration(tmp_path):
+    # it trained through stage 1 (40k iterations by default) and failed at the first stage-2 iteration
+    opt = in_memory(tiny_coic_options(total_iter=4, stage1_iter=2), tmp_path)
+    opt['datasets']['train']['type'] = 'PairedImageDataset'  # what the message names; SR pairs have no global views
+    model = build_model(opt)
+    batch = next(iter(DataLoader(build_dataset(dict(opt['datasets']['train'], type='MixedSyntheticRainDataset')),
+                                 batch_size=2)))
+    before = _snapshot(model.net_g.parameters())
+    model.feed_data({k: v for k, v in batch.items() if k not in ('lq_global', 'gt_global')})
+    with pytest.raises(ValueError, match=re.escape(
+            'train.coic needs lq_global/gt_global in the training batches, which datasets.train.type '
+            'PairedImageDataset does not give (use MixedRainDataset or MixedSyntheticRainDataset, scale 1)')):
+        model.optimize_parameters(1)
+    assert not _changed(before, model.net_g.parameters())
+    model.feed_data(batch)  # with them it trains
+    model.optimize_parameters(1)
+    assert _changed(before, model.net_g.parameters())
+
+
 def test_baseline_without_coic_is_an_ordinary_model(tmp_path):
     opt = in_memory(tiny_coic_options(coic=False), tmp_path)
     model = build_model(opt)
