@@ -77,7 +77,7 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
                                                 sampler=None, seed=opt['manual_seed']))
             logger.info(f'Number of val images/folders in {dataset_opt["name"]}: {len(val_set)}')
         else:
-            raise ValueError(f"datasets.{phase}: phase must be 'train' or start with 'val'")
+            raise ValueError(f"datasets.{phase}: the part of a dataset key before its first '_' must be val or test")
     if train_loader is None:
         raise ValueError('datasets.train: a training dataset is required')
     return train_loader, train_sampler, val_loaders, total_epochs, total_iters

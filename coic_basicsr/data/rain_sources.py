@@ -38,7 +38,10 @@ def checked_sources(opt: Mapping[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
     seen: Dict[str, int] = {}
     out = []
     for i, src in enumerate(sources):
-        if not isinstance(src, Mapping) or not isinstance(src.get('name'), str) or not src['name']:
+        if not isinstance(src, Mapping):
+            raise ValueError(f'{prefix}.sources[{i}]: expected a mapping with a name and its data or rain (e.g. '
+                             f"{{name: light, preset: light_sparse}}), got {src!r}")
+        if not isinstance(src.get('name'), str) or not src['name']:
             raise ValueError(f'{prefix}.sources[{i}]: every source needs a non-empty string "name"')
         name = src['name']
         if name == 'all':
@@ -107,7 +110,7 @@ def list_source_pairs(src: Mapping[str, Any], where: str) -> Tuple[str, List[str
     """
     backend = (src.get('io_backend') or {'type': 'disk'}).get('type', 'disk')
     if backend not in ('disk', 'lmdb'):
-        raise ValueError(f"{where}: io_backend.type must be 'disk' or 'lmdb', got '{backend}'")
+        raise ValueError(f"{where}: io_backend.type must be 'disk' or 'lmdb', got {backend!r}")
     roots = {}
     for which in ('lq', 'gt'):
         root = src.get(f'dataroot_{which}')

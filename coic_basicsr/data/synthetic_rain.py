@@ -94,7 +94,7 @@ def resolve_rain_params(preset_or_params: Union[str, Mapping[str, Any], RainPara
             numbers = value if isinstance(value, tuple) else (value,)
             if (isinstance(value, tuple) and len(value) != 2) or not all(is_number(v) for v in numbers):
                 raise ValueError(f'{where}: params.{name}: expected a number or a [low, high] range, '
-                                 f'got {list(numbers)!r}')
+                                 f'got {preset_or_params[name]!r}')
             if isinstance(value, tuple) and value[0] > value[1]:
                 raise ValueError(f'{where}: params.{name}: the range [low, high] has low > high: {list(value)}')
         return replace(base, **overrides)

@@ -7,16 +7,24 @@ import torch
 from basicsr.losses import build_loss
 from torch import Tensor, nn
 
+from coic_basicsr.utils.option_values import check_number
+
 _LOG_NAMES = {'pixel': 'pix', 'perceptual': 'percep'}  # BasicSR's log names for its two loss sections
 
 
 def check_loss_sections(train_opt: dict) -> None:
     """No ``train.<name>_opt`` section may name CoICContrastiveLoss: it compares encoder features of views that
-    only CoIC training makes (a section of it failed at the first iteration)."""
+    only CoIC training makes (a section of it failed at the first iteration). A ``loss_weight`` given is a number
+    (a string was a TypeError at iteration 1)."""
     for key, loss_opt in train_opt.items():
-        if key.endswith('_opt') and isinstance(loss_opt, dict) and loss_opt.get('type') == 'CoICContrastiveLoss':
+        if not (key.endswith('_opt') and isinstance(loss_opt, dict)):
+            continue
+        if loss_opt.get('type') == 'CoICContrastiveLoss':
             raise ValueError(f'train.{key}: CoICContrastiveLoss is not a loss section; it is configured through '
                              'train.coic (contrastive_weight, temperature, ...), which CoICModel builds it from')
+        for where, section in ((f'train.{key}', loss_opt), (f'train.{key}.base_opt', loss_opt.get('base_opt'))):
+            if isinstance(section, dict) and 'loss_weight' in section:
+                check_number(f'{where}.loss_weight', section['loss_weight'], 'a number', lambda v: True)
 
 
 def build_contrastive_loss(coic_opt: dict, device: torch.device) -> nn.Module:
@@ -32,6 +40,8 @@ def _build_loss(key: str, loss_opt: dict) -> nn.Module:
         loss = build_loss(loss_opt)
     except ValueError as err:  # e.g. BasicSR's "Unsupported reduction mode", which names no key
         raise ValueError(f'train.{key}: {err}') from None
+    except FileNotFoundError as err:  # e.g. RDMCContrastivePriorLoss's vgg_weights
+        raise FileNotFoundError(f'train.{key}: {err}') from None
     for where, part in ((f'train.{key}', loss), (f'train.{key}.base_opt', getattr(loss, 'base', None))):
         if getattr(part, 'reduction', None) == 'none':
             raise ValueError(f"{where}.reduction: 'none' gives a per-pixel map, but the losses are summed into one "

@@ -29,7 +29,7 @@ class CosineAnnealingRestartCyclicLR(_LRScheduler):
     def __init__(self, optimizer, periods: Sequence[int], restart_weights: Sequence[float] = (1, ),
                  eta_mins: Sequence[float] = (0, ), last_epoch: int = -1):
         if not len(periods) == len(restart_weights) == len(eta_mins):
-            raise ValueError('train.scheduler: periods, restart_weights and eta_mins must have the same length '
+            raise ValueError(f'{type(self).__name__}: periods, restart_weights and eta_mins must have the same length '
                              f'(got {len(periods)}, {len(restart_weights)}, {len(eta_mins)})')
         self.periods = list(periods)
         self.restart_weights = list(restart_weights)

@@ -29,6 +29,8 @@ _BASICSR_SCHEDULERS = {'MultiStepLR': lr_scheduler.MultiStepRestartLR,
 
 def optimizer_class(name: str, key: str = 'train.optim_*') -> type:
     """The ``torch.optim`` class named by an ``optim_*`` section's ``type``."""
+    if name is None:
+        raise ValueError(f'{key}.type: required (a torch.optim class name, e.g. Adam or AdamW)')
     optim_cls = getattr(torch.optim, str(name), None)
     if not (isinstance(optim_cls, type) and issubclass(optim_cls, torch.optim.Optimizer)):
         raise ValueError(f"{key}.type: '{name}' is not a torch.optim optimizer")

@@ -16,6 +16,11 @@ def is_integer(v) -> bool:
     return isinstance(v, Integral) and not isinstance(v, bool)
 
 
+def is_iteration_count(v) -> bool:
+    """A number of iterations: a whole number >= 1 (2.0 too; not .inf, which int() cannot take)."""
+    return is_number(v) and math.isfinite(v) and v >= 1 and v == int(v)
+
+
 def yaml_text_hint(value: Any) -> str:
     """Why a string where a number was expected, when it reads as one: PyYAML (YAML 1.1) takes ``1e-6`` (no dot)
     and ``1.0e6`` (no exponent sign) for text, and a quoted number is text too. '' for anything else."""
@@ -60,18 +65,24 @@ ODD_SIZE_RULE = (lambda v: is_integer(v) and v >= 1 and v % 2 == 1, 'a positive 
 _BACKENDS = [name for name in dist.Backend.backend_list if name not in ('undefined', 'fake')]
 # key path: (predicate, what is expected); a missing key or null takes the code's default
 SCALAR_RULES = {
-    ('manual_seed',): (is_integer, 'an integer, or null (a random seed)'),
+    ('manual_seed',): (is_integer, 'an integer, or null (a random seed)'),  # its range: check_manual_seed_range
+    ('num_gpu',): (lambda v: v == 'auto' or (is_integer(v) and v >= 0), "auto or an integer >= 0 (0: the CPU)"),
     ('channels_last',): FLAG_RULE,
     ('find_unused_parameters',): FLAG_RULE,
     ('train', 'ema_decay'): (lambda v: is_number(v) and 0 <= v < 1, 'a number in [0, 1)'),
     ('train', 'grad_clip'): (lambda v: is_number(v) and v > 0, 'a positive gradient norm, or null'),
     ('train', 'use_grad_clip'): FLAG_RULE,
     ('train', 'max_nonfinite_steps'): (lambda v: is_integer(v) and v >= 1, 'an integer >= 1'),
-    ('train', 'total_iter'): (lambda v: is_number(v) and v >= 1 and v == int(v), 'a positive number of iterations'),
+    ('train', 'total_iter'): (is_iteration_count, 'a positive number of iterations'),
     ('train', 'warmup_iter'): (lambda v: is_integer(v) and v >= -1, 'an integer >= -1 (-1: no warm-up)'),
-    ('val', 'val_freq'): (lambda v: is_number(v) and v >= 1 and v == int(v), 'a positive number of iterations'),
+    ('val', 'val_freq'): (is_iteration_count, 'a positive number of iterations'),
     ('val', 'global_size'): (lambda v: is_integer(v) and v >= 1, 'a positive integer'),
     ('val', 'report_input'): FLAG_RULE,
+    ('val', 'save_img'): FLAG_RULE,  # 'no' saved the images
+    ('logger', 'use_tb_logger'): FLAG_RULE,  # 'no' wrote tb_logger
+    ('datasets', 'train', 'batch_size_per_gpu'): (lambda v: is_integer(v) and v >= 1, 'an integer >= 1'),
+    ('datasets', 'train', 'num_worker_per_gpu'): (lambda v: is_integer(v) and v >= 0, 'an integer >= 0 (0: no '
+                                                  'worker processes)'),
     ('datasets', 'train', 'dataset_enlarge_ratio'): POSITIVE_RULE,  # any sampler's ratio (BasicSR's takes floats)
     ('datasets', 'train', 'persistent_workers'): FLAG_RULE,  # decides whether an LMDB may be shared (lmdb_sharing)
     ('datasets', 'train', 'prefetch_mode'): (lambda v: v in ('cpu', 'cuda'), "cpu, cuda, or null"),
@@ -81,11 +92,18 @@ SCALAR_RULES = {
 }
 
 
+#: rules of the keys of every ``datasets.<phase>`` section (BasicSR's build_dataloader reads them for each phase)
+EVERY_DATASET_RULES = {'pin_memory': FLAG_RULE}
+
+
 def check_scalar_options(opt: dict) -> None:
-    """Every option of :data:`SCALAR_RULES` that is set has a possible value (a string ``ema_decay`` was a
-    TypeError mid-run; a misspelt ``dist_params.backend`` an AssertionError); a null one is removed, so that the
-    code's default applies (``train.total_iter`` has none)."""
-    for path, rule in SCALAR_RULES.items():
+    """Every option of :data:`SCALAR_RULES` and :data:`EVERY_DATASET_RULES` that is set has a possible value (a
+    string ``ema_decay`` was a TypeError mid-run; a misspelt ``dist_params.backend`` an AssertionError); a null one
+    is removed, so that the code's default applies (``train.total_iter`` has none)."""
+    datasets = opt.get('datasets') if isinstance(opt.get('datasets'), dict) else {}
+    rules = dict(SCALAR_RULES)
+    rules.update({('datasets', phase, key): rule for phase in datasets for key, rule in EVERY_DATASET_RULES.items()})
+    for path, rule in rules.items():
         parent = opt
         for key in path[:-1]:
             parent = parent.get(key) if isinstance(parent, dict) else None
@@ -94,6 +112,16 @@ def check_scalar_options(opt: dict) -> None:
         check_value('.'.join(path), value, rule, allow_null=not (present and path == ('train', 'total_iter')))
         if present and value is None:
             del parent[path[-1]]  # the code reads .get(key, default): a null key would bypass the default
+
+
+def check_manual_seed_range(seed: int, world_size: int) -> None:
+    """Each process seeds numpy with ``manual_seed + rank``, which numpy takes in [0, 2**32 - 1] only (-1 was
+    numpy's "Seed must be between 0 and 2**32 - 1", naming no key)."""
+    highest = 2**32 - world_size
+    if not 0 <= seed <= highest:
+        processes = '' if world_size == 1 else f' with {world_size} processes (each seeds manual_seed + its rank)'
+        raise ValueError(f"manual_seed: expected an integer from 0 to {highest} (numpy's seed range{processes}), "
+                         f'got {seed!r}')
 
 
 COIC_RULES = {  # key: (predicate, what is expected), as SCALAR_RULES

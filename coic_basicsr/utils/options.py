@@ -16,7 +16,8 @@ from basicsr.utils.options import copy_opt_file, ordered_yaml
 
 from coic_basicsr.data.rain_sources import expand_user_paths
 from coic_basicsr.utils.dist import init_dist, rank0_value
-from coic_basicsr.utils.option_values import check_scalar_options
+from coic_basicsr.utils.option_layout import check_sections_are_mappings
+from coic_basicsr.utils.option_values import check_manual_seed_range, check_scalar_options
 
 
 def build_arg_parser(prog: str) -> argparse.ArgumentParser:
@@ -170,6 +171,7 @@ def parse_options(argv: Optional[List[str]], root_path: str, is_train: bool,
         raise ValueError(f"-opt: '{args.opt}' has no 'name' option")
     if args.force_yml:
         apply_force_yml(opt, args.force_yml)
+    check_sections_are_mappings(opt, is_train)  # before anything reads a section
     check_scalar_options(opt)  # dist_params are used right below
     if isinstance(opt.get('val'), dict):
         opt['val'].setdefault('suffix', None)  # BasicSR's SRModel reads it when it saves test images
@@ -192,6 +194,7 @@ def parse_options(argv: Optional[List[str]], root_path: str, is_train: bool,
     opt['device'] = str(device)
     if opt.get('manual_seed') is None:  # rank 0's draw: every rank must derive the same sampler plans
         opt['manual_seed'], opt['manual_seed_drawn'] = rank0_value(random.randint(1, 10000)), True
+    check_manual_seed_range(opt['manual_seed'], opt['world_size'])
     set_random_seed(opt['manual_seed'] + opt['rank'])
     opt['auto_resume'] = args.auto_resume
     opt['is_train'] = is_train

@@ -13,7 +13,9 @@ from coic_basicsr.models.loss_sections import check_loss_sections
 from coic_basicsr.models.portable import optimizer_class, scheduler_class
 from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
-from coic_basicsr.utils.option_values import check_coic_section, is_integer, yaml_text_hint
+from coic_basicsr.utils.option_layout import check_required_keys
+from coic_basicsr.utils.option_values import (check_coic_section, is_integer, is_iteration_count, is_number,
+                                             yaml_text_hint)
 from coic_basicsr.utils.section_keys import check_section_keys, typed_sections
 
 
@@ -46,7 +48,7 @@ def check_context_dims(opt: dict) -> None:
         return
     enc_dim, net_dim = _argument(enc, 'context_dim'), _argument(net, 'context_dim')
     for key, value in (('network_enc', enc_dim), ('network_g', net_dim)):
-        if value is not None and not is_integer(value):  # '16' != 16 would read "(16) must equal (16)"
+        if value is not None and not (is_integer(value) and value >= 1):  # '16' != 16: "(16) must equal (16)"
             raise ValueError(f'{key}.context_dim: expected an integer >= 1, got {value!r}{yaml_text_hint(value)}')
     if enc_dim is not None and net_dim is not None and enc_dim != net_dim:
         raise ValueError(f'network_enc.context_dim ({enc_dim}) must equal network_g.context_dim ({net_dim}): the '
@@ -65,9 +67,51 @@ def _positive_ints(values) -> bool:
     return isinstance(values, (list, tuple)) and all(is_integer(v) and v > 0 for v in values)
 
 
+def _numbers(values) -> bool:
+    return isinstance(values, (list, tuple)) and all(is_number(v) for v in values)
+
+
+#: scheduler arguments (of BasicSR's schedulers, ours and torch's): (predicate, what is expected); a wrong type was a
+#: TypeError at the first milestone or the second cycle, mid-training
+SCHEDULER_VALUE_RULES = {
+    'milestones': (_positive_ints, 'a list of positive iteration numbers'),
+    'periods': (lambda v: _positive_ints(v) and len(v) > 0, 'a non-empty list of positive iteration numbers'),
+    'restarts': (lambda v: isinstance(v, (list, tuple)) and all(is_integer(r) and r >= 0 for r in v),
+                 'a list of iteration numbers >= 0'),
+    'restart_weights': (_numbers, 'a list of numbers'),
+    'eta_mins': (_numbers, 'a list of numbers'),
+    'gamma': (is_number, 'a number'),
+    'eta_min': (is_number, 'a number'),
+}
+#: lists whose entries pair up (one per period or restart), for the schedulers whose arguments they all are
+_PAIRED_LISTS = (('periods', 'restart_weights', 'eta_mins'), ('periods', 'restart_weights'),
+                 ('restarts', 'restart_weights'))
+
+
+def _check_scheduler_values(key: str, scheduler: dict, params: dict) -> None:
+    """Required arguments given, values of :data:`SCHEDULER_VALUE_RULES` possible, paired lists of one length."""
+    for name, param in params.items():
+        if name != 'optimizer' and param.default is inspect.Parameter.empty and name not in scheduler:
+            raise ValueError(f"train.{key}.{name}: required by {scheduler['type']}")
+    for name, value in scheduler.items():
+        if name in SCHEDULER_VALUE_RULES:
+            valid, expected = SCHEDULER_VALUE_RULES[name]
+            if not valid(value):
+                raise ValueError(f'train.{key}.{name}: expected {expected}, got {value!r}{yaml_text_hint(value)}')
+    for names in _PAIRED_LISTS:
+        if all(name in params for name in names):
+            lengths = [len(scheduler[n]) if n in scheduler else len(params[n].default) for n in names]
+            if len(set(lengths)) > 1:
+                listed = f"{', '.join(names[:-1])} and {names[-1]}"
+                raise ValueError(f"train.{key}: {listed} must have the same length (got "
+                                 f"{', '.join(map(str, lengths))})")
+            break
+
+
 def check_scheduler_options(opt: dict) -> None:
     """``train.scheduler`` is required (BasicSR ended in a bare KeyError); its keys must be the scheduler's
-    arguments and ``milestones`` a list of iterations (a string silently never decayed)."""
+    arguments, ``milestones`` a list of iterations (a string silently never decayed), the other numeric arguments of
+    the right type and paired lists of one length (both failed mid-training), for ``scheduler_mod`` too."""
     if not isinstance((opt.get('train') or {}).get('scheduler'), dict):
         raise ValueError('train.scheduler: required, e.g. {type: MultiStepLR, milestones: [200000], gamma: 0.5}')
     for key, scheduler in _schedulers(opt):
@@ -75,15 +119,12 @@ def check_scheduler_options(opt: dict) -> None:
         if 'last_epoch' in scheduler:  # the schedulers then failed: "param 'initial_lr' is not specified"
             raise ValueError(f'train.{key}.last_epoch: not an option (a resumed run restores the scheduler state '
                              'from its training state); remove it')
-        params = [p for p in inspect.signature(scheduler_class(name)).parameters
-                  if p not in ('optimizer', 'last_epoch')]
+        signature = inspect.signature(scheduler_class(name)).parameters
+        params = [p for p in signature if p not in ('optimizer', 'last_epoch')]
         unknown = sorted(set(scheduler) - {'type'} - set(params))
         if unknown:
             raise ValueError(f"train.{key}: {name} has no option '{unknown[0]}' (its options: {', '.join(params)})")
-        milestones = scheduler.get('milestones')
-        if milestones is not None and not _positive_ints(milestones):
-            raise ValueError(f'train.{key}.milestones: expected a list of positive iteration numbers, '
-                             f'got {milestones!r}')
+        _check_scheduler_values(key, scheduler, signature)
 
 
 def check_scheduler_periods(opt: dict) -> None:
@@ -159,8 +200,8 @@ def check_logger(opt: dict) -> None:
     (BasicSR would fail after setting up)."""
     logger_opt = opt.get('logger') or {}
     for key in ('print_freq', 'save_checkpoint_freq'):
-        value = logger_opt.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        value = logger_opt.get(key)  # a fraction printed/saved at its multiples only (1.5: every third iteration)
+        if not is_iteration_count(value):
             raise ValueError(f'logger.{key}: expected a positive number of iterations, got {value!r}')
     if not (logger_opt.get('wandb') or {}).get('project') or 'debug' in str(opt.get('name', '')):
         return
@@ -192,6 +233,7 @@ def check_options(opt: dict) -> None:
     check_cpu_malloc_option(opt)
     check_dataset_names(opt)
     check_dataset_paths(opt)
+    check_required_keys(opt, opt.get('is_train', True))
     check_shared_lmdbs(opt)
     check_model_reads(opt)
     if opt.get('is_train', True):

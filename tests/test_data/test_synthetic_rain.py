@@ -146,7 +146,7 @@ def test_clean_folder_and_errors(tmp_path):
         (dict(sources=[dict(name='a', params={'density': [0.5, 0.1]})]),  # numpy's 'high - low < 0' at the first item
          "sources[0] (name 'a'): params.density: the range [low, high] has low > high: [0.5, 0.1]"),
         (dict(sources=[dict(name='a', params={'angle': 'steep'})]),
-         "sources[0] (name 'a'): params.angle: expected a number or a [low, high] range, got ['steep']"),
+         "sources[0] (name 'a'): params.angle: expected a number or a [low, high] range, got 'steep'"),
         (dict(sources=[dict(name='a', preset='mist'), dict(name='a', preset='mist')]), 'duplicate'),
         (dict(backgrounds=['not_an_image']), 'not_an_image'),
         (dict(clean_folder=str(tmp_path / 'missing')), 'missing'),

@@ -1,0 +1,83 @@
+"""The early layout check of an option file: sections that must be mappings, required keys (fewer for basicsr
+test), and the range of manual_seed."""
+import copy
+
+import pytest
+
+from coic_basicsr.utils.option_layout import check_required_keys, check_sections_are_mappings
+from coic_basicsr.utils.option_values import check_manual_seed_range
+from helpers.coic import tiny_coic_options
+from helpers.stock import stock_sr_options
+
+
+def _test_options() -> dict:
+    """A basicsr test option file: no train section, no logger, test sets without loader keys."""
+    opt = tiny_coic_options()
+    for key in ('train', 'logger'):
+        del opt[key]
+    opt['datasets'] = {'test_1': opt['datasets']['val'], 'val_2': dict(opt['datasets']['val'], name='val_2')}
+    return opt
+
+
+def check_option_layout(opt: dict, is_train: bool) -> None:
+    check_sections_are_mappings(opt, is_train)  # in parse_options
+    check_required_keys(opt, is_train)  # in check_options
+
+
+def test_basicsr_test_needs_no_training_keys():
+    check_option_layout(_test_options(), is_train=False)
+    opt = _test_options()
+    opt['datasets']['train'] = {'type': 'MixedSyntheticRainDataset'}  # skipped by basicsr test: no name needed
+    opt['datasets']['extra'] = dict(opt['datasets']['test_1'], name='extra')  # basicsr test scores any key
+    opt['train'] = None
+    check_option_layout(opt, is_train=False)
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda opt: opt['datasets']['test_1'].pop('name'), r'datasets\.test_1\.name: required'),
+    (lambda opt: opt.pop('network_g'), r'network_g: required'),
+    (lambda opt: opt['val'].update(metrics={'psnr': None}), r'val\.metrics\.psnr: expected a mapping'),
+    (lambda opt: opt.update(path=None), r'path: expected a mapping of paths, got None'),
+])
+def test_basicsr_test_still_needs_what_it_reads(change, message):
+    opt = _test_options()
+    change(opt)
+    with pytest.raises(ValueError, match=message):
+        check_option_layout(opt, is_train=False)
+
+
+def test_null_optional_sections_read_as_absent_and_stock_files_pass(tmp_path):
+    opt = tiny_coic_options()
+    opt.update(val=None, dist_params=None)
+    opt['logger']['wandb'] = None
+    opt['datasets']['train']['sampler'] = None
+    opt['train'].update(optim_mod=None, scheduler_mod=None, coic=None)
+    check_option_layout(opt, is_train=True)
+    check_option_layout(stock_sr_options(str(tmp_path)), is_train=True)  # BasicSR's own kind of file, unchanged
+
+
+def test_training_keys_are_required_in_full_only_for_training():
+    opt = tiny_coic_options()
+    del opt['datasets']['train']['num_worker_per_gpu']
+    check_option_layout(copy.deepcopy(opt), is_train=False)
+    with pytest.raises(ValueError, match=r'^datasets\.train\.num_worker_per_gpu: required'):
+        check_option_layout(opt, is_train=True)
+
+
+@pytest.mark.parametrize('key', ['train_2', 'validation', 'testing'])
+def test_training_dataset_keys_name_a_phase(key):
+    opt = tiny_coic_options()
+    opt['datasets'][key] = opt['datasets'].pop('val')
+    with pytest.raises(ValueError, match=rf"^datasets\.{key}: a dataset key must be train, or have val or test "
+                                         "before its first '_'"):
+        check_option_layout(opt, is_train=True)
+
+
+def test_manual_seed_plus_rank_stays_in_numpy_range():
+    check_manual_seed_range(0, 1)
+    check_manual_seed_range(2**32 - 1, 1)
+    check_manual_seed_range(2**32 - 2, 2)
+    with pytest.raises(ValueError, match=r'manual_seed: expected an integer from 0 to 4294967294 .*2 processes'):
+        check_manual_seed_range(2**32 - 1, 2)
+    with pytest.raises(ValueError, match=r'got -1'):
+        check_manual_seed_range(-1, 1)
