@@ -52,7 +52,8 @@ def test_an_unchanged_multistep_schedule_keeps_the_states_rates(tmp_path):
     ({'type': 'AdamW', 'lr': 1e-3, 'amsgrad': True}, r'optimizer 0 \(AdamW\): amsgrad cannot be switched on')])
 def test_an_optimizer_the_state_does_not_fit_is_refused_in_one_line(tmp_path, optim_g, message):
     model = _model(tmp_path, {'type': 'MultiStepLR', 'milestones': [2]})
-    model.feed_data({'lq': torch.rand(1, 3, 16, 16), 'gt': torch.rand(1, 3, 16, 16)})
+    model.feed_data({'lq': torch.rand(1, 3, 16, 16), 'gt': torch.rand(1, 3, 16, 16),
+                     'lq_global': torch.rand(1, 3, 16, 16), 'gt_global': torch.rand(1, 3, 16, 16)})
     model.optimize_parameters(1)  # the optimizer has moments to keep
     state = _state_after(model, 1)
     with pytest.raises(ValueError, match=f'path.resume_state: {message}'):  # a bare KeyError at the first step
