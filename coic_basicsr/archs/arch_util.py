@@ -1,7 +1,9 @@
-"""What every CoIC arch shares: constructor option checks, and for ``forward(x, z=None)`` checking z, padding to a
-size multiple, cropping back."""
+"""What every CoIC arch shares: constructor option checks (one-line errors naming the option's full key, see
+:func:`option_prefix`), and for ``forward(x, z=None)`` checking z, padding to a size multiple, cropping back."""
 import inspect
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -12,38 +14,64 @@ from coic_basicsr.utils.option_values import is_integer, yaml_text_hint
 Outputs = Union[Tensor, List[Tensor]]
 
 
+_PREFIX: ContextVar[str] = ContextVar('coic_option_prefix', default='network_g.')
+
+
+@contextmanager
+def option_prefix(prefix: str) -> Iterator[None]:
+    """Name the options of every arch built inside the block ``<prefix><key>`` (default ``network_g.``): e.g.
+    ``network_g.backbone.`` for CoICNet's backbone, ``--opt `` for ``basicsr convert-official``."""
+    token = _PREFIX.set(prefix)
+    try:
+        yield
+    finally:
+        _PREFIX.reset(token)
+
+
+def option_key(key: str, section: Optional[str] = None) -> str:
+    """``key`` as the user wrote it: ``<section>.<key>`` when ``section`` is given, else the current prefix (see
+    :func:`option_prefix`) and ``key``."""
+    return f'{section}.{key}' if section else _PREFIX.get() + key
+
+
+def bad_option(arch: str, key: str, expected: str, value: Any, reason: str = '', section: Optional[str] = None,
+               hint: str = '') -> ValueError:
+    """The one-line ValueError ``<key>: expected <expected> for <arch>[ (<reason>)], got <value!r><hint>`` (a numpy
+    integer shown as the plain integer)."""
+    because = f' ({reason})' if reason else ''
+    shown = int(value) if is_integer(value) else value
+    return ValueError(f'{option_key(key, section)}: expected {expected} for {arch}{because}, got {shown!r}{hint}')
+
+
 def check_choice(arch: str, key: str, value: Any, choices: Sequence[Any]) -> None:
-    """Raise a one-line ValueError naming ``network_g.<key>`` unless ``value`` is one of ``choices``."""
+    """Refuse (:func:`bad_option`) a ``value`` that is not one of ``choices``."""
     if value not in choices:
-        raise ValueError(f'network_g.{key} must be one of {tuple(choices)} for {arch}, got {value!r}')
+        raise bad_option(arch, key, f'one of {tuple(choices)}', value)
 
 
-def check_at_least(arch: str, minimum: int, values: Iterable[Tuple[str, Any]], section: str = 'network_g') -> None:
-    """Raise a one-line ValueError naming ``<section>.<key>`` for the first ``(key, value)`` that is not an integer
-    (floats such as 2.5 or 2.0, bools and strings included) or is below ``minimum``."""
+def check_at_least(arch: str, minimum: int, values: Iterable[Tuple[str, Any]], section: Optional[str] = None) -> None:
+    """Refuse (:func:`bad_option`, naming ``<section>.<key>`` when ``section`` is given) the first ``(key, value)``
+    that is not an integer (floats such as 2.5 or 2.0, bools and strings included) or is below ``minimum``."""
     for key, value in values:
-        if not is_integer(value):
-            raise ValueError(f'{section}.{key} must be an integer >= {minimum} for {arch}, got {value!r}'
-                             f'{yaml_text_hint(value)}')
-        if value < minimum:
-            raise ValueError(f'{section}.{key} must be >= {minimum} for {arch}, got {value}')
+        if not is_integer(value) or value < minimum:
+            raise bad_option(arch, key, f'an integer >= {minimum}', value, section=section, hint=yaml_text_hint(value))
 
 
 def check_int_list(arch: str, key: str, values: Any, min_length: int = 1) -> List[int]:
-    """``values`` as a list, or a one-line ValueError naming ``network_g.<key>`` unless it is a list (or tuple) of at
-    least ``min_length`` positive integers; a scalar or a string (which would be split into characters) is refused."""
+    """``values`` as a list; refused (:func:`bad_option`) unless it is a list (or tuple) of at least ``min_length``
+    positive integers: a scalar or a string (which would be split into characters) is refused."""
     entries = 'a non-empty list of' if min_length == 1 else f'a list of {min_length} or more'
     if not (isinstance(values, (list, tuple)) and len(values) >= min_length
             and all(is_integer(v) and v >= 1 for v in values)):
-        raise ValueError(f'network_g.{key}: expected {entries} positive integers for {arch}, got {values!r}')
+        raise bad_option(arch, key, f'{entries} positive integers', values)
     return [int(v) for v in values]
 
 
 def check_flag(arch: str, key: str, value: Any) -> None:
-    """Raise a one-line ValueError naming ``network_g.<key>`` unless ``value`` is true or false (``'false'``, a
-    string, is refused: ``bool('false')`` is True)."""
+    """Refuse (:func:`bad_option`) a ``value`` that is not true or false (``'false'``, a string, is refused:
+    ``bool('false')`` is True)."""
     if not isinstance(value, bool):
-        raise ValueError(f'network_g.{key} must be true or false for {arch}, got {value!r}')
+        raise bad_option(arch, key, 'true or false', value)
 
 
 def check_flags(arch: str, values: Iterable[Tuple[str, Any]]) -> None:
@@ -53,17 +81,17 @@ def check_flags(arch: str, values: Iterable[Tuple[str, Any]]) -> None:
 
 
 def check_list_length(arch: str, key: str, values: Any, length: int, what: str) -> None:
-    """Raise a one-line ValueError naming ``network_g.<key>`` unless ``values`` is a list (or tuple) of ``length``
-    entries, one per ``what`` (a scalar or a string is refused)."""
+    """Refuse (:func:`bad_option`) ``values`` unless it is a list (or tuple) of ``length`` entries, one per ``what``
+    (a scalar or a string is refused)."""
     if not isinstance(values, (list, tuple)) or len(values) != length:
-        raise ValueError(f'network_g.{key} needs {length} entries ({what}) for {arch}, got {values!r}')
+        raise bad_option(arch, key, f'a list of {length} entries ({what})', values)
 
 
 def check_parity(arch: str, key: str, value: int, odd: bool, reason: str) -> None:
-    """Raise a one-line ValueError naming ``network_g.<key>`` unless ``value`` is odd (``odd``) or even; ``reason``
-    says which layer needs it."""
+    """Refuse (:func:`bad_option`) a ``value`` that is not odd (``odd``) or even; ``reason`` says which layer needs
+    it."""
     if int(value) % 2 != int(odd):
-        raise ValueError(f"network_g.{key} must be {'odd' if odd else 'even'} for {arch} ({reason}), got {value}")
+        raise bad_option(arch, key, f"an {'odd' if odd else 'even'} integer", value, reason)
 
 
 def takes_representation(net: nn.Module) -> bool:

@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_context, check_flag
+from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_context, check_flag, option_key
 from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -95,7 +95,7 @@ class CoICBRN(nn.Module):
             setattr(self, f'res_conv{k}_r', ResUnit(c))
         self._add_gates('_r', c)
         self.conv_r = ConvUnit(c, in_channels, None)
-        self.context = ModulationContext(generator_width, 'network_g.generator_width')
+        self.context = ModulationContext(generator_width, option_key('generator_width'))
         if self.modulate:
             modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from coic_basicsr.archs.dgunet_blocks import CAB, SAM, BasicBlock, Decoder, Encoder, ResBlock, conv
-from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_flags, check_parity, conditioned_forward
+from coic_basicsr.archs.arch_util import (bad_option, check_at_least, check_choice, check_flags, check_parity,
+                                          conditioned_forward, option_key)
 from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext, modulate_convs
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -67,7 +68,8 @@ class CoICDGUNet(nn.Module):
         check_parity(arch, 'scale_unetfeats', scale_unetfeats, False, half_norm)
         check_parity(arch, 'kernel_size', kernel_size, True, 'its convs pad kernel_size // 2 to keep the size')
         if n_feat // reduction < 1:
-            raise ValueError(f'network_g.reduction ({reduction}) must not exceed n_feat ({n_feat})')
+            raise bad_option(arch, 'reduction', f"at most {option_key('n_feat')} ({n_feat})", reduction,
+                             'channel attention squeezes n_feat to n_feat // reduction channels')
         self.depth, self.num_cab = int(depth), int(num_cab)
         self.context_dim, self.modulate = int(context_dim), modulate
         act = nn.PReLU()  # shared by the first and last stage's CABs, as in the official code
@@ -85,7 +87,7 @@ class CoICDGUNet(nn.Module):
         self.r6 = nn.Parameter(torch.tensor([0.5]))
         self.concat67 = conv(n_feat * 2, n_feat + scale_orsnetfeats, kernel_size, bias)
         self.tail = conv(n_feat + scale_orsnetfeats, in_channels, kernel_size, bias)
-        self.context = ModulationContext(generator_width, 'network_g.generator_width')
+        self.context = ModulationContext(generator_width, option_key('generator_width'))
         if self.modulate:
             modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 

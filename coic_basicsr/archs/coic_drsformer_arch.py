@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from coic_basicsr.archs.arch_util import check_flags, conditioned_forward
+from coic_basicsr.archs.arch_util import check_flags, conditioned_forward, option_key
 from coic_basicsr.archs.drsformer_blocks import FeatureCompensator, SparseTransformerBlock
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 from coic_basicsr.archs.restormer_blocks import PatchEmbed, Resample, check_unet_options
@@ -70,7 +70,7 @@ class CoICDRSformer(nn.Module):
         self.context_dim = context_dim
         self.modulate = modulate
         self.mefc = mefc
-        self.context = ModulationContext(generator_width, 'network_g.generator_width')
+        self.context = ModulationContext(generator_width, option_key('generator_width'))
         ctx = self.context if modulate else None
 
         def stage(level: int, n: int, channels: Optional[int] = None) -> nn.Sequential:

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from coic_basicsr.archs.idt_blocks import ConvTokens, IDTBlock, IDTLayer, SpatialTransformerLayer
-from coic_basicsr.archs.arch_util import check_at_least, check_flags, check_list_length, conditioned_forward
+from coic_basicsr.archs.arch_util import (bad_option, check_at_least, check_flags, check_list_length,
+                                          conditioned_forward, option_key)
 from coic_basicsr.archs.modulation import ContextEmbedding, ModulationContext, modulate_convs
 from coic_basicsr.utils.option_values import check_number
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -76,17 +77,19 @@ class CoICIDT(nn.Module):
                        + [(f'depths[{i}]', depth) for i, depth in enumerate(depths)]
                        + [(f'num_heads[{i}]', heads) for i, heads in enumerate(num_heads)])
         check_flags(arch, (('qkv_bias', qkv_bias), ('modulate', modulate)))
-        check_number('network_g.mlp_ratio', mlp_ratio, 'a positive number', lambda v: v > 0)
-        check_number('network_g.drop_path_rate', drop_path_rate, 'a number in [0, 1)', lambda v: 0 <= v < 1)
+        check_number(option_key('mlp_ratio'), mlp_ratio, f'a positive number for {arch}', lambda v: v > 0)
+        check_number(option_key('drop_path_rate'), drop_path_rate, f'a number in [0, 1) for {arch}',
+                     lambda v: 0 <= v < 1)
         if qk_scale is not None:
-            check_number('network_g.qk_scale', qk_scale, 'a positive number, or null', lambda v: v > 0)
+            check_number(option_key('qk_scale'), qk_scale, f'a positive number or null for {arch}', lambda v: v > 0)
         narrowest = min(embed_dim, spatial_win_size**2)  # LeFF inputs: level channels, spatial_win_size**2 pixels
         if int(narrowest * mlp_ratio) < 1:
-            raise ValueError(f'network_g.mlp_ratio must leave int(C * mlp_ratio) >= 1 hidden LeFF channels for CoICIDT '
-                             f'(C down to min(embed_dim, spatial_win_size**2) = {narrowest}), got {mlp_ratio}')
+            raise bad_option(arch, 'mlp_ratio', 'a ratio leaving int(C * mlp_ratio) >= 1 hidden LeFF channels',
+                             mlp_ratio, f"C down to min({option_key('embed_dim')}, {option_key('spatial_win_size')}**2)"
+                             f' = {narrowest}')
         self.context_dim = context_dim
         self.modulate = modulate
-        self.context = ModulationContext(generator_width, 'network_g.generator_width')
+        self.context = ModulationContext(generator_width, option_key('generator_width'))
         ctx = self.context if modulate else None
         level_dims = [embed_dim * 2**i for i in (0, 1, 2, 3, 4, 4, 3, 2, 1)]  # decoders run on concatenations
         levels = (0, 1, 2, 3, 4, 3, 2, 1, 0)
@@ -99,8 +102,9 @@ class CoICIDT(nn.Module):
         def layer(i: int) -> IDTLayer:
             dim, heads, level = level_dims[i], num_heads[i], levels[i]
             if dim % heads or (i != 4 and spatial_win_size**2 % heads):
-                raise ValueError(f'network_g.num_heads[{i}]={heads} must divide the {dim} channels'
-                                 + ('' if i == 4 else f' and spatial_win_size**2 = {spatial_win_size**2}'))
+                window = '' if i == 4 else f" and {option_key('spatial_win_size')}**2 ({spatial_win_size**2})"
+                raise bad_option(arch, f'num_heads[{i}]', f'a number of heads that divides the {dim} channels of '
+                                 f'layer {i}{window}', heads)
             if i < 4:
                 rates = enc_dpr[sum(depths[:i]):sum(depths[:i + 1])]
             elif i == 4:
@@ -137,9 +141,9 @@ class CoICIDT(nn.Module):
         """Window of the window blocks at ``level``: ``win_size``, or the whole map once it is no larger."""
         res = img_size >> level
         if img_size % 16 or res % min(win_size, res) or (level < 4 and res % spatial_win_size):
-            raise ValueError(f'network_g.img_size={img_size}: every level (img_size / 2**level, here {res} at level '
-                             f'{level}) must be a multiple of win_size ({win_size}) and, for levels 0-3, of '
-                             f'spatial_win_size ({spatial_win_size})')
+            raise bad_option('CoICIDT', 'img_size', f"a multiple of 16 whose every level (img_size / 2**level, here "
+                             f"{res} at level {level}) is a multiple of {option_key('win_size')} ({win_size}) and, "
+                             f"for levels 0-3, of {option_key('spatial_win_size')} ({spatial_win_size})", img_size)
         return min(win_size, res)
 
     def _init_weights(self) -> None:

@@ -5,7 +5,7 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
-from coic_basicsr.archs.arch_util import check_at_least
+from coic_basicsr.archs.arch_util import bad_option, check_at_least, option_key, option_prefix
 from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
 
 _MODULATE_KEYS = ('include', 'exclude', 'generator_width')
@@ -41,21 +41,26 @@ class CoICNet(nn.Module):
     def __init__(self, backbone: dict, context_dim: int = 128, modulate: Optional[dict] = None) -> None:
         super().__init__()
         if not isinstance(backbone, dict) or 'type' not in backbone:
-            raise ValueError(f"CoICNet: 'backbone' must be a dict with a 'type' key, got {backbone!r}")
+            raise bad_option('CoICNet', 'backbone', "a mapping of network options with a 'type' key", backbone)
         check_at_least('CoICNet', 1, [('context_dim', context_dim)])
+        if modulate is not None and not isinstance(modulate, dict):
+            raise bad_option('CoICNet', 'modulate', f'null or a mapping with keys among {_MODULATE_KEYS}', modulate)
         modulate = dict(modulate or {})
-        unknown = sorted(set(modulate) - set(_MODULATE_KEYS))
+        unknown = sorted(map(str, set(modulate) - set(_MODULATE_KEYS)))
         if unknown:
-            raise ValueError(f'CoICNet: unknown key(s) {unknown} in modulate (allowed: {list(_MODULATE_KEYS)})')
+            raise bad_option('CoICNet', 'modulate', f'keys among {_MODULATE_KEYS}', modulate,
+                             f"unknown: {', '.join(unknown)}")
         self.context_dim = int(context_dim)
-        self.context = ModulationContext(modulate.get('generator_width'), 'network_g.modulate.generator_width')
-        self.backbone = build_network(backbone)
+        self.context = ModulationContext(modulate.get('generator_width'), option_key('modulate.generator_width'))
+        with option_prefix(option_key('backbone.')):  # the backbone's own checks name network_g.backbone.<key>
+            self.backbone = build_network(backbone)
         self.modulated_layers: List[str] = modulate_convs(self.backbone, self.context, self.context_dim,
                                                           modulate.get('include'), modulate.get('exclude'),
-                                                          option_key='network_g.modulate', module_name=backbone['type'])
+                                                          option_key=option_key('modulate'),
+                                                          module_name=backbone['type'])
         if not self.modulated_layers:
-            raise ValueError(f"CoICNet: modulate {modulate} matches no conv with kernel > 1 in backbone "
-                             f"'{backbone['type']}'")
+            raise bad_option('CoICNet', 'modulate', f"a selection of at least one conv with kernel > 1 in backbone "
+                             f"'{backbone['type']}'", modulate)
         self._register_load_state_dict_pre_hook(_add_backbone_prefix, with_module=True)
 
     def adapt_state_dict(self, state_dict: dict) -> dict:

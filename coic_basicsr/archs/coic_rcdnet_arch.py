@@ -14,7 +14,8 @@ from scipy.io import loadmat
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_context, check_flag
+from coic_basicsr.archs.arch_util import (bad_option, check_at_least, check_choice, check_context, check_flag,
+                                          option_key)
 from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext, modulate_convs
 from coic_basicsr.utils.option_values import check_number
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -34,9 +35,11 @@ def _load_init_kernel(path: str) -> Tensor:
 def init_rain_kernel(num_map: int, channels: int = 3, path: str = INIT_KERNEL_PATH) -> Tensor:
     """The first ``num_map`` of the authors' initial rain kernels, shape (channels, num_map, 9, 9)."""
     kernel = _load_init_kernel(path)
-    if kernel.shape[0] != channels or num_map > kernel.shape[1]:
-        raise ValueError(f"network_g: the initial rain kernels in '{path}' have shape {tuple(kernel.shape)}; "
-                         f'in_channels={channels} and num_map={num_map} need {channels} channels and >= {num_map} maps')
+    shape = f"the initial rain kernels in '{path}' have shape {tuple(kernel.shape)}"
+    if kernel.shape[0] != channels:
+        raise bad_option('CoICRCDNet', 'in_channels', f'{kernel.shape[0]}', channels, shape)
+    if num_map > kernel.shape[1]:
+        raise bad_option('CoICRCDNet', 'num_map', f'at most {kernel.shape[1]}', num_map, shape)
     return kernel[:, :num_map].clone()
 
 
@@ -104,7 +107,7 @@ class CoICRCDNet(nn.Module):
                                          ('num_stage', num_stage), ('context_dim', context_dim)))
         check_flag('CoICRCDNet', 'modulate', modulate)
         check_choice('CoICRCDNet', 'gate_layout', gate_layout, GATE_LAYOUTS)
-        check_number('network_g.img_range', img_range, 'a positive number (for CoICRCDNet)', lambda v: v > 0)
+        check_number(option_key('img_range'), img_range, 'a positive number for CoICRCDNet', lambda v: v > 0)
         self.in_channels, self.num_stage, self.img_range = int(in_channels), int(num_stage), float(img_range)
         self.context_dim, self.modulate = int(context_dim), modulate
         kernel = init_rain_kernel(int(num_map), self.in_channels)
@@ -119,7 +122,7 @@ class CoICRCDNet(nn.Module):
         self.proxNet_B_S = nn.Sequential(*[ProxNet(bz_channels, num_block, False) for _ in range(self.num_stage)])
         self.proxNet_B_0 = ProxNet(bz_channels, num_block, False)
         self.proxNet_B_L = ProxNet(bz_channels, num_block, False)
-        self.context = ModulationContext(generator_width, 'network_g.generator_width')
+        self.context = ModulationContext(generator_width, option_key('generator_width'))
         if self.modulate:
             modulate_convs(self, self.context, self.context_dim, gate_layout=gate_layout)
 

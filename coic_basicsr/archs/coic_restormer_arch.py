@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from coic_basicsr.archs.arch_util import check_at_least, check_flags, conditioned_forward
+from coic_basicsr.archs.arch_util import check_at_least, check_flags, conditioned_forward, option_key
 from coic_basicsr.archs.modulation import ModulationContext
 from coic_basicsr.archs.restormer_blocks import CoICTransformerBlock, PatchEmbed, Resample, check_unet_options
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -64,7 +64,7 @@ class CoICRestormer(nn.Module):
         self.context_dim = context_dim
         self.modulate = modulate
         self.dual_pixel_task = dual_pixel_task
-        self.context = ModulationContext(generator_width, 'network_g.generator_width')
+        self.context = ModulationContext(generator_width, option_key('generator_width'))
         ctx = self.context if modulate else None
 
         def stage(level: int, n: int, channels: Optional[int] = None) -> nn.Sequential:

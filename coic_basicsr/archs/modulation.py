@@ -31,6 +31,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from coic_basicsr.archs import grouped_conv
+from coic_basicsr.archs.arch_util import check_choice
 from coic_basicsr.archs.modulation_core import (ContextEmbedding, KernelScaleGenerator, ModulationContext,
                                                 ScaledKernels, WithChannelMeans, generator_widths,
                                                 kernel_scale_from_logits, keep_modulation_if_missing, resolve_z)
@@ -230,10 +231,9 @@ def modulate_convs(module: nn.Module, context: ModulationContext, context_dim: i
     """
     if not isinstance(context, ModulationContext):
         raise TypeError(f'modulate_convs: context must be a ModulationContext, got {type(context)}')
-    if gate_layout not in GATE_LAYOUTS:
-        raise ValueError(f"gate_layout must be 'paper' or 'official', got '{gate_layout}'")
-    include, exclude = _as_patterns(include), _as_patterns(exclude) or []
     module_name = module_name or type(module).__name__
+    check_choice(module_name, 'gate_layout', gate_layout, GATE_LAYOUTS)
+    include, exclude = _as_patterns(include), _as_patterns(exclude) or []
     replacements, names, eligible, refused = {}, [], [], []
     for name, conv in module.named_modules():
         if not name or not isinstance(conv, tuple(_REPLACEMENTS)) or math.prod(conv.kernel_size) <= 1:

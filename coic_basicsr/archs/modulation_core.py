@@ -20,13 +20,14 @@ class ModulationContext:
     Args:
         generator_width: upper bound on both hidden widths of every kernel-scale generator built with this context
             (see :func:`generator_widths`); None keeps the CoIC authors' widths.
-        option_key: where ``generator_width`` came from, named in the error for a bad value.
+        option_key: where ``generator_width`` came from, named in the error for a bad value (the archs pass
+            :func:`~coic_basicsr.archs.arch_util.option_key` of it).
     """
 
     def __init__(self, generator_width: Optional[int] = None, option_key: str = 'generator_width') -> None:
         if generator_width is not None and (isinstance(generator_width, bool) or not isinstance(generator_width, int)
                                             or generator_width < 1):
-            raise ValueError(f'{option_key} must be a positive integer or null, got {generator_width!r}')
+            raise ValueError(f'{option_key}: expected a positive integer or null, got {generator_width!r}')
         self.generator_width = generator_width
         self._local = threading.local()
 

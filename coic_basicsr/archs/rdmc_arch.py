@@ -7,8 +7,8 @@ from torch.nn import functional as F
 
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from coic_basicsr.archs.arch_util import (check_at_least, check_choice, check_flag, check_int_list, crop,
-                                         pad_to_multiple)
+from coic_basicsr.archs.arch_util import (bad_option, check_at_least, check_choice, check_flag, check_int_list, crop,
+                                         option_key, pad_to_multiple)
 
 RECRUITMENT_MODES = ('dynamic', 'static', 'none')
 
@@ -176,8 +176,8 @@ class RDMCNet(nn.Module):
         check_at_least('RDMCNet', 1, (('in_channels', in_channels), ('out_channels', out_channels),
                                       ('iterations', iterations), ('gate_reduction', gate_reduction)))
         if out_channels != in_channels:
-            raise ValueError(f'network_g.out_channels ({out_channels}) must equal in_channels ({in_channels}): '
-                             'RDMCNet predicts a residual on the input')
+            raise bad_option('RDMCNet', 'out_channels', f"{option_key('in_channels')} ({in_channels})", out_channels,
+                             'it predicts a residual on the input')
         widths = check_int_list('RDMCNet', 'widths', widths, min_length=2)
         dilations = check_int_list('RDMCNet', 'dilations', dilations)
         check_choice('RDMCNet', 'recruitment', recruitment, RECRUITMENT_MODES)

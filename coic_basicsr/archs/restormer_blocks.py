@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_list_length, check_parity, is_channels_last
+from coic_basicsr.archs.arch_util import (bad_option, check_at_least, check_choice, check_list_length, check_parity,
+                                          is_channels_last, option_key)
 from coic_basicsr.archs.modulation import ContextEmbedding, ModulatedConv2d, ModulationContext
 from coic_basicsr.utils.option_values import check_number
 
@@ -31,20 +32,21 @@ def check_unet_options(arch: str, inp_channels: int, out_channels: int, dim: int
                    + [(f'heads[{level}]', n_heads) for level, n_heads in enumerate(heads)])
     check_at_least(arch, 0, [(f'num_blocks[{level}]', n_blocks) for level, n_blocks in enumerate(num_blocks)])
     check_at_least(arch, 2, [('dim', dim)])
-    check_number('network_g.ffn_expansion_factor', ffn_expansion_factor, 'a positive number', lambda v: v > 0)
+    check_number(option_key('ffn_expansion_factor'), ffn_expansion_factor, f'a positive number for {arch}',
+                 lambda v: v > 0)
     check_parity(arch, 'dim', dim, False, 'the first down-sampling convolves to dim // 2 channels, which '
                  'PixelUnshuffle(2) must turn into the 2 * dim channels of level 2')
     for level, n_heads in enumerate(heads):
         channels = dim * 2**level
         if channels % n_heads or channels // n_heads < min_head_channels:
-            raise ValueError(f'network_g.heads[{level}] must divide the {channels} channels of level {level + 1}'
-                             f'{head_note} for {arch}, got {n_heads}')
+            raise bad_option(arch, f'heads[{level}]', f'a number of heads that divides the {channels} channels of '
+                             f'level {level + 1}{head_note}', n_heads)
     if int(dim * ffn_expansion_factor) < 1:
-        raise ValueError(f'network_g.ffn_expansion_factor must leave int(dim * ffn_expansion_factor) >= 1 hidden FFN '
-                         f'channels for {arch} (dim={dim}), got {ffn_expansion_factor}')
+        raise bad_option(arch, 'ffn_expansion_factor', 'a factor leaving int(dim * ffn_expansion_factor) >= 1 hidden '
+                         'FFN channels', ffn_expansion_factor, f"{option_key('dim')} is {dim}")
     if global_residual and out_channels != inp_channels and inp_channels != 1:
-        raise ValueError(f'network_g.out_channels must equal inp_channels ({inp_channels}) for {arch}, the output '
-                         f'adding the input image (or inp_channels be 1), got {out_channels}')
+        raise bad_option(arch, 'out_channels', f"{option_key('inp_channels')} ({inp_channels})", out_channels,
+                         'the output adds the input image, unless inp_channels is 1')
 
 
 def _conv3x3(in_ch: int, out_ch: int, groups: int, bias: bool, context: Optional[ModulationContext],

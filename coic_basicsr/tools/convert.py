@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 import yaml
 from torch import Tensor, nn
 
+from coic_basicsr.archs.arch_util import option_prefix
 from coic_basicsr.archs.coic_brn_arch import CoICBRN
 from coic_basicsr.archs.coic_dgunet_arch import CoICDGUNet
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
@@ -130,7 +131,8 @@ def convert_backbone(state: Dict[str, Tensor], arch: str, plain: bool = False,
     options['modulate'] = has_generators
     if has_generators:
         options['gate_layout'] = 'official'
-    net = ARCHS[arch](**options)
+    with option_prefix('--opt '):  # a bad value came from --opt (those read off the checkpoint fit it)
+        net = ARCHS[arch](**options)
     modules = dict(net.named_modules())
     ours = net.state_dict()
     for key in [k for k in renamed if '.generator.' in k and k not in ours]:

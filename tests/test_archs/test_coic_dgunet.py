@@ -88,12 +88,15 @@ def test_training_step_and_bad_input():
 
 def test_options_whose_forward_cannot_run_are_refused_naming_the_key():
     for bad, message in (
-            (dict(n_feat=20, scale_unetfeats=5), r'network_g\.scale_unetfeats must be even for CoICDGUNet \(each U-Net '
-             r'level, n_feat \+ i \* scale_unetfeats channels, is halved for the half instance norm\), got 5'),
-            (dict(n_feat=7), r'network_g\.n_feat must be even for CoICDGUNet \(each U-Net level'),
-            (dict(kernel_size=4), r'network_g\.kernel_size must be odd for CoICDGUNet \(its convs pad kernel_size // 2 '
-             r'to keep the size\), got 4'),
-            (dict(kernel_size=0), r'network_g\.kernel_size must be >= 1 for CoICDGUNet, got 0')):
+            (dict(n_feat=20, scale_unetfeats=5), r'network_g\.scale_unetfeats: expected an even integer for CoICDGUNet '
+             r'\(each U-Net level, n_feat \+ i \* scale_unetfeats channels, is halved for the half instance norm\), '
+             r'got 5'),
+            (dict(n_feat=7), r'network_g\.n_feat: expected an even integer for CoICDGUNet \(each U-Net level'),
+            (dict(kernel_size=4), r'network_g\.kernel_size: expected an odd integer for CoICDGUNet \(its convs pad '
+             r'kernel_size // 2 to keep the size\), got 4'),
+            (dict(n_feat=4, reduction=8), r'network_g\.reduction: expected at most network_g\.n_feat \(4\) for '
+             r'CoICDGUNet \(channel attention squeezes n_feat to n_feat // reduction channels\), got 8'),
+            (dict(kernel_size=0), r'network_g\.kernel_size: expected an integer >= 1 for CoICDGUNet, got 0')):
         with pytest.raises(ValueError, match=message) as err:
             CoICDGUNet(**{**TINY, **bad})
         assert '\n' not in str(err.value)

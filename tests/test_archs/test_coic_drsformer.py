@@ -287,16 +287,17 @@ def test_paper_scale_parameter_counts() -> None:
 def test_options_whose_forward_cannot_run_are_refused_naming_the_key() -> None:
     # the sweep over small values (accepted <=> the forward runs) is in test_coic_restormer.py: same U-Net, same checks
     for bad, message in (
-            (dict(dim=5), r'network_g\.dim must be even for CoICDRSformer \(the first down-sampling'),
-            (dict(dim=1, heads=[1, 1, 1, 1]), r'network_g\.dim must be >= 2 for CoICDRSformer, got 1'),
-            (dict(heads=[8, 2, 2, 4]), r'network_g\.heads\[0\] must divide the 8 channels of level 1 into heads of at '
-             r'least 2 channels \(top-k attention keeps int\(C/2\) of C\) for CoICDRSformer, got 8'),
-            (dict(heads=[0, 2, 2, 4]), r'network_g\.heads\[0\] must be >= 1 for CoICDRSformer, got 0'),
-            (dict(ffn_expansion_factor=0.1), r'network_g\.ffn_expansion_factor must leave int\(dim \* '
-             r'ffn_expansion_factor\) >= 1 hidden FFN channels for CoICDRSformer \(dim=8\), got 0\.1'),
-            (dict(inp_channels=3, out_channels=2), r'network_g\.out_channels must equal inp_channels \(3\) for '
-             r'CoICDRSformer, the output adding the input image \(or inp_channels be 1\), got 2'),
-            (dict(LayerNorm_type='Batch'), r"network_g\.LayerNorm_type must be one of \('WithBias', 'BiasFree'\) "
+            (dict(dim=5), r'network_g\.dim: expected an even integer for CoICDRSformer \(the first down-sampling'),
+            (dict(dim=1, heads=[1, 1, 1, 1]), r'network_g\.dim: expected an integer >= 2 for CoICDRSformer, got 1'),
+            (dict(heads=[8, 2, 2, 4]), r'network_g\.heads\[0\]: expected a number of heads that divides the 8 channels '
+             r'of level 1 into heads of at least 2 channels \(top-k attention keeps int\(C/2\) of C\) for '
+             r'CoICDRSformer, got 8'),
+            (dict(heads=[0, 2, 2, 4]), r'network_g\.heads\[0\]: expected an integer >= 1 for CoICDRSformer, got 0'),
+            (dict(ffn_expansion_factor=0.1), r'network_g\.ffn_expansion_factor: expected a factor leaving int\(dim \* '
+             r'ffn_expansion_factor\) >= 1 hidden FFN channels for CoICDRSformer \(network_g\.dim is 8\), got 0\.1'),
+            (dict(inp_channels=3, out_channels=2), r'network_g\.out_channels: expected network_g\.inp_channels \(3\) '
+             r'for CoICDRSformer \(the output adds the input image, unless inp_channels is 1\), got 2'),
+            (dict(LayerNorm_type='Batch'), r"network_g\.LayerNorm_type: expected one of \('WithBias', 'BiasFree'\) "
              r"for CoICDRSformer, got 'Batch'")):
         with pytest.raises(ValueError, match=message) as err:
             CoICDRSformer(**dict(TINY, **bad))

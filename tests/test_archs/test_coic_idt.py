@@ -295,13 +295,20 @@ def test_paper_scale_parameter_counts() -> None:
 
 def test_options_whose_forward_cannot_run_are_refused_naming_the_key() -> None:
     for bad, message in (
-            (dict(win_size=0), r'network_g\.win_size must be >= 1 for CoICIDT, got 0'),
-            (dict(spatial_win_size=0), r'network_g\.spatial_win_size must be >= 1 for CoICIDT, got 0'),
-            (dict(img_size=0), r'network_g\.img_size must be >= 1 for CoICIDT, got 0'),
-            (dict(num_heads=[0, 2, 4, 8, 16, 16, 8, 4, 2]), r'network_g\.num_heads\[0\] must be >= 1 for CoICIDT'),
-            (dict(mlp_ratio=0.2), r'network_g\.mlp_ratio must leave int\(C \* mlp_ratio\) >= 1 hidden LeFF channels '
-             r'for CoICIDT \(C down to min\(embed_dim, spatial_win_size\*\*2\) = 4\), got 0\.2'),
-            (dict(in_chans=0), r'network_g\.in_chans must be >= 1 for CoICIDT, got 0')):
+            (dict(win_size=0), r'network_g\.win_size: expected an integer >= 1 for CoICIDT, got 0'),
+            (dict(spatial_win_size=0), r'network_g\.spatial_win_size: expected an integer >= 1 for CoICIDT, got 0'),
+            (dict(img_size=0), r'network_g\.img_size: expected an integer >= 1 for CoICIDT, got 0'),
+            (dict(num_heads=[0, 2, 4, 8, 16, 16, 8, 4, 2]), r'network_g\.num_heads\[0\]: expected an integer >= 1 for '
+             r'CoICIDT'),
+            (dict(mlp_ratio=0.2), r'network_g\.mlp_ratio: expected a ratio leaving int\(C \* mlp_ratio\) >= 1 hidden '
+             r'LeFF channels for CoICIDT \(C down to min\(network_g\.embed_dim, network_g\.spatial_win_size\*\*2\) = '
+             r'4\), got 0\.2'),
+            (dict(img_size=48), r'network_g\.img_size: expected a multiple of 16 whose every level \(img_size / '
+             r'2\*\*level, here 6 at level 3\) is a multiple of network_g\.win_size \(4\) and, for levels 0-3, of '
+             r'network_g\.spatial_win_size \(4\) for CoICIDT, got 48'),
+            (dict(num_heads=[1, 3, 4, 8, 16, 16, 8, 4, 2]), r'network_g\.num_heads\[1\]: expected a number of heads '
+             r'that divides the 8 channels of layer 1 and network_g\.spatial_win_size\*\*2 \(16\) for CoICIDT, got 3'),
+            (dict(in_chans=0), r'network_g\.in_chans: expected an integer >= 1 for CoICIDT, got 0')):
         with pytest.raises(ValueError, match=message) as err:
             CoICIDT(**dict(TINY, **bad))
         assert '\n' not in str(err.value)

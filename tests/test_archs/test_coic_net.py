@@ -138,15 +138,19 @@ def test_options_include_exclude_and_errors():
         backbone=BACKBONES['EDSR'], context_dim=CTX, modulate=dict(include=['body.*'], exclude=['*.conv2']))
     assert net.modulated_layers == ['body.0.conv1', 'body.1.conv1']
     assert type(net.backbone.conv_first) is nn.Conv2d
-    with pytest.raises(ValueError, match='unknown key'):
+    with pytest.raises(ValueError, match=r"^network_g\.modulate: expected keys among \('include', 'exclude', "
+                                         r"'generator_width'\) for CoICNet \(unknown: inclde\), got "):
         CoICNet(backbone=BACKBONES['EDSR'], modulate=dict(inclde=['x']))
+    with pytest.raises(ValueError, match=r"^network_g\.modulate: expected null or a mapping with keys among "):
+        CoICNet(backbone=BACKBONES['EDSR'], modulate='all')  # a ValueError from dict('all') before
     with pytest.raises(ValueError, match='matches no conv'):
         CoICNet(backbone=BACKBONES['EDSR'], modulate=dict(include=['nothing']))
     for key, patterns, typo in (('include', ['body.*', 'boddy.*'], 'boddy.*'), ('exclude', 'conv_lastt', 'conv_lastt')):
         message = rf"network_g.modulate.{key}: '{re.escape(typo)}' matches no conv with kernel > 1 in EDSR \(e.g. "
         with pytest.raises(ValueError, match=message):  # ignored before whenever another pattern matched
             CoICNet(backbone=BACKBONES['EDSR'], modulate={key: patterns})
-    with pytest.raises(ValueError, match="'type'"):
+    with pytest.raises(ValueError, match=r"^network_g\.backbone: expected a mapping of network options with a 'type' "
+                                         r"key for CoICNet, got \{'num_feat': 4\}$"):
         CoICNet(backbone={'num_feat': 4})
     with pytest.raises(ValueError, match='z must have shape'):
         net(torch.rand(2, 3, 8, 8), torch.randn(2, CTX + 1))

@@ -104,8 +104,11 @@ def test_initial_rain_kernels_are_the_shipped_authors_file():
     assert torch.equal(net.c0.detach(), c9) and torch.equal(net.c.detach(), c9)
     assert net.c0.data_ptr() != net.c.data_ptr()  # two parameters, not one storage
     assert torch.equal(init_rain_kernel(4), c9[:, :4])
-    with pytest.raises(ValueError, match='num_map=33'):
+    with pytest.raises(ValueError, match=r'^network_g\.num_map: expected at most 32 for CoICRCDNet \(the initial rain '
+                                         r'kernels in .* have shape \(3, 32, 9, 9\)\), got 33$'):
         init_rain_kernel(33)
+    with pytest.raises(ValueError, match=r'^network_g\.in_channels: expected 3 for CoICRCDNet \(the initial rain '):
+        CoICRCDNet(in_channels=1)
     shared = WEIGHTS / 'rcdnet_init_kernel.mat'
     if shared.is_file():
         assert hashlib.sha256(shared.read_bytes()).digest() == \

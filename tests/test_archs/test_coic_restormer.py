@@ -241,17 +241,19 @@ def test_paper_scale_config_builds_and_reports_parameter_counts() -> None:
 # ----------------------------------------------------------------------------------------------------------------
 def test_options_whose_forward_cannot_run_are_refused_naming_the_key() -> None:
     for bad, message in (
-            (dict(dim=5), r'network_g\.dim must be even for CoICRestormer \(the first down-sampling convolves to '
-             r'dim // 2 channels, which PixelUnshuffle\(2\) must turn into the 2 \* dim channels of level 2\), got 5'),
-            (dict(dim=0, heads=[1, 1, 1, 1]), r'network_g\.dim must be >= 2 for CoICRestormer, got 0'),
-            (dict(heads=[0, 2, 4, 8]), r'network_g\.heads\[0\] must be >= 1 for CoICRestormer, got 0'),
-            (dict(heads=[1, 3, 4, 8]), r'network_g\.heads\[1\] must divide the 16 channels of level 2 for '
-             r'CoICRestormer, got 3'),
-            (dict(ffn_expansion_factor=0.1), r'network_g\.ffn_expansion_factor must leave int\(dim \* '
-             r'ffn_expansion_factor\) >= 1 hidden FFN channels for CoICRestormer \(dim=8\), got 0\.1'),
-            (dict(inp_channels=0), r'network_g\.inp_channels must be >= 1 for CoICRestormer, got 0'),
-            (dict(out_channels=2), r'network_g\.out_channels must equal inp_channels \(3\) for CoICRestormer'),
-            (dict(LayerNorm_type='Batch'), r"network_g\.LayerNorm_type must be one of \('WithBias', 'BiasFree'\) "
+            (dict(dim=5), r'network_g\.dim: expected an even integer for CoICRestormer \(the first down-sampling '
+             r'convolves to dim // 2 channels, which PixelUnshuffle\(2\) must turn into the 2 \* dim channels of '
+             r'level 2\), got 5'),
+            (dict(dim=0, heads=[1, 1, 1, 1]), r'network_g\.dim: expected an integer >= 2 for CoICRestormer, got 0'),
+            (dict(heads=[0, 2, 4, 8]), r'network_g\.heads\[0\]: expected an integer >= 1 for CoICRestormer, got 0'),
+            (dict(heads=[1, 3, 4, 8]), r'network_g\.heads\[1\]: expected a number of heads that divides the 16 '
+             r'channels of level 2 for CoICRestormer, got 3'),
+            (dict(ffn_expansion_factor=0.1), r'network_g\.ffn_expansion_factor: expected a factor leaving int\(dim \* '
+             r'ffn_expansion_factor\) >= 1 hidden FFN channels for CoICRestormer \(network_g\.dim is 8\), got 0\.1'),
+            (dict(inp_channels=0), r'network_g\.inp_channels: expected an integer >= 1 for CoICRestormer, got 0'),
+            (dict(out_channels=2), r'network_g\.out_channels: expected network_g\.inp_channels \(3\) for '
+             r'CoICRestormer'),
+            (dict(LayerNorm_type='Batch'), r"network_g\.LayerNorm_type: expected one of \('WithBias', 'BiasFree'\) "
              r"for CoICRestormer, got 'Batch'")):
         with pytest.raises(ValueError, match=message) as err:
             CoICRestormer(**dict(TINY, **bad))

@@ -58,13 +58,13 @@ def test_coic_net_takes_generator_width_in_its_modulate_dict() -> None:
     backbone = dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=32, num_block=1, upscale=2)
     net = build_network(dict(type='CoICNet', backbone=backbone, context_dim=8, modulate={'generator_width': 3}))
     assert set(_hidden_widths(net)) == {3}
-    with pytest.raises(ValueError, match=r'^network_g\.modulate\.generator_width must be a positive integer or null'):
+    with pytest.raises(ValueError, match=r'^network_g\.modulate\.generator_width: expected a positive integer or null'):
         build_network(dict(type='CoICNet', backbone=backbone, context_dim=8, modulate={'generator_width': 0}))
 
 
 @pytest.mark.parametrize('bad', [0, -1, 1.5, 'wide'])
 def test_bad_generator_width_is_a_one_line_error(bad) -> None:
-    with pytest.raises(ValueError, match=r"^network_g\.generator_width must be a positive integer or null, got"):
+    with pytest.raises(ValueError, match=r"^network_g\.generator_width: expected a positive integer or null, got"):
         build_network(dict(TINY['CoICRestormer'], type='CoICRestormer', generator_width=bad))
 
 

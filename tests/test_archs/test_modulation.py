@@ -183,7 +183,7 @@ def test_generator_width_bounds_both_hidden_widths_and_survives_copies():
         assert torch.equal(clone(x, z), dense(x, z))
     assert ModulationContext().generator_width is None
     for bad in (0, -2, 2.5, True, '8'):
-        with pytest.raises(ValueError, match='generator_width must be a positive integer or null'):
+        with pytest.raises(ValueError, match='generator_width: expected a positive integer or null'):
             ModulationContext(bad)
 
 

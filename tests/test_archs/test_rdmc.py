@@ -103,13 +103,13 @@ def test_list_options_refuse_scalars_strings_and_non_integers(key, value, expect
 @pytest.mark.parametrize('key, value', [('iterations', 2.5), ('iterations', 2.0), ('gate_reduction', '4'),
                                         ('in_channels', True), ('out_channels', 3.0)])
 def test_integer_options_refuse_non_integers(key, value):
-    with pytest.raises(ValueError, match=rf'^network_g\.{key} must be an integer >= 1 for RDMCNet, got '):
+    with pytest.raises(ValueError, match=rf'^network_g\.{key}: expected an integer >= 1 for RDMCNet, got '):
         build_network({'type': 'RDMCNet', **TINY, key: value})
 
 
 @pytest.mark.parametrize('value', ['false', 'true', 0, None])
 def test_return_stages_must_be_a_boolean_not_a_string(value):
-    with pytest.raises(ValueError, match=r'^network_g\.return_stages must be true or false for RDMCNet, got '):
+    with pytest.raises(ValueError, match=r'^network_g\.return_stages: expected true or false for RDMCNet, got '):
         build_network({'type': 'RDMCNet', **TINY, 'return_stages': value})
 
 

@@ -256,6 +256,19 @@ def test_modulate_and_gate_layout_follow_the_checkpoint_and_are_refused_in_opt(t
     assert 'note: no --encoder: without network_enc the network runs with z=None' in capsys.readouterr().out
 
 
+@pytest.mark.parametrize('override, message', [
+    ('iterations=0', '--opt iterations: expected an integer >= 1 for CoICBRN, got 0'),
+    ('generator_width=0', '--opt generator_width: expected a positive integer or null, got 0')])
+def test_a_bad_opt_value_is_named_as_the_user_wrote_it(tmp_path, capsys, override, message):
+    # it said network_g.iterations, a key of no file the user wrote
+    src = tmp_path / 'brn.pth'
+    torch.save(CoICBRN(**TINY_BRN, modulate=False).state_dict(), src)
+    assert main(['--arch', 'brn', '--model', str(src), '--out-dir', str(tmp_path / 'out'), '--opt', override]) == 2
+    assert capsys.readouterr().err == f'basicsr convert-official: error: {message}\n'
+    with pytest.raises(ValueError, match=r'^network_g\.iterations: expected an integer >= 1 for CoICBRN, got 0$'):
+        build_network(dict(type='CoICBRN', iterations=0))  # the prefix ends with the conversion
+
+
 def test_an_override_contradicting_the_checkpoint_is_refused_and_a_free_one_taken():
     state = CoICBRN(channels=4, num_res_blocks=2, num_rain_res_blocks=1, iterations=2, modulate=False).state_dict()
     _, options, _ = convert_backbone(dict(state), 'brn', overrides={'iterations': 3})
