@@ -20,7 +20,7 @@ from coic_basicsr.data.prefetch import create_prefetcher
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.data.samplers import ResumableSampler, SeededDraws, build_sampler
 from coic_basicsr.models.portable import build_model
-from coic_basicsr.utils.checkpoint import latest_training_state, load_training_state
+from coic_basicsr.utils.checkpoint import latest_training_state, load_training_state, remove_unfinished_saves
 from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
 from coic_basicsr.utils.dist import barrier, wait_for_rank0
 from coic_basicsr.utils.early_log import EarlyLog
@@ -78,8 +78,6 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
             logger.info(f'Number of val images/folders in {dataset_opt["name"]}: {len(val_set)}')
         else:
             raise ValueError(f"datasets.{phase}: the part of a dataset key before its first '_' must be val or test")
-    if train_loader is None:
-        raise ValueError('datasets.train: a training dataset is required')
     return train_loader, train_sampler, val_loaders, total_epochs, total_iters
 
 
@@ -131,6 +129,8 @@ def make_run_folders(opt: dict, args, resumed: bool) -> None:
     elif opt['rank'] == 0:  # resuming (maybe another run's state under a new name): add the folders that are missing
         for key in ('experiments_root', 'models', 'training_states', 'visualization'):
             os.makedirs(opt['path'][key], exist_ok=True)
+        for path in remove_unfinished_saves(opt['path'][key] for key in ('models', 'training_states')):
+            get_root_logger().info(f'Removed {path}: a save that the interrupted run did not finish')
     barrier()
     save_options_as_run(args, opt['path']['experiments_root'])
 

@@ -3,7 +3,7 @@ import os
 import re
 from collections import Counter
 from os import path as osp
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from basicsr.utils import get_root_logger
@@ -35,6 +35,21 @@ def atomic_save(obj: Any, path: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp_path, path)
+
+
+def remove_unfinished_saves(folders: Iterable[str]) -> List[str]:
+    """Delete the ``*.pth.tmp`` / ``*.state.tmp`` files that a save interrupted by a crash or a kill left in
+    ``folders`` (:func:`atomic_save` writes there first; nothing reads them, and a state is hundreds of MB); returns
+    their paths. For a resuming run, before it saves anything."""
+    removed = []
+    for folder in folders:
+        names = sorted(os.listdir(folder)) if osp.isdir(folder) else []
+        for name in names:
+            path = osp.join(folder, name)
+            if name.endswith(('.pth' + TMP_SUFFIX, '.state' + TMP_SUFFIX)) and osp.isfile(path):
+                os.remove(path)
+                removed.append(path)
+    return removed
 
 
 def load_checkpoint(path: str, device: Optional[torch.device] = None) -> Any:

@@ -182,9 +182,14 @@ def test_kill_9_then_auto_resume_matches_an_uninterrupted_run(tmp_path):
     exp = tmp_path / 'experiments' / 'killed'
     saved = sorted(int(name.split('.')[0]) for name in os.listdir(exp / 'training_states'))
     assert saved and saved[-1] < 6  # killed mid-run (normally right after the iteration-2 save)
+    unfinished = [exp / 'models' / 'net_g_4.pth.tmp', exp / 'training_states' / '4.state.tmp']
+    for path in unfinished + [exp / 'models' / 'notes.tmp']:  # what a kill during atomic_save leaves (+ not ours)
+        path.write_bytes(b'partial')
     result = basicsr(['train', '-opt', opt_path, '--auto_resume'], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert f'iter: {saved[-1]} ' in result.stderr
+    assert not any(path.exists() for path in unfinished) and (exp / 'models' / 'notes.tmp').exists()
+    assert f"Removed {unfinished[1]}: a save that the interrupted run did not finish" in result.stderr
     resumed = torch.load(exp / 'models' / 'net_g_6.pth', weights_only=True)
     full = torch.load(tmp_path / 'experiments' / 'full9' / 'models' / 'net_g_6.pth', weights_only=True)
     for key, tensors in full.items():
