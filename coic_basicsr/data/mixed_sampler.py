@@ -49,9 +49,9 @@ class MixedDatasetSampler(Sampler):
             raise ValueError(f'MixedDatasetSampler: need 0 <= rank < num_replicas, got rank={rank}, '
                              f'num_replicas={num_replicas}')
         if not is_number(ratio) or ratio <= 0:
-            raise ValueError(f'datasets.train.dataset_enlarge_ratio: must be a number > 0, got {ratio!r}')
+            raise ValueError(f'datasets.train.dataset_enlarge_ratio: expected a number > 0, got {ratio!r}')
         if real_fraction is not None and (not is_number(real_fraction) or real_fraction < 0):
-            raise ValueError(f'datasets.train.sampler.real_fraction: must be a number >= 0 or null, got '
+            raise ValueError(f'datasets.train.sampler.real_fraction: expected a number >= 0 or null, got '
                              f'{real_fraction!r}')
         self.dataset = dataset
         self.num_replicas, self.rank, self.ratio = int(num_replicas), int(rank), ratio

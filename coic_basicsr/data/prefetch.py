@@ -19,9 +19,10 @@ def create_prefetcher(opt: dict, train_loader):
     if mode in (None, 'cpu'):
         return EpochPrefetcher(train_loader)
     if mode == 'cuda' and opt['num_gpu'] > 0:
-        if opt['datasets']['train'].get('pin_memory') is not True:
-            raise ValueError('datasets.train.pin_memory must be true with prefetch_mode: cuda')
+        pin_memory = opt['datasets']['train'].get('pin_memory')
+        if pin_memory is not True:
+            raise ValueError(f'datasets.train.pin_memory: expected true with prefetch_mode: cuda, got {pin_memory!r}')
         return CUDAPrefetcher(train_loader, opt)
     if mode == 'cuda':
         return EpochPrefetcher(train_loader)  # no CUDA here: same batches, without the copy stream
-    raise ValueError(f"datasets.train.prefetch_mode: '{mode}' is not one of None, cpu, cuda")
+    raise ValueError(f'datasets.train.prefetch_mode: expected cpu, cuda, or null, got {mode!r}')

@@ -20,7 +20,7 @@ KEYS = ('mini_batch_sizes', 'iters', 'gt_sizes')
 
 def _positive_ints(values, key: str) -> List[int]:
     if not isinstance(values, (list, tuple)) or not values or not all(is_integer(v) and v > 0 for v in values):
-        raise ValueError(f'datasets.train.{key}: must be a non-empty list of positive integers, got {values!r}')
+        raise ValueError(f'datasets.train.{key}: expected a non-empty list of positive integers, got {values!r}')
     return list(values)
 
 

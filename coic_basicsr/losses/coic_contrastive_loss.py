@@ -6,6 +6,10 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, distributed as dist, nn
 from torch.nn import functional as F
 
+from coic_basicsr.losses.loss_util import bad_loss_option
+
+_NAME = 'CoICContrastiveLoss'
+
 
 def _random_flip(x: Tensor) -> Tensor:
     """Independent random horizontal and vertical flips (p = 0.5 each) per image of (N, C, H, W)."""
@@ -74,16 +78,15 @@ class CoICContrastiveLoss(nn.Module):
                  archive_size: int = 64, blur_kernel_size: int = 11, blur_sigma: Sequence[float] = (0.3, 1.5)) -> None:
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f'CoICContrastiveLoss: temperature must be > 0, got {temperature}')
-        if num_detail_negatives < 0 or archive_size < 0:
-            raise ValueError('CoICContrastiveLoss: num_detail_negatives and archive_size must be >= 0, got '
-                             f'{num_detail_negatives} and {archive_size}')
+            raise bad_loss_option(_NAME, 'temperature', 'a number > 0', temperature)
+        for key, value in (('num_detail_negatives', num_detail_negatives), ('archive_size', archive_size)):
+            if value < 0:
+                raise bad_loss_option(_NAME, key, 'an integer >= 0', value)
         if blur_kernel_size < 1 or blur_kernel_size % 2 == 0:
-            raise ValueError(
-                f'CoICContrastiveLoss: blur_kernel_size must be a positive odd int, got {blur_kernel_size}')
+            raise bad_loss_option(_NAME, 'blur_kernel_size', 'a positive odd integer', blur_kernel_size)
         if len(blur_sigma) != 2 or not 0 < blur_sigma[0] <= blur_sigma[1]:
-            raise ValueError(
-                f'CoICContrastiveLoss: blur_sigma must be [low, high] with 0 < low <= high, got {blur_sigma}')
+            raise bad_loss_option(_NAME, 'blur_sigma', 'a list [low, high] of numbers with 0 < low <= high',
+                                  blur_sigma)
         self.loss_weight = float(loss_weight)
         self.temperature = float(temperature)
         self.num_detail_negatives = int(num_detail_negatives)
@@ -105,8 +108,8 @@ class CoICContrastiveLoss(nn.Module):
         Also pushes this batch's rain layers (of all ranks) into the archive.
         """
         if lq_global.dim() != 4 or lq_global.shape != gt_global.shape:
-            raise ValueError('CoICContrastiveLoss.build_views: lq_global and gt_global must be equal-shape '
-                             f'(B, C, H, W) tensors, got {tuple(lq_global.shape)} and {tuple(gt_global.shape)}')
+            raise ValueError('CoICContrastiveLoss.build_views: expected lq_global and gt_global (B, C, H, W) tensors '
+                             f'of one shape, got {tuple(lq_global.shape)} and {tuple(gt_global.shape)}')
         b = lq_global.shape[0]
         rain = (lq_global - gt_global).float()
         archive = self.rain_archive.to(rain.device)

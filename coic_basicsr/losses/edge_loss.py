@@ -4,7 +4,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.utils.option_values import check_number
+from coic_basicsr.losses.loss_util import check_loss_number
 
 _BINOMIAL_5 = (0.05, 0.25, 0.4, 0.25, 0.05)
 
@@ -23,8 +23,8 @@ class CoICEdgeLoss(nn.Module):
 
     def __init__(self, loss_weight: float = 1.0, eps: float = 1e-3) -> None:
         super().__init__()
-        check_number('CoICEdgeLoss: loss_weight', loss_weight, 'a number >= 0', lambda v: v >= 0)
-        check_number('CoICEdgeLoss: eps', eps, 'a positive number', lambda v: v > 0)
+        check_loss_number('CoICEdgeLoss', 'loss_weight', loss_weight, 'a number >= 0', lambda v: v >= 0)
+        check_loss_number('CoICEdgeLoss', 'eps', eps, 'a positive number', lambda v: v > 0)
         self.loss_weight = float(loss_weight)
         self.eps = float(eps)
         taps = torch.tensor(_BINOMIAL_5)
@@ -43,7 +43,7 @@ class CoICEdgeLoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor, **kwargs) -> Tensor:
         if pred.shape != target.shape or pred.dim() != 4:
-            raise ValueError(f'CoICEdgeLoss: pred and target must be (N, C, H, W) of one shape, got '
+            raise ValueError(f'CoICEdgeLoss: expected pred and target (N, C, H, W) of one shape, got '
                              f'{tuple(pred.shape)} and {tuple(target.shape)}')
         diff = self.laplacian(pred) - self.laplacian(target)
         return self.loss_weight * torch.sqrt(diff * diff + self.eps**2).mean()

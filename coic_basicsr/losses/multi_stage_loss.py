@@ -5,6 +5,10 @@ from basicsr.losses import build_loss
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
 
+from coic_basicsr.losses.loss_util import bad_loss_option, check_loss_number, check_loss_weights, nest_key
+
+_NAME = 'CoICMultiStageLoss'
+
 
 @LOSS_REGISTRY.register()
 class CoICMultiStageLoss(nn.Module):
@@ -31,10 +35,19 @@ class CoICMultiStageLoss(nn.Module):
                  intermediate_weight: float = 1.0, final_weight: float = 1.0) -> None:
         super().__init__()
         if not isinstance(base_opt, dict) or 'type' not in base_opt:
-            raise ValueError(f"CoICMultiStageLoss: base_opt must be a loss dict with a 'type', got {base_opt!r}")
+            raise bad_loss_option(_NAME, 'base_opt', "a loss dict with a 'type'", base_opt)
         if base_opt['type'] == type(self).__name__:
-            raise ValueError('CoICMultiStageLoss: base_opt cannot be another CoICMultiStageLoss')
-        self.base = build_loss(base_opt)
+            raise ValueError(f'base_opt.type: {_NAME} cannot wrap another {_NAME}')
+        for key, value in (('loss_weight', loss_weight), ('intermediate_weight', intermediate_weight),
+                           ('final_weight', final_weight)):
+            check_loss_number(_NAME, key, value, 'a number >= 0', lambda v: v >= 0)
+        check_loss_weights(_NAME, 'stage_weights', stage_weights, 'stage')
+        try:
+            self.base = build_loss(base_opt)
+        except ValueError as err:  # the base loss's key, under base_opt
+            raise ValueError(nest_key('base_opt', str(err))) from None
+        except FileNotFoundError as err:
+            raise FileNotFoundError(nest_key('base_opt', str(err))) from None
         self.takes_input = bool(getattr(self.base, 'takes_input', False))
         self.loss_weight = float(loss_weight)
         self.stage_weights = None if stage_weights is None else [float(w) for w in stage_weights]
@@ -44,14 +57,15 @@ class CoICMultiStageLoss(nn.Module):
         """The weight of each of ``num_stages`` stages (first to final)."""
         if self.stage_weights is not None:
             if len(self.stage_weights) != num_stages:
-                raise ValueError(f'CoICMultiStageLoss: stage_weights has {len(self.stage_weights)} entries but the '
-                                 f'network returned {num_stages} stage outputs')
+                weights = f"{num_stages} weight{'s' if num_stages != 1 else ''}"
+                raise bad_loss_option(_NAME, 'stage_weights', f'{weights} (one per stage output the network returned)',
+                                      self.stage_weights)
             return list(self.stage_weights)
         return [self.intermediate_weight] * (num_stages - 1) + [self.final_weight]
 
     def forward(self, stages: Union[Tensor, Sequence[Tensor]], target: Tensor, *lq: Tensor) -> Tensor:
         stages = [stages] if isinstance(stages, Tensor) else list(stages)
         if not stages:
-            raise ValueError('CoICMultiStageLoss: got no stage outputs')
+            raise ValueError(f'{_NAME}: expected one or more stage outputs, got none')
         weights = self.weights(len(stages))
         return self.loss_weight * sum(w * self.base(stage, target, *lq) for w, stage in zip(weights, stages))

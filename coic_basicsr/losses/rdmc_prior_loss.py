@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.utils.option_values import check_flag_value, check_number
+from coic_basicsr.losses.loss_util import bad_loss_option, check_loss_flag, check_loss_number, check_loss_weights
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
 from coic_basicsr.utils.checkpoint import load_checkpoint
 from basicsr.archs.vgg_arch import NAMES
@@ -27,17 +27,16 @@ class VGG19Features(nn.Module):
         super().__init__()
         names = NAMES['vgg19']
         if not isinstance(layers, (list, tuple)) or not all(isinstance(name, str) for name in layers):
-            raise ValueError(f'RDMCContrastivePriorLoss: layers must be a list of VGG19 layer names, got {layers!r}')
+            raise bad_loss_option(_NAME, 'layers', 'a list of VGG19 layer names', layers)
         if not layers:
-            raise ValueError('RDMCContrastivePriorLoss: layers is empty; list at least one VGG19 layer '
-                             f'(default: {list(DRNET_LAYERS)})')
+            raise bad_loss_option(_NAME, 'layers', f'at least one VGG19 layer (default: {list(DRNET_LAYERS)})', layers)
         repeated = [name for i, name in enumerate(layers) if name in layers[:i] and name not in layers[i + 1:]]
         if repeated:
-            raise ValueError(f'RDMCContrastivePriorLoss: layers lists {repeated} more than once; give each layer once '
-                             'with the sum of its weights in layer_weights')
+            raise ValueError(f'layers: lists {repeated} more than once for {_NAME}; give each layer once with the sum '
+                             'of its weights in layer_weights')
         unknown = [name for name in layers if name not in names]
         if unknown:
-            raise ValueError(f'RDMCContrastivePriorLoss: layers {unknown} are not VGG19 layers (known: {names})')
+            raise ValueError(f'layers: {unknown} are not VGG19 layers for {_NAME} (known: {names})')
         self.indices = [names.index(name) for name in layers]  # in the order of ``layers``, not network order
         modules, channels = [], 3
         for name in names[:max(self.indices) + 1]:
@@ -59,17 +58,17 @@ class VGG19Features(nn.Module):
         own = self.features.state_dict()
         for key, value in own.items():
             if key not in state:
-                raise ValueError(f"RDMCContrastivePriorLoss: vgg_weights '{path}' lacks 'features.{key}' "
-                                 '(expected a torchvision VGG19 state dict such as vgg19-dcbb9e9d.pth)')
+                raise ValueError(f"vgg_weights: '{path}' lacks 'features.{key}' ({_NAME} expects a torchvision "
+                                 'VGG19 state dict such as vgg19-dcbb9e9d.pth)')
             if state[key].shape != value.shape:
-                raise ValueError(f"RDMCContrastivePriorLoss: vgg_weights '{path}': 'features.{key}' has shape "
-                                 f'{tuple(state[key].shape)}, VGG19 needs {tuple(value.shape)}')
+                raise ValueError(f"vgg_weights: '{path}': 'features.{key}' has shape {tuple(state[key].shape)}, the "
+                                 f'VGG19 of {_NAME} needs {tuple(value.shape)}')
         self.features.load_state_dict({key: state[key] for key in own})
 
     def forward(self, x: Tensor) -> List[Tensor]:
         """Features of the layers in ``layers``, in that order (not in network order)."""
         if x.shape[1] != 3:
-            raise ValueError(f'RDMCContrastivePriorLoss: VGG19 features need 3-channel images, got {x.shape[1]}')
+            raise ValueError(f'{_NAME}: expected 3-channel images for VGG19 features, got {x.shape[1]} channels')
         if self.use_input_norm:
             x = (x - self.mean) / self.std
         recorded, wanted = {}, set(self.indices)
@@ -91,8 +90,8 @@ class EncoderFeatures(nn.Module):
         checkpoint = load_checkpoint(weights_path)
         state = checkpoint.get(param_key) if isinstance(checkpoint, dict) else None
         if not isinstance(state, dict):
-            raise ValueError(f"RDMCContrastivePriorLoss: encoder_weights '{weights_path}' has no '{param_key}' "
-                             '(expected a net_enc_*.pth saved by CoICModel)')
+            raise ValueError(f"encoder_weights: '{weights_path}' has no '{param_key}' ({_NAME} expects a "
+                             'net_enc_*.pth saved by CoICModel)')
         try:
             first = state['conv_first.weight']
             self.encoder = CoICEncoder(in_channels=first.shape[1], context_dim=state['mlp.2.weight'].shape[0],
@@ -101,8 +100,8 @@ class EncoderFeatures(nn.Module):
             self.encoder.load_state_dict(state)
         except (KeyError, RuntimeError, ValueError) as err:
             reason = str(err).strip().splitlines()[0]
-            raise ValueError(f"RDMCContrastivePriorLoss: encoder_weights '{weights_path}' ['{param_key}'] is not a "
-                             f'CoICEncoder state dict ({reason})') from None
+            raise ValueError(f"encoder_weights: '{weights_path}' ['{param_key}'] is not a CoICEncoder state dict "
+                             f'for {_NAME} ({reason})') from None
         self.num_stages = 1 + len(self.encoder.blocks)
 
     def forward(self, x: Tensor) -> List[Tensor]:
@@ -118,30 +117,25 @@ def _check_options(vgg_weights: Optional[str], encoder_weights: Optional[str], e
                    layers: Sequence[str], layer_weights: Optional[Sequence[float]], use_input_norm: bool) -> None:
     """One extractor, options of the right type, and none that the chosen extractor would silently ignore."""
     if (vgg_weights is None) == (encoder_weights is None):
-        raise ValueError(f'{_NAME}: give exactly one of vgg_weights (VGG19 .pth) and encoder_weights (net_enc_*.pth), '
-                         f'got vgg_weights={vgg_weights!r}, encoder_weights={encoder_weights!r}')
+        raise ValueError(f'expected exactly one of vgg_weights (VGG19 .pth) and encoder_weights (net_enc_*.pth) for '
+                         f'{_NAME}, got vgg_weights={vgg_weights!r}, encoder_weights={encoder_weights!r}')
     for key, value in (('vgg_weights', vgg_weights), ('encoder_weights', encoder_weights),
                        ('encoder_param_key', encoder_param_key)):
         if value is not None and not isinstance(value, str):
-            raise ValueError(f'{_NAME}: {key}: expected a string, got {value!r}')
-    check_flag_value(f'{_NAME}: use_input_norm', use_input_norm)
-    if layer_weights is not None:
-        if not isinstance(layer_weights, (list, tuple)):
-            raise ValueError(f'{_NAME}: layer_weights: expected a list of numbers >= 0 (one per feature stage), or '
-                             f'null, got {layer_weights!r}')
-        for i, weight in enumerate(layer_weights):
-            check_number(f'{_NAME}: layer_weights[{i}]', weight, 'a number >= 0', lambda v: v >= 0)
+            raise bad_loss_option(_NAME, key, 'a string', value)
+    check_loss_flag(_NAME, 'use_input_norm', use_input_norm)
+    check_loss_weights(_NAME, 'layer_weights', layer_weights, 'feature stage')
     if encoder_weights is not None:
         # VGG19-only options: an encoder's stages are fixed (conv_first + every block) and it sees raw images
         if not (isinstance(layers, (list, tuple)) and list(layers) == list(DRNET_LAYERS)):
-            raise ValueError(f'{_NAME}: layers ({layers!r}) names VGG19 layers and encoder_weights has none (its '
+            raise ValueError(f'layers: {layers!r} names VGG19 layers and encoder_weights has none for {_NAME} (its '
                              'stages are conv_first and every block): remove layers')
         if use_input_norm:
-            raise ValueError(f'{_NAME}: use_input_norm normalises VGG19 inputs and encoder_weights has no VGG19 (the '
-                             'encoder sees the images as in training): remove use_input_norm')
+            raise ValueError(f'use_input_norm: true normalises VGG19 inputs and encoder_weights has no VGG19 for '
+                             f'{_NAME} (the encoder sees the images as in training): remove use_input_norm')
     elif encoder_param_key != 'params':
-        raise ValueError(f'{_NAME}: encoder_param_key ({encoder_param_key!r}) picks the encoder in an '
-                         'encoder_weights file and vgg_weights has none: remove encoder_param_key')
+        raise ValueError(f'encoder_param_key: {encoder_param_key!r} picks the encoder in an encoder_weights file and '
+                         f'vgg_weights has none for {_NAME}: remove encoder_param_key')
 
 
 @LOSS_REGISTRY.register()
@@ -184,12 +178,12 @@ class RDMCContrastivePriorLoss(nn.Module):
                  use_input_norm: bool = False, eps: float = 1e-6) -> None:
         super().__init__()
         _check_options(vgg_weights, encoder_weights, encoder_param_key, layers, layer_weights, use_input_norm)
-        check_number(f'{_NAME}: loss_weight', loss_weight, 'a number >= 0', lambda v: v >= 0)
-        check_number(f'{_NAME}: eps', eps, 'a positive number', lambda v: v > 0)
+        check_loss_number(_NAME, 'loss_weight', loss_weight, 'a number >= 0', lambda v: v >= 0)
+        check_loss_number(_NAME, 'eps', eps, 'a positive number', lambda v: v > 0)
         for key, path in (('vgg_weights', vgg_weights), ('encoder_weights', encoder_weights)):
             if path is not None and not osp.isfile(path):
-                raise FileNotFoundError(f"RDMCContrastivePriorLoss: {key} '{path}' does not exist (weights are never "
-                                        'downloaded at run time; put the file there or fix the path)')
+                raise FileNotFoundError(f"{key}: '{path}' does not exist ({_NAME} never downloads weights at run "
+                                        'time; put the file there or fix the path)')
         if vgg_weights is not None:
             self.extractor = VGG19Features(layers, vgg_weights, use_input_norm)
             num_stages = len(self.extractor.indices)
@@ -198,13 +192,14 @@ class RDMCContrastivePriorLoss(nn.Module):
             num_stages = self.extractor.num_stages
         if layer_weights is None:
             if num_stages > len(DRNET_LAYER_WEIGHTS):
-                raise ValueError(f'RDMCContrastivePriorLoss: layer_weights is required for {num_stages} feature '
-                                 f'stages (the default has {len(DRNET_LAYER_WEIGHTS)})')
+                raise bad_loss_option(_NAME, 'layer_weights', f'a list of {num_stages} weights (one per feature '
+                                      f'stage; the default has {len(DRNET_LAYER_WEIGHTS)})', layer_weights)
             layer_weights = DRNET_LAYER_WEIGHTS[len(DRNET_LAYER_WEIGHTS) - num_stages:]
         if len(layer_weights) != num_stages:
-            which = '' if vgg_weights is not None else f" (the encoder's conv_first and {num_stages - 1} blocks)"
-            raise ValueError(f'RDMCContrastivePriorLoss: layer_weights has {len(layer_weights)} entries but the '
-                             f'feature extractor gives {num_stages} stages{which}')
+            which = '' if vgg_weights is not None else f": the encoder's conv_first and {num_stages - 1} blocks"
+            weights = f"{num_stages} weight{'s' if num_stages != 1 else ''}"
+            raise bad_loss_option(_NAME, 'layer_weights', f'{weights} (one per stage the feature extractor gives{which})',
+                                  layer_weights)
         self.layer_weights = [float(w) for w in layer_weights]
         self.loss_weight = float(loss_weight)
         self.eps = float(eps)
@@ -224,7 +219,7 @@ class RDMCContrastivePriorLoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor, lq: Tensor) -> Tensor:
         """Scalar loss for the restored ``pred``, clean ``target`` and rainy ``lq`` (B, C, H, W)."""
         if not pred.shape == target.shape == lq.shape:
-            raise ValueError('RDMCContrastivePriorLoss: pred, gt and lq must have the same shape, got '
+            raise ValueError(f'{_NAME}: expected pred, gt and lq of one shape, got '
                              f'{tuple(pred.shape)}, {tuple(target.shape)}, {tuple(lq.shape)}')
         b = pred.shape[0]
         with torch.no_grad():

@@ -7,9 +7,11 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from coic_basicsr.utils.option_values import ODD_SIZE_RULE, check_flag_value, check_number, check_value
+from coic_basicsr.losses.loss_util import bad_loss_option, check_loss_flag, check_loss_number, check_loss_value
+from coic_basicsr.utils.option_values import ODD_SIZE_RULE
 
 _PADDINGS = ('same', 'valid')
+_NAME = 'CoICSSIMLoss'
 
 
 def gaussian_window(window_size: int, sigma: float) -> Tensor:
@@ -60,13 +62,13 @@ class CoICSSIMLoss(nn.Module):
     def __init__(self, loss_weight: float = 1.0, negative: bool = False, test_y_channel: bool = False,
                  window_size: int = 11, sigma: float = 1.5, padding: str = 'same') -> None:
         super().__init__()
-        check_number('CoICSSIMLoss: loss_weight', loss_weight, 'a number >= 0', lambda v: v >= 0)
-        check_value('CoICSSIMLoss: window_size', window_size, ODD_SIZE_RULE, allow_null=False)
-        check_number('CoICSSIMLoss: sigma', sigma, 'a positive number', lambda v: 0 < v < math.inf)
+        check_loss_number(_NAME, 'loss_weight', loss_weight, 'a number >= 0', lambda v: v >= 0)
+        check_loss_value(_NAME, 'window_size', window_size, ODD_SIZE_RULE)
+        check_loss_number(_NAME, 'sigma', sigma, 'a positive number', lambda v: 0 < v < math.inf)
         for key, value in (('negative', negative), ('test_y_channel', test_y_channel)):
-            check_flag_value(f'CoICSSIMLoss: {key}', value)
+            check_loss_flag(_NAME, key, value)
         if padding not in _PADDINGS:
-            raise ValueError(f"CoICSSIMLoss: padding must be one of {_PADDINGS}, got '{padding}'")
+            raise bad_loss_option(_NAME, 'padding', f'one of {_PADDINGS}', padding)
         self.loss_weight = float(loss_weight)
         self.negative = negative
         self.test_y_channel = test_y_channel
@@ -75,15 +77,17 @@ class CoICSSIMLoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor, **kwargs) -> Tensor:
         if pred.shape != target.shape or pred.dim() != 4:
-            raise ValueError(f'CoICSSIMLoss: pred and target must be (N, C, H, W) of one shape, got '
+            raise ValueError(f'{_NAME}: expected pred and target (N, C, H, W) of one shape, got '
                              f'{tuple(pred.shape)} and {tuple(target.shape)}')
         if self.padding == 'valid' and min(pred.shape[-2:]) < self.window.numel():
-            raise ValueError(f'CoICSSIMLoss: images of {tuple(pred.shape[-2:])} are smaller than the '
-                             f'{self.window.numel()}-pixel window (use padding: same)')
+            size = self.window.numel()
+            raise ValueError(f"padding: 'valid' needs images of at least the {size}x{size} window for {_NAME}, got "
+                             f'images of {tuple(pred.shape[-2:])} (use padding: same)')
         pred, target = pred.float(), target.float()
         if self.test_y_channel:
             if pred.shape[1] != 3:
-                raise ValueError(f'CoICSSIMLoss: test_y_channel needs RGB inputs, got {pred.shape[1]} channels')
+                raise ValueError(f'test_y_channel: true needs RGB inputs for {_NAME}, got {pred.shape[1]} '
+                                 'channels')
             pred, target = rgb2ycbcr_pt(pred, y_only=True), rgb2ycbcr_pt(target, y_only=True)
         value = ssim(pred, target, self.window, self.padding)
         return self.loss_weight * (-value if self.negative else 1 - value)

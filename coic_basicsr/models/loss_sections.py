@@ -7,6 +7,7 @@ import torch
 from basicsr.losses import build_loss
 from torch import Tensor, nn
 
+from coic_basicsr.losses.loss_util import nest_key
 from coic_basicsr.utils.option_values import check_number
 
 _LOG_NAMES = {'pixel': 'pix', 'perceptual': 'percep'}  # BasicSR's log names for its two loss sections
@@ -38,10 +39,10 @@ def build_contrastive_loss(coic_opt: dict, device: torch.device) -> nn.Module:
 def _build_loss(key: str, loss_opt: dict) -> nn.Module:
     try:
         loss = build_loss(loss_opt)
-    except ValueError as err:  # e.g. BasicSR's "Unsupported reduction mode", which names no key
-        raise ValueError(f'train.{key}: {err}') from None
+    except ValueError as err:  # the losses' "<key>: ..." under train.<key>; BasicSR's "Unsupported reduction mode"
+        raise ValueError(nest_key(f'train.{key}', str(err))) from None
     except FileNotFoundError as err:  # e.g. RDMCContrastivePriorLoss's vgg_weights
-        raise FileNotFoundError(f'train.{key}: {err}') from None
+        raise FileNotFoundError(nest_key(f'train.{key}', str(err))) from None
     for where, part in ((f'train.{key}', loss), (f'train.{key}.base_opt', getattr(loss, 'base', None))):
         if getattr(part, 'reduction', None) == 'none':
             raise ValueError(f"{where}.reduction: 'none' gives a per-pixel map, but the losses are summed into one "
@@ -77,7 +78,10 @@ class LossSection:
         args = [stages if getattr(self.loss, 'takes_all_stages', False) else stages[-1]]
         args += [gt] if self.takes_gt else []
         args += [lq] if getattr(self.loss, 'takes_input', False) else []
-        value = self.loss(*args)
+        try:
+            value = self.loss(*args)
+        except ValueError as err:  # e.g. CoICMultiStageLoss's stage_weights against the network's stage outputs
+            raise ValueError(nest_key(f'train.{self.key}', str(err))) from err
         style = 'l_style' if self.name == 'percep' else f'l_{self.name}_style'
         terms = dict(zip((f'l_{self.name}', style), value)) if isinstance(value, tuple) else {f'l_{self.name}': value}
         terms = {log_name: term for log_name, term in terms.items() if term is not None}

@@ -66,7 +66,7 @@ class PortableModelMixin:
         net = net.to(self.device)
         channels_last = self.opt.get('channels_last', False)
         if not isinstance(channels_last, bool):
-            raise ValueError(f'channels_last must be true or false, got {channels_last!r}')
+            raise ValueError(f'channels_last: expected true or false, got {channels_last!r}')
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
             net.register_forward_pre_hook(_inputs_to_channels_last)

@@ -58,7 +58,7 @@ def collect_sources(opt: dict, keys: Optional[Sequence[str]], folders: Sequence[
                     limit: int) -> List[Tuple[str, List[Loader]]]:
     """``[(source name, [loader, ...]), ...]`` from the option file's datasets and ``name=path`` folders."""
     if limit < 1:
-        raise ValueError(f'--max-per-source: must be >= 1, got {limit}')
+        raise ValueError(f'--max-per-source: expected an integer >= 1, got {limit}')
     datasets = opt.get('datasets') or {}
     sources: List[Tuple[str, List[Loader]]] = []
     if keys is None and not folders:

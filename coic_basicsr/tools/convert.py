@@ -109,7 +109,7 @@ def convert_backbone(state: Dict[str, Tensor], arch: str, plain: bool = False,
                      overrides: Optional[dict] = None) -> Tuple[Dict[str, Tensor], dict, List[str]]:
     """Official backbone state dict -> (our params, network_g options, notes); raises ValueError on unmapped keys."""
     if arch not in ARCHS:
-        raise ValueError(f"--arch must be one of {sorted(ARCHS)}, got '{arch}'")
+        raise ValueError(f'--arch: expected one of {sorted(ARCHS)}, got {arch!r}')
     _check_overrides(arch, overrides or {})
     rules = _RENAMES + (_BRN_RENAMES if arch == 'brn' else [])
     source = {_rename(key, rules): key for key in state}  # our name -> official name
@@ -195,7 +195,7 @@ def _parse_overrides(items: List[str]) -> dict:
     overrides = {}
     for item in items:
         if '=' not in item:
-            raise ValueError(f"--opt expects key=value, got '{item}'")
+            raise ValueError(f'--opt: expected key=value, got {item!r}')
         key, value = item.split('=', 1)
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides

@@ -201,9 +201,9 @@ def model_from_args(args: argparse.Namespace) -> InferenceModel:
             raise ValueError(f'{flag}: expected an integer >= 0 (--tile 0: no tiling), got {value}')
     model = load_model(args.opt, args.checkpoint, args.encoder_checkpoint, args.device)
     if args.overlap is not None and args.tile is None and not model.tile:
-        raise ValueError(f'--overlap {args.overlap} needs tiling: add --tile N (or set val.tile in the option file)')
+        raise ValueError(f'--overlap: {args.overlap} needs tiling: add --tile N (or set val.tile in the option file)')
     if args.overlap and args.tile == 0:
-        raise ValueError(f'--overlap {args.overlap} needs tiling, which --tile 0 turns off')
+        raise ValueError(f'--overlap: {args.overlap} needs tiling, which --tile 0 turns off')
     if args.tile is not None:
         model.tile = args.tile or None
         if args.overlap is None and model.tile:  # the option file's overlap may not fit a smaller --tile
@@ -211,5 +211,5 @@ def model_from_args(args: argparse.Namespace) -> InferenceModel:
     if args.overlap is not None:
         model.overlap = args.overlap
     if model.tile and not 0 <= model.overlap < model.tile:
-        raise ValueError(f'--overlap: must be in [0, tile size {model.tile}), got {model.overlap}')
+        raise ValueError(f'--overlap: expected an integer in [0, tile size {model.tile}), got {model.overlap}')
     return model

@@ -120,7 +120,7 @@ def resolve_split_dir(name: str, root: Path, split: str) -> Tuple[Path, Layout]:
     folder names match in any letter case."""
     spec = DATASETS[name]
     if not root.is_dir():
-        raise FileNotFoundError(f"--root '{root}' does not exist or is not a folder")
+        raise FileNotFoundError(f"--root: '{root}' does not exist or is not a folder")
     bases = dict.fromkeys([root] + [find_dir(root, folder) for folder in spec.folders])
     for base in (b for b in bases if b is not None):
         for layout in spec.layouts:
@@ -131,7 +131,7 @@ def resolve_split_dir(name: str, root: Path, split: str) -> Tuple[Path, Layout]:
     tried = '; '.join(', '.join(layout.split_dirs[split]) + (f" holding {', '.join(layout.required[split])}"
                                                                 if layout.required[split] else '')
                       for layout in spec.layouts)
-    raise FileNotFoundError(f"--root '{root}': no {spec.title} {split} folder found (tried {tried}; directly under it "
+    raise FileNotFoundError(f"--root: '{root}' holds no {spec.title} {split} folder (tried {tried}; directly under it "
                             f"or under {' or '.join(f + '/' for f in spec.folders)}, * standing for those names, in "
                             'any letter case)')
 

@@ -209,7 +209,7 @@ def _run(argv: Optional[List[str]]) -> None:
         [canonical_name(n) for n in args.dataset.split(',') if n.strip()]
     splits = SPLITS if args.split == 'all' else (args.split,)
     if args.commit_every < 1:
-        raise ValueError(f'--commit-every must be >= 1, got {args.commit_every}')
+        raise ValueError(f'--commit-every: expected an integer >= 1, got {args.commit_every}')
     for name in names:
         for split in splits:
             prepare(name, split, args.root, args.out, not args.no_count_check, args.meta_dir, args.workers,

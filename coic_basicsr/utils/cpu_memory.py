@@ -34,7 +34,7 @@ def check_cpu_malloc_option(opt: dict) -> None:
     """One-line error for a value of ``cpu_malloc_cache`` that is not a boolean."""
     value = opt.get(OPTION, True)
     if not isinstance(value, bool):
-        raise ValueError(f'{OPTION} must be true or false, got {value!r}')
+        raise ValueError(f'{OPTION}: expected true or false, got {value!r}')
 
 
 def apply_cpu_malloc_option(opt: dict, logger: logging.Logger) -> bool:

@@ -44,14 +44,14 @@ def init_dist(launcher: str, backend: Optional[str] = None, timeout_s: Optional[
     if launcher == 'slurm':
         _slurm_environment(port)
     elif launcher != 'pytorch':
-        raise ValueError(f"--launcher must be one of none|pytorch|slurm, got '{launcher}'")
+        raise ValueError(f'--launcher: expected one of none, pytorch, slurm, got {launcher!r}')
     for var in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
         if var not in os.environ:
             raise ValueError(f'--launcher {launcher}: environment variable {var} is not set '
                              '(start the job with torchrun or srun)')
     backend = backend or default_backend()
     if backend == 'nccl' and not torch.cuda.is_available():
-        raise ValueError("dist_params.backend is 'nccl' but CUDA is not available; use 'gloo' for CPU training")
+        raise ValueError("dist_params.backend: 'nccl' needs CUDA, which is not available; use 'gloo' for CPU training")
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
     device = torch.device('cpu')
     if backend == 'nccl':

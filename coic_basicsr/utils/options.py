@@ -136,11 +136,11 @@ def _set_paths(opt: dict, root_path: str, is_train: bool) -> None:
         opt['path'].update(experiments_root=root, models=osp.join(root, 'models'), log=root,
                            training_states=osp.join(root, 'training_states'),
                            visualization=osp.join(root, 'visualization'))
-        if 'debug' in opt['name']:
-            if 'val' in opt:
+        if 'debug' in opt['name']:  # a missing section is reported by the checks that follow, as without --debug
+            if isinstance(opt.get('val'), dict):
                 opt['val']['val_freq'] = 8
-            opt['logger']['print_freq'] = 1
-            opt['logger']['save_checkpoint_freq'] = 8
+            if isinstance(opt.get('logger'), dict):
+                opt['logger'].update(print_freq=1, save_checkpoint_freq=8)
     else:
         root = osp.join(root_path, 'results', opt['name'])
         opt['path'].update(results_root=root, log=root, visualization=osp.join(root, 'visualization'))
@@ -178,7 +178,7 @@ def parse_options(argv: Optional[List[str]], root_path: str, is_train: bool,
     opt['dist'] = args.launcher != 'none'
     world_size = os.environ.get('WORLD_SIZE', '1')
     if not opt['dist'] and world_size.isdigit() and int(world_size) > 1:
-        raise ValueError(f'--launcher is none but this is one of {world_size} processes (WORLD_SIZE, set by torchrun): '
+        raise ValueError(f'--launcher: none, but this is one of {world_size} processes (WORLD_SIZE, set by torchrun): '
                          'each would run the whole job alone, in the same folders; add --launcher pytorch')
     device = torch.device('cpu')
     if opt['dist']:

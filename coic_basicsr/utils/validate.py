@@ -206,9 +206,10 @@ def check_logger(opt: dict) -> None:
     if not (logger_opt.get('wandb') or {}).get('project') or 'debug' in str(opt.get('name', '')):
         return
     if not logger_opt.get('use_tb_logger'):
-        raise ValueError('logger.use_tb_logger must be true when logger.wandb.project is set')
+        raise ValueError('logger.use_tb_logger: expected true when logger.wandb.project is set, got '
+                         f"{logger_opt.get('use_tb_logger')!r}")
     if importlib.util.find_spec('wandb') is None:
-        raise ValueError('logger.wandb.project is set but the wandb package is not installed '
+        raise ValueError('logger.wandb.project: set, but the wandb package is not installed '
                          '(pip install wandb, or set logger.wandb.project: ~)')
 
 

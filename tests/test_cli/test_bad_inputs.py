@@ -137,8 +137,8 @@ CASES = {
     'schedule-shorter-than-training': (_set(['train', 'total_iter'], 10),
                                        'train.scheduler.periods: [2, 2] add up to 4, but train.total_iter (10)'),
     'wandb-without-tensorboard': (_set(['logger', 'wandb'], {'project': 'p'}),
-                                  'logger.use_tb_logger must be true when logger.wandb.project is set'),
-    'bad-cpu-malloc-cache': (_set(['cpu_malloc_cache'], 'yes'), "cpu_malloc_cache must be true or false, got 'yes'"),
+                                  'logger.use_tb_logger: expected true when logger.wandb.project is set, got False'),
+    'bad-cpu-malloc-cache': (_set(['cpu_malloc_cache'], 'yes'), "cpu_malloc_cache: expected true or false, got 'yes'"),
     'corrupt-resume-state': (_bad_state, 'bad.state'),
     'progressive-patch-larger-than-crop': (
         lambda opt, tmp: (opt['datasets']['train'].update(mini_batch_sizes=[2], iters=[4], gt_sizes=[32]), opt)[1],
@@ -215,7 +215,7 @@ CASES = {
     'enlarge-ratio-not-a-number': (_set(['datasets', 'train', 'dataset_enlarge_ratio'], 'abc'),
                                    "datasets.train.dataset_enlarge_ratio: expected a number > 0, got 'abc'"),
     'real-fraction-not-a-number': (_set(['datasets', 'train', 'sampler', 'real_fraction'], 'abc'),
-                                   "datasets.train.sampler.real_fraction: must be a number >= 0 or null, got 'abc'"),
+                                   "datasets.train.sampler.real_fraction: expected a number >= 0 or null, got 'abc'"),
     'backgrounds-not-a-list': (_set(['datasets', 'train', 'backgrounds'], 'astronaut'),
                                "datasets.train.backgrounds: expected a non-empty list of scikit-image sample names"),
     'restormer-mixup': (_set(['train', 'mixing_augs'], {'mixup': True, 'mixup_beta': 1.2}),
@@ -267,8 +267,14 @@ CASES = {
     'network-flag-not-a-boolean': (_set(['network_g', 'modulate'], 'false'),
                                    "network_g.modulate: expected true or false for CoICRestormer, got 'false'"),
     'ssim-window-size-a-string': (_set(['train', 'ssim_opt'], {'type': 'CoICSSIMLoss', 'window_size': '11'}),
-                                  "train.ssim_opt: CoICSSIMLoss: window_size: expected a positive odd integer, got "
-                                  "'11'"),  # a TypeError traceback when the model was built
+                                  "train.ssim_opt.window_size: expected a positive odd integer for CoICSSIMLoss, "
+                                  "got '11'"),  # a TypeError traceback when the model was built
+    'ssim-padding-unknown': (_set(['train', 'ssim_opt'], {'type': 'CoICSSIMLoss', 'padding': 'foo'}),
+                             "train.ssim_opt.padding: expected one of ('same', 'valid') for CoICSSIMLoss, got 'foo'"),
+    'multistage-weights-per-stage': (_set(['train', 'pixel_opt'], {'type': 'CoICMultiStageLoss', 'base_opt': {
+        'type': 'L1Loss'}, 'stage_weights': [0.5, 0.5, 1]}),  # found at iteration 1: CoICRestormer has one output
+                                     'train.pixel_opt.stage_weights: expected 1 weight (one per stage output the '
+                                     'network returned) for CoICMultiStageLoss, got [0.5, 0.5, 1.0]'),
     # sections that must be mappings (tracebacks, or accepted silently, before one early check)
     'logger-not-a-mapping': (_set(['logger'], 'x'), "logger: expected a mapping of logger options, got 'x'"),
     'wandb-not-a-mapping': (_set(['logger', 'wandb'], 'p'), "logger.wandb: expected a mapping of wandb options"),
@@ -361,10 +367,12 @@ CASES = {
                          'network_g.context_dim: expected an integer >= 1, got 0'),
     'prior-weights-missing': (_set(['train', 'prior_opt'], {'type': 'RDMCContrastivePriorLoss',
                                                             'vgg_weights': '/no/vgg.pth'}),
-                              "train.prior_opt: RDMCContrastivePriorLoss: vgg_weights '/no/vgg.pth' does not exist"),
+                              "train.prior_opt.vgg_weights: '/no/vgg.pth' does not exist (RDMCContrastivePriorLoss "
+                              'never downloads weights'),
 }
 
-FAIL_WHILE_TRAINING = {'corrupt-image', 'lq-gt-size-mismatch'}  # found when the item is read
+FAIL_WHILE_TRAINING = {'corrupt-image', 'lq-gt-size-mismatch',  # found when the item is read
+                       'multistage-weights-per-stage'}  # found when the network's outputs are known
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
@@ -398,7 +406,7 @@ def test_wandb_project_without_the_package_is_one_line_before_any_work(tmp_path,
     monkeypatch.chdir(tmp_path)
     code = train_main(['-opt', write_options(opt, str(tmp_path / 'opt.yml'))])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1] == ('basicsr train: error: logger.wandb.project is set but the wandb package is not '
+    assert code == 2 and err[-1] == ('basicsr train: error: logger.wandb.project: set, but the wandb package is not '
                                      'installed (pip install wandb, or set logger.wandb.project: ~)')
     assert not (tmp_path / 'experiments').exists()  # refused before the experiment folder is made
 
@@ -413,12 +421,16 @@ def test_wandb_project_without_the_package_is_one_line_before_any_work(tmp_path,
     (['-opt', 'bad_backend.yml', '--launcher', 'pytorch'], "dist_params.backend: expected one of gloo, nccl"),
     (['-opt', 'opt.yml', '--launcher', 'pytorch'], '--launcher pytorch: environment variable RANK is not set'),
     (['-opt', 'opt.yml', '--launcher', 'slurm'], '--launcher slurm: environment variable SLURM_PROCID is not set'),
+    # --debug with no logger section: the same line as without --debug (was "error: logger", a KeyError)
+    (['-opt', 'no_logger.yml', '--debug'], 'error: logger.print_freq: expected a positive number of iterations, got '
+                                           'None\n'),
 ])
 def test_bad_command_lines(argv, expected, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no launcher variables: conftest removes them
     write_options(tiny_coic_options(), str(tmp_path / 'opt.yml'))
     (tmp_path / 'broken.yml').write_text('name: [unclosed\n')
     write_options(dict(tiny_coic_options(), dist_params={'backend': 'foo'}), str(tmp_path / 'bad_backend.yml'))
+    write_options({k: v for k, v in tiny_coic_options().items() if k != 'logger'}, str(tmp_path / 'no_logger.yml'))
     assert train_main(argv) == 2
     assert expected in capsys.readouterr().err
 

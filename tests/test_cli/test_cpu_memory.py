@@ -57,7 +57,7 @@ def test_option_is_applied_on_the_cpu_only_and_can_be_switched_off(monkeypatch):
 
 @pytest.mark.parametrize('value', ['yes', 1, None])
 def test_non_boolean_values_are_refused(value):
-    with pytest.raises(ValueError, match=f'cpu_malloc_cache must be true or false, got {value!r}'):
+    with pytest.raises(ValueError, match=f'cpu_malloc_cache: expected true or false, got {value!r}'):
         check_cpu_malloc_option({'cpu_malloc_cache': value})
 
 

@@ -154,7 +154,7 @@ def test_torchrun_without_launcher_pytorch_is_refused_before_any_folder_is_made(
     opt_path = write_options(stock_sr_options(str(tmp_path / 'data'), name='nolaunch'), str(tmp_path / 'train.yml'))
     result = torchrun(2, ['-m', 'coic_basicsr.train', '-opt', opt_path], cwd=str(tmp_path), port=_free_port())
     assert result.returncode != 0
-    assert 'basicsr train: error: --launcher is none but this is one of 2 processes' in result.stderr
+    assert 'basicsr train: error: --launcher: none, but this is one of 2 processes' in result.stderr
     assert not (tmp_path / 'experiments').exists()
 
 

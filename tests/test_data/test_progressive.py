@@ -47,7 +47,7 @@ def test_a_batch_is_cut_to_one_aligned_window_of_a_random_subset(scale):
     ({'iters': [2, 2]}, 'datasets.train.mini_batch_sizes: 3 entries, but iters has 2 phases'),
     ({'gt_sizes': [8, 12, 24]}, 'datasets.train.gt_sizes: 24 is larger than datasets.train.gt_size (16)'),
     ({'mini_batch_sizes': [8, 2, 1]}, 'datasets.train.mini_batch_sizes: 8 is larger than datasets.train.batch_size'),
-    ({'iters': [2, 0, 3]}, 'datasets.train.iters: must be a non-empty list of positive integers'),
+    ({'iters': [2, 0, 3]}, 'datasets.train.iters: expected a non-empty list of positive integers'),
 ])
 def test_inconsistent_keys_are_refused_naming_the_key(change, message):
     with pytest.raises(ValueError) as err:

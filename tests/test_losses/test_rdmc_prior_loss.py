@@ -116,7 +116,7 @@ def test_encoder_stages_and_default_weights(tmp_path):
 
 def test_bad_options_fail_with_clear_messages(tmp_path):
     base = {'type': 'RDMCContrastivePriorLoss'}
-    with pytest.raises(FileNotFoundError, match="vgg_weights '.*missing.pth' does not exist"):
+    with pytest.raises(FileNotFoundError, match="^vgg_weights: '.*missing.pth' does not exist"):
         build_loss(dict(base, vgg_weights=str(tmp_path / 'missing.pth')))
     with pytest.raises(ValueError, match='exactly one of vgg_weights'):
         build_loss(base)
@@ -127,7 +127,7 @@ def test_bad_options_fail_with_clear_messages(tmp_path):
         build_loss(dict(base, vgg_weights=str(tmp_path / 'short.pth'), encoder_weights=str(tmp_path / 'short.pth')))
     with pytest.raises(ValueError, match="are not VGG19 layers"):
         build_loss(dict(base, vgg_weights=str(tmp_path / 'short.pth'), layers=['relu9_9']))
-    with pytest.raises(ValueError, match='layer_weights has 2 entries'):
+    with pytest.raises(ValueError, match=r'^layer_weights: expected 1 weight \(one per stage'):
         build_loss(dict(base, vgg_weights=str(tmp_path / 'short.pth'), layers=['relu1_1'], layer_weights=[1, 1]))
     torch.save({'net': {}}, tmp_path / 'net_enc_1.pth')
     with pytest.raises(ValueError, match="net_enc_1.pth' has no 'params'"):
@@ -137,7 +137,8 @@ def test_bad_options_fail_with_clear_messages(tmp_path):
         build_loss(dict(base, encoder_weights=str(tmp_path / 'net_enc_2.pth')))
     torch.save({'params': {'conv_first.weight': torch.zeros(4, 3, 3, 3), 'mlp.2.weight': torch.zeros(8, 4)}},
                tmp_path / 'net_enc_3.pth')  # no blocks: was "network_enc.num_blocks must be >= 1", a key not set
-    with pytest.raises(ValueError, match=r"net_enc_3.pth' \['params'\] is not a CoICEncoder state dict \(network_enc"):
+    with pytest.raises(ValueError, match=r"^encoder_weights: '.*net_enc_3.pth' \['params'\] is not a CoICEncoder state "
+                                         r'dict for RDMCContrastivePriorLoss \(network_enc'):
         build_loss(dict(base, encoder_weights=str(tmp_path / 'net_enc_3.pth')))
 
 
@@ -166,54 +167,60 @@ def test_vgg_layer_weights_follow_their_layers_in_any_order(tmp_path):
 def test_bad_vgg_layers_fail_with_clear_messages(tmp_path):
     _write_vgg(tmp_path / 'vgg19.pth', last_conv=2)
     base = {'type': 'RDMCContrastivePriorLoss', 'vgg_weights': str(tmp_path / 'vgg19.pth')}
-    with pytest.raises(ValueError, match=r'^RDMCContrastivePriorLoss: layers is empty'):
+    with pytest.raises(ValueError, match=r'^layers: expected at least one VGG19 layer \(default: .*\) for '
+                                         r'RDMCContrastivePriorLoss, got \[\]$'):
         build_loss(dict(base, layers=[], layer_weights=[]))
-    with pytest.raises(ValueError, match=r"^RDMCContrastivePriorLoss: layers lists \['relu1_1'\] more than once"):
+    with pytest.raises(ValueError, match=r"^layers: lists \['relu1_1'\] more than once for RDMCContrastivePriorLoss"):
         build_loss(dict(base, layers=['relu1_1', 'conv1_1', 'relu1_1', 'relu1_1'], layer_weights=[1, 1, 1, 1]))
-    with pytest.raises(ValueError, match=r"^RDMCContrastivePriorLoss: layers must be a list .* got 'relu1_1'"):
+    with pytest.raises(ValueError, match=r"^layers: expected a list of VGG19 layer names for RDMCContrastivePriorLoss, "
+                                         r"got 'relu1_1'$"):
         build_loss(dict(base, layers='relu1_1', layer_weights=[1]))
-    with pytest.raises(ValueError, match='layer_weights has 1 entries but the feature extractor gives 2 stages'):
+    with pytest.raises(ValueError, match=r'^layer_weights: expected 2 weights \(one per stage the feature extractor '
+                                         r'gives\) for RDMCContrastivePriorLoss, got \[1\]$'):
         build_loss(dict(base, layers=['relu1_1', 'conv1_1'], layer_weights=[1]))
-    for message in ('empty', 'more than once'):  # one line each
+    for message in ('at least one', 'more than once'):  # one line each
         with pytest.raises(ValueError) as err:
-            build_loss(dict(base, layers=[] if message == 'empty' else ['conv1_1'] * 2, layer_weights=[1, 1]))
+            build_loss(dict(base, layers=[] if message == 'at least one' else ['conv1_1'] * 2, layer_weights=[1, 1]))
         assert message in str(err.value) and '\n' not in str(err.value)
 
 
 @pytest.mark.parametrize('options, message', [
-    ({'eps': '1e-6'}, "eps: expected a positive number, got '1e-6' (a string: YAML reads 1e-6 without a dot as "
-                      'text; write 1.0e-6 or !!float 1e-6)'),
-    ({'eps': 0.0}, 'eps: expected a positive number, got 0.0'),
-    ({'loss_weight': '0.1'}, "loss_weight: expected a number >= 0, got '0.1' (a string: write the number without "
-                             'quotes)'),
-    ({'loss_weight': None}, 'loss_weight: expected a number >= 0, got None'),
-    ({'layers': ['relu1_1'], 'layer_weights': ['1e-3']}, "layer_weights[0]: expected a number >= 0, got '1e-3' "
-                                                          '(a string: YAML reads 1e-3 without a dot as text; write '
-                                                          '1.0e-3 or !!float 1e-3)'),
-    ({'layer_weights': 0.5}, 'layer_weights: expected a list of numbers >= 0 (one per feature stage), or null, '
-                             'got 0.5'),
-    ({'use_input_norm': 'false'}, "use_input_norm: expected true or false, got 'false'"),
-    ({'encoder_param_key': 'params_key'}, "encoder_param_key ('params_key') picks the encoder in an encoder_weights "
-                                          'file and vgg_weights has none: remove encoder_param_key')])
+    ({'eps': '1e-6'}, "eps: expected a positive number for RDMCContrastivePriorLoss, got '1e-6' (a string: YAML "
+                      'reads 1e-6 without a dot as text; write 1.0e-6 or !!float 1e-6)'),
+    ({'eps': 0.0}, 'eps: expected a positive number for RDMCContrastivePriorLoss, got 0.0'),
+    ({'loss_weight': '0.1'}, "loss_weight: expected a number >= 0 for RDMCContrastivePriorLoss, got '0.1' (a string: "
+                             'write the number without quotes)'),
+    ({'loss_weight': None}, 'loss_weight: expected a number >= 0 for RDMCContrastivePriorLoss, got None'),
+    ({'layers': ['relu1_1'], 'layer_weights': ['1e-3']}, "layer_weights[0]: expected a number >= 0 for "
+                                                          "RDMCContrastivePriorLoss, got '1e-3' (a string: YAML reads "
+                                                          '1e-3 without a dot as text; write 1.0e-3 or !!float 1e-3)'),
+    ({'layer_weights': 0.5}, 'layer_weights: expected a list of numbers >= 0 (one per feature stage), or null for '
+                             'RDMCContrastivePriorLoss, got 0.5'),
+    ({'use_input_norm': 'false'}, "use_input_norm: expected true or false for RDMCContrastivePriorLoss, got 'false'"),
+    ({'encoder_param_key': 'params_key'}, "encoder_param_key: 'params_key' picks the encoder in an encoder_weights "
+                                          'file and vgg_weights has none for RDMCContrastivePriorLoss: remove '
+                                          'encoder_param_key'),
+    ({'vgg_weights': 5}, 'vgg_weights: expected a string for RDMCContrastivePriorLoss, got 5')])
 def test_vgg_options_of_the_wrong_type_are_refused_naming_the_key(tmp_path, options, message):
     _write_vgg(tmp_path / 'vgg19.pth', last_conv=2)
     with pytest.raises(ValueError) as err:
         build_loss({'type': 'RDMCContrastivePriorLoss', 'vgg_weights': str(tmp_path / 'vgg19.pth'), **options})
-    assert str(err.value) == f'RDMCContrastivePriorLoss: {message}'
+    assert str(err.value) == message
 
 
 @pytest.mark.parametrize('options, message', [
-    ({'layers': ['relu1_1']}, r"layers \(\['relu1_1'\]\) names VGG19 layers and encoder_weights has none .*: "
-                              'remove layers$'),
-    ({'layers': 'not_a_layer'}, r"layers \('not_a_layer'\) names VGG19 layers"),
-    ({'use_input_norm': True}, 'use_input_norm normalises VGG19 inputs and encoder_weights has no VGG19 .*: '
-                               'remove use_input_norm$'),
-    ({'use_input_norm': 'false'}, "use_input_norm: expected true or false, got 'false'$"),
-    ({'layer_weights': [1, 1, 1, 1, 1]}, r"layer_weights has 5 entries but the feature extractor gives 4 stages "
-                                         r"\(the encoder's conv_first and 3 blocks\)$")])
+    ({'layers': ['relu1_1']}, r"layers: \['relu1_1'\] names VGG19 layers and encoder_weights has none for "
+                              'RDMCContrastivePriorLoss .*: remove layers$'),
+    ({'layers': 'not_a_layer'}, r"layers: 'not_a_layer' names VGG19 layers"),
+    ({'use_input_norm': True}, 'use_input_norm: true normalises VGG19 inputs and encoder_weights has no VGG19 for '
+                               'RDMCContrastivePriorLoss .*: remove use_input_norm$'),
+    ({'use_input_norm': 'false'}, "use_input_norm: expected true or false for RDMCContrastivePriorLoss, got 'false'$"),
+    ({'layer_weights': [1, 1, 1, 1, 1]}, r"layer_weights: expected 4 weights \(one per stage the feature extractor "
+                                         r"gives: the encoder's conv_first and 3 blocks\) for "
+                                         r'RDMCContrastivePriorLoss, got \[1, 1, 1, 1, 1\]$')])
 def test_vgg_only_options_are_refused_with_an_encoder(tmp_path, options, message):
     _write_encoder(tmp_path / 'enc.pth')
-    with pytest.raises(ValueError, match=f'^RDMCContrastivePriorLoss: {message}'):
+    with pytest.raises(ValueError, match=f'^{message}'):
         build_loss({'type': 'RDMCContrastivePriorLoss', 'encoder_weights': str(tmp_path / 'enc.pth'), **options})
     # their defaults, spelt out, are fine
     loss = build_loss({'type': 'RDMCContrastivePriorLoss', 'encoder_weights': str(tmp_path / 'enc.pth'),
@@ -238,7 +245,7 @@ def test_the_option_files_recipe_for_an_encoder_prior_works(tmp_path):
     _write_encoder(tmp_path / 'net_enc_10.pth')  # 4 stages, as the option file's CoICEncoder
     swapped = {k: v for k, v in prior.items() if k != 'vgg_weights'}
     swapped['encoder_weights'] = str(tmp_path / 'net_enc_10.pth')
-    with pytest.raises(ValueError, match='layer_weights has 5 entries'):
+    with pytest.raises(ValueError, match=r'^layer_weights: expected 4 weights .*, got \[0.03125, .*, 1.0\]$'):
         build_loss(swapped)
     recipe = {k: v for k, v in swapped.items() if k != 'layers'}
     without_weights = build_loss({k: v for k, v in recipe.items() if k != 'layer_weights'})

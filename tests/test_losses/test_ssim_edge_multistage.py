@@ -69,23 +69,28 @@ def test_ssim_rejects_bad_options_and_inputs():
         build_loss({'type': 'CoICSSIMLoss', 'padding': 'reflect'})
     with pytest.raises(ValueError, match='RGB'):
         build_loss({'type': 'CoICSSIMLoss', 'test_y_channel': True})(torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16))
-    with pytest.raises(ValueError, match='smaller than'):
+    with pytest.raises(ValueError, match=r"^padding: 'valid' needs images of at least the 11x11 window for "
+                                         r'CoICSSIMLoss, got images of \(8, 8\) \(use padding: same\)$'):
         build_loss({'type': 'CoICSSIMLoss', 'padding': 'valid'})(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
 
 
 @pytest.mark.parametrize('key, value, expected', [
-    ('negative', 'false', "negative: expected true or false, got 'false'"),  # bool('false'): -SSIM was used
-    ('test_y_channel', 'no', "test_y_channel: expected true or false, got 'no'"),
-    ('window_size', '11', "window_size: expected a positive odd integer, got '11' (a string: write the number "
-                          'without quotes)'),  # a TypeError when the model was built
-    ('window_size', 11.5, 'window_size: expected a positive odd integer, got 11.5'),  # used as 11
-    ('sigma', '1.5', "sigma: expected a positive number, got '1.5' (a string: write the number without quotes)"),
-    ('loss_weight', '1', "loss_weight: expected a number >= 0, got '1' (a string: write the number without quotes)"),
+    ('negative', 'false', "negative: expected true or false for CoICSSIMLoss, got 'false'"),  # -SSIM was used
+    ('test_y_channel', 'no', "test_y_channel: expected true or false for CoICSSIMLoss, got 'no'"),
+    ('window_size', '11', "window_size: expected a positive odd integer for CoICSSIMLoss, got '11' (a string: "
+                          'write the number without quotes)'),  # a TypeError when the model was built
+    ('window_size', 11.5, 'window_size: expected a positive odd integer for CoICSSIMLoss, got 11.5'),  # used as 11
+    ('sigma', '1.5', "sigma: expected a positive number for CoICSSIMLoss, got '1.5' (a string: write the number "
+                     'without quotes)'),
+    ('loss_weight', '1', "loss_weight: expected a number >= 0 for CoICSSIMLoss, got '1' (a string: write the number "
+                         'without quotes)'),
+    ('padding', 'foo', "padding: expected one of ('same', 'valid') for CoICSSIMLoss, got 'foo'"),
+    ('padding', 5, "padding: expected one of ('same', 'valid') for CoICSSIMLoss, got 5"),
 ])
 def test_ssim_option_values_are_checked_naming_the_key(key, value, expected):
     with pytest.raises(ValueError) as err:
         build_loss({'type': 'CoICSSIMLoss', key: value})
-    assert str(err.value) == f'CoICSSIMLoss: {expected}'
+    assert str(err.value) == expected
 
 
 # ---------------------------------------------------------------------------------------------------------- edge
@@ -119,13 +124,13 @@ def test_edge_loss_laplacian_is_zero_on_flat_interiors_and_large_on_texture():
 
 
 @pytest.mark.parametrize('options, message', [
-    ({'eps': '1e-6'}, "CoICEdgeLoss: eps: expected a positive number, got '1e-6' (a string: YAML reads 1e-6 without "
-                      'a dot as text; write 1.0e-6 or !!float 1e-6)'),
-    ({'eps': 0}, 'CoICEdgeLoss: eps: expected a positive number, got 0'),
-    ({'eps': True}, 'CoICEdgeLoss: eps: expected a positive number, got True'),
-    ({'loss_weight': '0.05'}, "CoICEdgeLoss: loss_weight: expected a number >= 0, got '0.05' (a string: write the "
-                              'number without quotes)'),
-    ({'loss_weight': -1}, 'CoICEdgeLoss: loss_weight: expected a number >= 0, got -1')])
+    ({'eps': '1e-6'}, "eps: expected a positive number for CoICEdgeLoss, got '1e-6' (a string: YAML reads 1e-6 "
+                      'without a dot as text; write 1.0e-6 or !!float 1e-6)'),
+    ({'eps': 0}, 'eps: expected a positive number for CoICEdgeLoss, got 0'),
+    ({'eps': True}, 'eps: expected a positive number for CoICEdgeLoss, got True'),
+    ({'loss_weight': '0.05'}, "loss_weight: expected a number >= 0 for CoICEdgeLoss, got '0.05' (a string: write "
+                              'the number without quotes)'),
+    ({'loss_weight': -1}, 'loss_weight: expected a number >= 0 for CoICEdgeLoss, got -1')])
 def test_edge_loss_refuses_numbers_given_as_text_in_one_line(options, message):
     with pytest.raises(ValueError) as err:
         build_loss({'type': 'CoICEdgeLoss', **options})
@@ -147,7 +152,8 @@ def test_multi_stage_weights_and_single_tensor():
     assert abs(explicit(stages, gt).item() - 3.0 * (l1[1] + 2 * l1[3])) < 1e-6
     assert abs(explicit(stages[:4], gt).item() - explicit(tuple(stages), gt).item()) < 1e-7
     assert abs(loss(stages[-1], gt).item() - 2.0 * mse[3]) < 1e-6  # a plain tensor is the final stage
-    with pytest.raises(ValueError, match='stage_weights has 4 entries but the network returned 3'):
+    with pytest.raises(ValueError, match=r'^stage_weights: expected 3 weights \(one per stage output the network '
+                                         r'returned\) for CoICMultiStageLoss, got \[0.0, 1.0, 0.0, 2.0\]$'):
         explicit(stages[:3], gt)
 
 
@@ -176,7 +182,13 @@ def test_multi_stage_wraps_edge_loss_and_input_aware_losses():
 
 
 def test_multi_stage_rejects_bad_options():
-    with pytest.raises(ValueError, match='base_opt'):
+    with pytest.raises(ValueError, match=r"^base_opt: expected a loss dict with a 'type' for CoICMultiStageLoss, "
+                                         r"got 'MSELoss'$"):
         build_loss({'type': 'CoICMultiStageLoss', 'base_opt': 'MSELoss'})
-    with pytest.raises(ValueError, match='another CoICMultiStageLoss'):
+    with pytest.raises(ValueError, match='^base_opt.type: CoICMultiStageLoss cannot wrap another CoICMultiStageLoss$'):
         build_loss({'type': 'CoICMultiStageLoss', 'base_opt': {'type': 'CoICMultiStageLoss'}})
+    with pytest.raises(ValueError, match='^base_opt.eps: expected a positive number for CoICEdgeLoss, got 0$'):
+        build_loss({'type': 'CoICMultiStageLoss', 'base_opt': {'type': 'CoICEdgeLoss', 'eps': 0}})
+    with pytest.raises(ValueError, match=r"^stage_weights\[1\]: expected a number >= 0 for CoICMultiStageLoss, "
+                                         r"got 'a'"):
+        build_loss({'type': 'CoICMultiStageLoss', 'base_opt': {'type': 'L1Loss'}, 'stage_weights': [1, 'a']})

@@ -282,7 +282,7 @@ def test_channels_last_option_trains_like_nchw_and_saves_ordinary_checkpoints(tm
                                      weights_only=True)['params'])
     torch.testing.assert_close(plain.patch_embed.proj.weight, weight, rtol=0, atol=0)
 
-    with pytest.raises(ValueError, match='channels_last must be true or false'):
+    with pytest.raises(ValueError, match='channels_last: expected true or false'):
         build_model(dict(opt, channels_last='yes'))
 
 

@@ -213,7 +213,7 @@ def test_overlap_needs_tile_or_val_tile(tmp_path, capsys):
     args = ['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'out'), '--overlap', '8', '--quiet']
     assert main(args) == 2 and not (tmp_path / 'out').exists()
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        'basicsr derain: error: --overlap 8 needs tiling: add --tile N (or set val.tile in the option file)')
+        'basicsr derain: error: --overlap: 8 needs tiling: add --tile N (or set val.tile in the option file)')
     opt = yaml.safe_load((exp / 'tiny.yml').read_text())
     opt['val']['tile'] = {'size': 32, 'overlap': 4}
     (exp / 'tiny.yml').write_text(yaml.safe_dump(opt))
@@ -222,7 +222,7 @@ def test_overlap_needs_tile_or_val_tile(tmp_path, capsys):
     capsys.readouterr()
     assert main(args + ['--tile', '0']) == 2  # the overlap was silently dropped
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        'basicsr derain: error: --overlap 8 needs tiling, which --tile 0 turns off')
+        'basicsr derain: error: --overlap: 8 needs tiling, which --tile 0 turns off')
 
 
 def test_restormer_tiles_odd_sizes_and_single_files(tmp_path):

@@ -142,7 +142,7 @@ def test_count_check_and_pair_list_check(tmp_path, capsys):
 def test_bad_root_and_missing_files_name_the_path(tmp_path, capsys):
     missing = tmp_path / 'nowhere'
     assert main(['--dataset', 'spa', '--root', str(missing), '--out', str(tmp_path / 'o')]) == 2
-    assert f"--root '{missing}' does not exist" in capsys.readouterr().err
+    assert f"--root: '{missing}' does not exist" in capsys.readouterr().err
     (tmp_path / 'empty').mkdir()
     assert main(['--dataset', 'rain200h', '--root', str(tmp_path / 'empty'), '--out', str(tmp_path / 'o')]) == 2
     err = capsys.readouterr().err
