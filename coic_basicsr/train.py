@@ -71,13 +71,11 @@ def create_dataloaders(opt: dict, logger: logging.Logger):
                         f'\n\tBatch size per process: {dataset_opt["batch_size_per_gpu"]}'
                         f'\n\tWorld size: {opt["world_size"]}\n\tIters per epoch: {iters_per_epoch}'
                         f'\n\tTotal epochs: {total_epochs}; iters: {total_iters}.')
-        elif phase.split('_')[0] in ('val', 'test'):
+        else:  # a val* or test* set: check_required_keys refused any other key
             val_set = build_dataset_of(phase, dataset_opt)
             val_loaders.append(build_dataloader(val_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
                                                 sampler=None, seed=opt['manual_seed']))
             logger.info(f'Number of val images/folders in {dataset_opt["name"]}: {len(val_set)}')
-        else:
-            raise ValueError(f"datasets.{phase}: the part of a dataset key before its first '_' must be val or test")
     return train_loader, train_sampler, val_loaders, total_epochs, total_iters
 
 

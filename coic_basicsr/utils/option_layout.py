@@ -68,11 +68,25 @@ def _sections(opt: dict, is_train: bool) -> Iterator[Tuple[str, object, str, boo
             yield f'train.{key}', value, 'optimizer options with a type (e.g. {type: Adam, lr: 2.0e-4})', _NULL_OK
 
 
+def _refuse_non_text_keys(node, where: str = '') -> None:
+    """Every key of every mapping is text (``train: {1: 2}`` or a top-level ``5: x`` were AttributeError tracebacks,
+    and BasicSR's dict2str a TypeError)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if isinstance(node, dict) and not isinstance(key, str):
+            raise ValueError(f'{where}{"." if where else ""}{key}: expected an option name, got the '
+                             f'{type(key).__name__} key {key!r} (quote it if it is meant as a name)')
+        _refuse_non_text_keys(value, f'{where}[{key}]' if isinstance(node, list) else
+                              f'{where}{"." if where else ""}{key}')
+
+
 def check_sections_are_mappings(opt: dict, is_train: bool) -> None:
-    """Every section present that the code reads as a mapping is one, and ``name`` is a non-empty string."""
+    """Every option key is text, every section present that the code reads as a mapping is one, and ``name`` is a
+    non-empty string."""
     name = opt.get('name')
     if not isinstance(name, str) or not name:
         raise ValueError(f'name: expected a non-empty string (the experiment name), got {name!r}')
+    _refuse_non_text_keys(opt)
     for where, value, holds, null_ok in _sections(opt, is_train):
         _refuse_non_mapping(where, value, holds, null_ok)
 

@@ -114,14 +114,20 @@ def check_scalar_options(opt: dict) -> None:
             del parent[path[-1]]  # the code reads .get(key, default): a null key would bypass the default
 
 
-def check_manual_seed_range(seed: int, world_size: int) -> None:
-    """Each process seeds numpy with ``manual_seed + rank``, which numpy takes in [0, 2**32 - 1] only (-1 was
-    numpy's "Seed must be between 0 and 2**32 - 1", naming no key)."""
-    highest = 2**32 - world_size
+def check_manual_seed_range(seed: int, world_size: int, loader_workers: int = 0) -> None:
+    """Each process seeds numpy with ``manual_seed + rank`` and BasicSR seeds training data loader worker ``w`` of
+    rank ``r`` with ``manual_seed + loader_workers * r + w``; numpy takes seeds in [0, 2**32 - 1] only (-1, or a seed
+    a worker pushed past the top, was numpy's "Seed must be between 0 and 2**32 - 1", naming no key)."""
+    count = world_size * max(1, loader_workers)  # the seeds manual_seed .. manual_seed + count - 1 are used
+    highest = 2**32 - count
     if not 0 <= seed <= highest:
-        processes = '' if world_size == 1 else f' with {world_size} processes (each seeds manual_seed + its rank)'
-        raise ValueError(f"manual_seed: expected an integer from 0 to {highest} (numpy's seed range{processes}), "
-                         f'got {seed!r}')
+        if count == 1:
+            why = "numpy's seed range"
+        else:
+            who = f'{world_size} processes' if loader_workers <= 1 else f'{count} data loader workers' + (
+                f', {loader_workers} per process,' if world_size > 1 else '')
+            why = f'numpy seeds up to 2**32 - 1, and {who} seed manual_seed + 0 to {count - 1}'
+        raise ValueError(f'manual_seed: expected an integer from 0 to {highest} ({why}), got {seed!r}')
 
 
 COIC_RULES = {  # key: (predicate, what is expected), as SCALAR_RULES

@@ -194,7 +194,10 @@ def parse_options(argv: Optional[List[str]], root_path: str, is_train: bool,
     opt['device'] = str(device)
     if opt.get('manual_seed') is None:  # rank 0's draw: every rank must derive the same sampler plans
         opt['manual_seed'], opt['manual_seed_drawn'] = rank0_value(random.randint(1, 10000)), True
-    check_manual_seed_range(opt['manual_seed'], opt['world_size'])
+    train_set = (opt.get('datasets') or {}).get('train')  # BasicSR's loader: num_worker_per_gpu * max(1, num_gpu)
+    workers = (train_set.get('num_worker_per_gpu') or 0) * max(1, opt['num_gpu']) \
+        if is_train and isinstance(train_set, dict) else 0
+    check_manual_seed_range(opt['manual_seed'], opt['world_size'], workers)
     set_random_seed(opt['manual_seed'] + opt['rank'])
     opt['auto_resume'] = args.auto_resume
     opt['is_train'] = is_train

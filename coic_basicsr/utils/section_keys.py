@@ -10,21 +10,21 @@ from coic_basicsr.registry import SAMPLER_REGISTRY
 
 
 def typed_sections(opt: dict) -> Iterator[Tuple[str, dict, object]]:
-    """Yield (key path, section, registry) for every option section whose ``type`` names a registered class."""
+    """Yield (key path, section, registry) for every option section whose ``type`` names a registered class. The
+    sections are mappings (check_sections_are_mappings); a null sampler or loss section is skipped."""
     yield 'model_type', {'type': opt.get('model_type', 'SRModel')}, MODEL_REGISTRY
     for key, section in opt.items():
-        if key.startswith('network_') and isinstance(section, dict):
+        if str(key).startswith('network_'):
             yield key, section, ARCH_REGISTRY
     for phase, dataset in (opt.get('datasets') or {}).items():
         yield f'datasets.{phase}', dataset, DATASET_REGISTRY
-        if isinstance(dataset.get('sampler'), dict):
+        if dataset.get('sampler') is not None:
             yield f'datasets.{phase}.sampler', dataset['sampler'], SAMPLER_REGISTRY
     for key, section in (opt.get('train') or {}).items():
-        if key.endswith('_opt') and isinstance(section, dict):
+        if str(key).endswith('_opt') and section is not None:
             yield f'train.{key}', section, LOSS_REGISTRY
     for name, section in ((opt.get('val') or {}).get('metrics') or {}).items():
-        if isinstance(section, dict):
-            yield f'val.metrics.{name}', section, METRIC_REGISTRY
+        yield f'val.metrics.{name}', section, METRIC_REGISTRY
 
 
 def check_section_keys(opt: dict) -> None:

@@ -1,6 +1,7 @@
 """Checks run before any work starts, so a bad option file fails in one line naming the key."""
 import importlib.util
 import inspect
+import math
 from os import path as osp
 from typing import Iterator, Tuple
 
@@ -11,6 +12,7 @@ from coic_basicsr.data.lmdb_sharing import check_shared_lmdbs
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.models.loss_sections import check_loss_sections
 from coic_basicsr.models.portable import optimizer_class, scheduler_class
+from coic_basicsr.models.source_validation import check_global_views_given
 from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
 from coic_basicsr.utils.option_layout import check_required_keys
@@ -128,26 +130,26 @@ def check_scheduler_options(opt: dict) -> None:
 
 
 def check_scheduler_periods(opt: dict) -> None:
-    """Cyclic cosine schedules must cover ``train.total_iter``: past their last period they fail mid-training."""
+    """Cyclic cosine schedules must cover ``train.total_iter``: past their last period they fail mid-training (run
+    after check_scheduler_options, which checks that ``periods`` are positive integers)."""
     total = (opt.get('train') or {}).get('total_iter')
     for key, scheduler in _schedulers(opt):
         periods = scheduler.get('periods')
         if not isinstance(total, (int, float)) or not isinstance(periods, (list, tuple)) or not periods:
             continue
-        if not _positive_ints(periods):
-            raise ValueError(f'train.{key}.periods: expected positive integers, got {list(periods)}')
         if sum(periods) < total - 1:  # the scheduler steps from the second iteration on
             raise ValueError(f'train.{key}.periods: {list(periods)} add up to {sum(periods)}, but train.total_iter '
                              f'({int(total)}) needs at least {int(total) - 1}; the schedule would end before training')
 
 
 def check_dataset_names(opt: dict) -> None:
-    """Val/test sets need distinct names: their tables, images and best metrics are kept by name."""
+    """Val/test sets need distinct names: their tables, images and best metrics are kept by name (a set without one
+    is named by check_required_keys)."""
     seen = {}
     for key, section in opt['datasets'].items():
-        if key == 'train' or not isinstance(section, dict):
+        name = section.get('name') if key != 'train' and isinstance(section, dict) else None
+        if name is None:
             continue
-        name = section.get('name', section.get('type'))
         if name in seen:
             raise ValueError(f"datasets.{key}.name: '{name}' is also the name of datasets.{seen[name]} (their result "
                              'tables, images and best metrics would overwrite each other)')
@@ -201,7 +203,7 @@ def check_logger(opt: dict) -> None:
     logger_opt = opt.get('logger') or {}
     for key in ('print_freq', 'save_checkpoint_freq'):
         value = logger_opt.get(key)  # a fraction printed/saved at its multiples only (1.5: every third iteration)
-        if not is_iteration_count(value):
+        if not (is_iteration_count(value) or value == math.inf):  # .inf: never (the loop tests iter % freq == 0)
             raise ValueError(f'logger.{key}: expected a positive number of iterations, got {value!r}')
     if not (logger_opt.get('wandb') or {}).get('project') or 'debug' in str(opt.get('name', '')):
         return
@@ -239,6 +241,7 @@ def check_options(opt: dict) -> None:
     check_model_reads(opt)
     if opt.get('is_train', True):
         check_coic_section(opt)
+        check_global_views_given(opt)
         check_loss_sections(opt.get('train') or {})
         check_scheduler_options(opt)
         check_scheduler_periods(opt)

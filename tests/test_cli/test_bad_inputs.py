@@ -93,6 +93,14 @@ def _stock_folders_of_different_lengths(opt, tmp):
     opt['scale'] = 1
     opt['datasets']['train'] = dict(source, type='PairedImageDataset', io_backend={'type': 'disk'}, gt_size=16,
                                     batch_size_per_gpu=1, num_worker_per_gpu=0)
+    return _without_coic(opt)
+
+
+def _without_coic(opt):
+    """A stock dataset gives no global views (train.coic refuses it up front): train network_g alone."""
+    for section, key in ((opt['train'], 'coic'), (opt['train'], 'optim_mod'), (opt['train'], 'scheduler_mod'),
+                         (opt, 'network_enc')):
+        section.pop(key, None)
     return opt
 
 
@@ -365,6 +373,22 @@ CASES = {
         "io_backend.type must be 'disk' or 'lmdb', got 5"),
     'context-dim-zero': (_set(['network_g', 'context_dim'], 0),  # reported network_enc's equality first
                          'network_g.context_dim: expected an integer >= 1, got 0'),
+    'val-sets-without-names': (lambda opt, tmp: (opt['datasets']['val'].pop('name'), opt['datasets'].update(
+        val_2=dict(opt['datasets']['val'])), opt)[2],  # read "'MixedSyntheticRainDataset' is also the name of ..."
+        'datasets.val.name: required (the name its results'),
+    'option-key-a-number': (_set(['train', 1], 2),  # AttributeError tracebacks (key.endswith)
+                            'train.1: expected an option name, got the int key 1'),
+    'top-level-key-a-number': (_set([5], 'x'), '5: expected an option name, got the int key 5'),
+    'manual-seed-past-the-worker-seeds': (
+        lambda opt, tmp: _set(['manual_seed'], 2**32 - 1)(_set(['datasets', 'train', 'num_worker_per_gpu'], 2)(
+            opt, tmp), tmp),  # numpy's "Seed must be between 0 and 2**32 - 1" in a loader worker
+        'manual_seed: expected an integer from 0 to 4294967294 (numpy seeds up to 2**32 - 1, and 2 data loader '
+        'workers seed manual_seed + 0 to 1), got 4294967295'),
+    'coic-with-a-stock-dataset': (lambda opt, tmp: _set(['scale'], 1)(_set(['datasets', 'train'], dict(
+        _pairs(str(tmp / 'data')), type='PairedImageDataset', io_backend={'type': 'disk'}, gt_size=16,
+        batch_size_per_gpu=1, num_worker_per_gpu=0))(opt, tmp), tmp),  # found at iteration 1
+        'train.coic: needs lq_global/gt_global in the training batches, which datasets.train.type PairedImageDataset '
+        'does not give'),
     'prior-weights-missing': (_set(['train', 'prior_opt'], {'type': 'RDMCContrastivePriorLoss',
                                                             'vgg_weights': '/no/vgg.pth'}),
                               "train.prior_opt.vgg_weights: '/no/vgg.pth' does not exist (RDMCContrastivePriorLoss "
@@ -397,6 +421,33 @@ def test_a_schedule_must_reach_the_last_iteration_and_no_further_is_needed():
     check_scheduler_periods(dict(opt, train=dict(opt['train'], total_iter=5)))
     with pytest.raises(ValueError, match=r'add up to 4, but train.total_iter \(6\) needs at least 5'):
         check_scheduler_periods(dict(opt, train=dict(opt['train'], total_iter=6)))
+
+
+def test_coic_with_a_project_dataset_is_left_to_the_first_batch(monkeypatch):
+    # a project's own dataset class may give lq_global/gt_global: only BasicSR's and ours are refused up front
+    from basicsr.utils.registry import DATASET_REGISTRY
+    from coic_basicsr.models.source_validation import check_global_views_given
+    project_set = type('ProjectRainSet', (torch.utils.data.Dataset,), {'__module__': 'my_project.data'})
+    monkeypatch.setitem(DATASET_REGISTRY._obj_map, 'ProjectRainSet', project_set)
+    opt = tiny_coic_options()
+    check_global_views_given(opt)  # MixedSyntheticRainDataset
+    opt['datasets']['train']['type'] = 'ProjectRainSet'
+    check_global_views_given(opt)
+    opt['datasets']['train']['type'] = 'SingleImageDataset'
+    with pytest.raises(ValueError, match='^train.coic: needs lq_global/gt_global'):
+        check_global_views_given(opt)
+
+
+@pytest.mark.parametrize('key', ['print_freq', 'save_checkpoint_freq'])
+def test_logger_frequency_inf_means_never(key):
+    # BasicSR tests iter % freq == 0: .inf never prints/saves (the run still saves its final weights)
+    from coic_basicsr.utils.validate import check_logger
+    opt = tiny_coic_options()
+    opt['logger'][key] = float('inf')
+    check_logger(opt)
+    opt['logger'][key] = -float('inf')
+    with pytest.raises(ValueError, match=rf'^logger\.{key}: expected a positive number of iterations, got -inf$'):
+        check_logger(opt)
 
 
 @pytest.mark.skipif(importlib.util.find_spec('wandb') is not None, reason='wandb is installed here')
@@ -490,7 +541,7 @@ def _corrupt_stock_lmdb(opt, tmp):
     opt['datasets']['train'] = {'name': 'stock', 'type': 'PairedImageDataset', 'dataroot_gt': str(tmp / 'gt.lmdb'),
                                 'dataroot_lq': str(tmp / 'lq.lmdb'), 'io_backend': {'type': 'lmdb'}, 'gt_size': 16,
                                 'batch_size_per_gpu': 1, 'num_worker_per_gpu': 0}
-    return opt
+    return _without_coic(opt)
 
 
 @pytest.mark.parametrize('case, expected', [

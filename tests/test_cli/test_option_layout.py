@@ -1,6 +1,7 @@
 """The early layout check of an option file: sections that must be mappings, required keys (fewer for basicsr
 test), and the range of manual_seed."""
 import copy
+import re
 
 import pytest
 
@@ -77,7 +78,30 @@ def test_manual_seed_plus_rank_stays_in_numpy_range():
     check_manual_seed_range(0, 1)
     check_manual_seed_range(2**32 - 1, 1)
     check_manual_seed_range(2**32 - 2, 2)
-    with pytest.raises(ValueError, match=r'manual_seed: expected an integer from 0 to 4294967294 .*2 processes'):
+    with pytest.raises(ValueError, match=re.escape(
+            'manual_seed: expected an integer from 0 to 4294967294 (numpy seeds up to 2**32 - 1, and 2 processes seed '
+            'manual_seed + 0 to 1), got 4294967295')):
         check_manual_seed_range(2**32 - 1, 2)
+    # BasicSR seeds loader worker w of rank r with manual_seed + workers * r + w
+    check_manual_seed_range(2**32 - 6, 2, loader_workers=3)
+    check_manual_seed_range(2**32 - 1, 1, loader_workers=1)
+    with pytest.raises(ValueError, match=re.escape(
+            'expected an integer from 0 to 4294967290 (numpy seeds up to 2**32 - 1, and 6 data loader workers, 3 per '
+            'process, seed manual_seed + 0 to 5), got 4294967291')):
+        check_manual_seed_range(2**32 - 5, 2, loader_workers=3)
     with pytest.raises(ValueError, match=r'got -1'):
         check_manual_seed_range(-1, 1)
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda opt: opt['train'].update({1: 2}), r'^train\.1: expected an option name, got the int key 1 '),
+    (lambda opt: opt.update({5: 'x'}), r'^5: expected an option name, got the int key 5 '),
+    (lambda opt: opt['datasets']['train']['sources'][0].update({True: 1}),
+     r'^datasets\.train\.sources\[0\]\.True: expected an option name, got the bool key True '),
+])
+def test_option_keys_are_text(change, message):
+    # they were AttributeError tracebacks (key.startswith), and a TypeError in BasicSR's dict2str
+    opt = tiny_coic_options()
+    change(opt)
+    with pytest.raises(ValueError, match=message):
+        check_option_layout(opt, is_train=True)

@@ -78,7 +78,7 @@ def test_coic_training_refuses_a_batch_without_global_views_at_the_first_iterati
     before = _snapshot(model.net_g.parameters())
     model.feed_data({k: v for k, v in batch.items() if k not in ('lq_global', 'gt_global')})
     with pytest.raises(ValueError, match=re.escape(
-            'train.coic needs lq_global/gt_global in the training batches, which datasets.train.type '
+            'train.coic: needs lq_global/gt_global in the training batches, which datasets.train.type '
             'PairedImageDataset does not give (use MixedRainDataset or MixedSyntheticRainDataset, scale 1)')):
         model.optimize_parameters(1)
     assert not _changed(before, model.net_g.parameters())
