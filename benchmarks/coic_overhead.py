@@ -32,7 +32,8 @@ from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
 from coic_basicsr.archs.coic_idt_arch import CoICIDT
 from coic_basicsr.archs.coic_rcdnet_arch import CoICRCDNet
 from coic_basicsr.archs.coic_restormer_arch import CoICRestormer
-from coic_basicsr.archs.modulation import ContextEmbedding, KernelScaleGenerator, split_modulation_parameters
+from coic_basicsr.archs.conv_selection import split_modulation_parameters
+from coic_basicsr.archs.modulation import ContextEmbedding, KernelScaleGenerator
 
 CONTEXT_DIM = 128
 ARCHS: Dict[str, Callable[..., nn.Module]] = {'CoICRestormer': CoICRestormer, 'CoICDRSformer': CoICDRSformer,

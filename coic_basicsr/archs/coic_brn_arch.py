@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from coic_basicsr.archs.arch_util import check_at_least, check_choice, check_context, check_flag, option_key
-from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext, modulate_convs
+from coic_basicsr.archs.conv_selection import modulate_convs
+from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext
 from basicsr.utils.registry import ARCH_REGISTRY
 
 def _identity(t: Tensor) -> Tensor:

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from coic_basicsr.archs.dgunet_blocks import CAB, SAM, BasicBlock, Decoder, Encoder, ResBlock, conv
 from coic_basicsr.archs.arch_util import (bad_option, check_at_least, check_choice, check_flags, check_parity,
                                           conditioned_forward, option_key)
-from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext, modulate_convs
+from coic_basicsr.archs.conv_selection import modulate_convs
+from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext
 from basicsr.utils.registry import ARCH_REGISTRY
 
 _SIZE_MULTIPLE = 8  # three 2x down-samplings in each U-Net

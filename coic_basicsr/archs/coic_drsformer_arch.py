@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from coic_basicsr.archs.arch_util import check_flags, conditioned_forward, option_key
 from coic_basicsr.archs.drsformer_blocks import FeatureCompensator, SparseTransformerBlock
-from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
+from coic_basicsr.archs.conv_selection import modulate_convs
+from coic_basicsr.archs.modulation import ModulationContext
 from coic_basicsr.archs.restormer_blocks import PatchEmbed, Resample, check_unet_options
 from basicsr.utils.registry import ARCH_REGISTRY
 

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from coic_basicsr.archs.idt_blocks import ConvTokens, IDTBlock, IDTLayer, SpatialTransformerLayer
 from coic_basicsr.archs.arch_util import (bad_option, check_at_least, check_flags, check_list_length,
                                           conditioned_forward, option_key)
-from coic_basicsr.archs.modulation import ContextEmbedding, ModulationContext, modulate_convs
+from coic_basicsr.archs.conv_selection import modulate_convs
+from coic_basicsr.archs.modulation import ContextEmbedding, ModulationContext
 from coic_basicsr.utils.option_values import check_number
 from basicsr.utils.registry import ARCH_REGISTRY
 

@@ -1,14 +1,21 @@
 """CoICNet: any BasicSR backbone with its convs turned into CoI-M modulated convs."""
 from typing import List, Optional
 
+import torch
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from coic_basicsr.archs.arch_util import bad_option, check_at_least, option_key, option_prefix
-from coic_basicsr.archs.modulation import ModulationContext, modulate_convs
+from coic_basicsr.archs.conv_selection import modulate_convs
+from coic_basicsr.archs.modulation import ModulationContext
 
 _MODULATE_KEYS = ('include', 'exclude', 'generator_width')
+_PROBE_SIZE = 64  # the side of the image of the eval-mode check at construction
+
+
+class UnmodulatedForwardError(ValueError):
+    """A forward with z in which none of the modulated convs ran."""
 
 
 @ARCH_REGISTRY.register()
@@ -58,10 +65,34 @@ class CoICNet(nn.Module):
                                                           modulate.get('include'), modulate.get('exclude'),
                                                           option_key=option_key('modulate'),
                                                           module_name=backbone['type'])
+        if not self.modulated_layers and not modulate.get('include'):
+            raise ValueError(f"{option_key('backbone')}: {backbone['type']} has no nn.Conv2d / nn.ConvTranspose2d "
+                             'with a kernel larger than 1x1 for CoICNet to modulate')
         if not self.modulated_layers:
             raise bad_option('CoICNet', 'modulate', f"a selection of at least one conv with kernel > 1 in backbone "
                              f"'{backbone['type']}'", modulate)
         self._register_load_state_dict_pre_hook(_add_backbone_prefix, with_module=True)
+        self._refuse_eval_bypass(backbone['type'])
+
+    def _refuse_eval_bypass(self, backbone_type: str) -> None:
+        """Run the backbone once in eval mode with z on a small image: one that calls none of its modulated convs
+        there (ECBSR convolves with re-parameterised weights in eval) would train, then fail at its first
+        validation."""
+        first = next((m for m in self.backbone.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))), None)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                self(first.weight.new_zeros(1, first.in_channels, _PROBE_SIZE, _PROBE_SIZE),
+                     first.weight.new_zeros(1, self.context_dim))
+        except UnmodulatedForwardError:
+            raise ValueError(f"{option_key('backbone')}: {backbone_type} computes its eval-mode output without "
+                             f'calling its {len(self.modulated_layers)} modulated convs (it convolves with their '
+                             'weights directly, as ECBSR does), so validation and testing could not use z') from None
+        except Exception:  # noqa: BLE001 -- other inputs (video clips, sizes): the first real forward checks them
+            pass
+        finally:
+            self.train(was_training)
 
     def adapt_state_dict(self, state_dict: dict) -> dict:
         """``state_dict`` with a plain backbone checkpoint's keys moved under ``backbone.``, as loading does (so that
@@ -79,7 +110,7 @@ class CoICNet(nn.Module):
             out = self.backbone(x)
             if z is not None and self.context.layer_calls() == 0:
                 mode = 'training' if self.training else 'eval'
-                raise ValueError(f'CoICNet: backbone {type(self.backbone).__name__} computed its output ({mode} mode) '
+                raise UnmodulatedForwardError(f'CoICNet: backbone {type(self.backbone).__name__} computed its output ({mode} mode) '
                                  f'without calling any of its {len(self.modulated_layers)} modulated convs, so z '
                                  "cannot modulate it (it uses their weights directly, as ECBSR's eval path does)")
             return out

@@ -16,7 +16,8 @@ from torch.nn import functional as F
 
 from coic_basicsr.archs.arch_util import (bad_option, check_at_least, check_choice, check_context, check_flag,
                                           option_key)
-from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext, modulate_convs
+from coic_basicsr.archs.conv_selection import modulate_convs
+from coic_basicsr.archs.modulation import GATE_LAYOUTS, ModulationContext
 from coic_basicsr.utils.option_values import check_number
 from basicsr.utils.registry import ARCH_REGISTRY
 

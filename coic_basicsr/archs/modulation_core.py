@@ -40,7 +40,8 @@ class ModulationContext:
         return getattr(self._local, 'frames', 1)
 
     def layer_calls(self) -> int:
-        """How many layers sharing this context have run (:func:`resolve_z`) inside the innermost :meth:`use`."""
+        """How many layers sharing this context have run (:func:`resolve_z`) inside the innermost :meth:`use` (outside
+        any, since the thread's first call)."""
         return getattr(self._local, 'calls', 0)
 
     def count_layer_call(self) -> None:
@@ -49,8 +50,9 @@ class ModulationContext:
     @contextmanager
     def use(self, z: Optional[Tensor], frames: int = 1) -> Iterator[None]:
         """Set ``z`` for the duration of the block and restore the previous value afterwards. ``frames`` > 1: the
-        input is a batch of clips of that many frames, which a layer may see folded into its batch (B * frames):
-        each clip's code then goes to each of its frames (see :func:`resolve_z`)."""
+        input is a batch of clips of that many frames, which a layer may see folded into its batch batch-major
+        (B * T frames, B * (T - 1) frame pairs, ...): each clip's code then goes to each of its items (see
+        :func:`resolve_z`)."""
         previous = (self.get(), self.frames(), self.layer_calls())
         self._local.z, self._local.frames, self._local.calls = z, int(frames), 0
         try:
@@ -102,8 +104,9 @@ def has_trained_modulation(net: nn.Module) -> bool:
 
 def resolve_z(layer: nn.Module, x: Tensor, z: Optional[Tensor]) -> Optional[Tensor]:
     """Explicit ``z`` wins over the context; check its shape and broadcast a single code over the batch (and each
-    clip's code over its frames when the context's input is a video whose frames the layer sees folded into the
-    batch, as ``x.view(B * T, ...)`` folds them). Counts the layer's call in its context."""
+    clip's code over its items when the context's input is a video whose frames, or frame pairs, the layer sees
+    folded into the batch batch-major, as ``x.view(B * T, ...)`` folds them). Counts the layer's call in its
+    context."""
     frames = 1
     if layer.context is not None:
         layer.context.count_layer_call()
@@ -117,10 +120,10 @@ def resolve_z(layer: nn.Module, x: Tensor, z: Optional[Tensor]) -> Optional[Tens
     if z.shape[0] != x.shape[0]:
         if z.shape[0] == 1:
             return z.expand(x.shape[0], -1)
-        if frames > 1 and x.shape[0] == z.shape[0] * frames:
-            return z.repeat_interleave(frames, dim=0)
+        if frames > 1 and x.shape[0] % z.shape[0] == 0:  # frames (or frame pairs, e.g. optical flow) of each clip
+            return z.repeat_interleave(x.shape[0] // z.shape[0], dim=0)
         raise ValueError(f'{type(layer).__name__}: z has batch {z.shape[0]} but the input has {x.shape[0]}'
-                         + (f' (neither the clips nor their {frames} frames each)' if frames > 1 else ''))
+                         + (' (not a whole number of items per clip)' if frames > 1 else ''))
     return z
 
 

@@ -12,7 +12,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from coic_basicsr.archs.arch_util import takes_representation
 from coic_basicsr.archs.coic_encoder_arch import momentum_update
-from coic_basicsr.archs.modulation import split_modulation_parameters
+from coic_basicsr.archs.conv_selection import split_modulation_parameters
 from coic_basicsr.archs.modulation_core import NO_ENCODER_WARNING, has_trained_modulation
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.loss_sections import build_contrastive_loss, build_loss_sections

@@ -12,7 +12,8 @@ import coic_basicsr  # noqa: F401  (shim + registration)
 from basicsr.archs import build_network
 from basicsr.metrics.psnr_ssim import calculate_psnr
 from coic_basicsr.archs.coic_brn_arch import CoICBRN
-from coic_basicsr.archs.modulation import ModulatedConv2d, split_modulation_parameters
+from coic_basicsr.archs.conv_selection import split_modulation_parameters
+from coic_basicsr.archs.modulation import ModulatedConv2d
 from coic_basicsr.data.synthetic_rain import render_rain
 from coic_basicsr.tools.convert import convert_backbone, load_official
 

@@ -12,8 +12,9 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from coic_basicsr.archs.coic_idt_arch import CoICIDT
 from coic_basicsr.archs.idt_blocks import LeFF, RelativeWindowAttention, relative_position_index
+from coic_basicsr.archs.conv_selection import split_modulation_parameters
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
-                                           ModulatedConvTranspose2d, split_modulation_parameters)
+                                           ModulatedConvTranspose2d)
 from helpers.modulated_arch import (activate_context_embeddings, activate_modulation,
                                     assert_plain_twins_match_reference, modulation_keys, perturbed)
 

@@ -15,8 +15,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from coic_basicsr.archs.coic_encoder_arch import CoICEncoder
 from coic_basicsr.archs.coic_net_arch import CoICNet
-from coic_basicsr.archs.modulation import (ModulatedConv2d, ModulatedConvTranspose2d, ModulationContext,
-                                           modulate_convs, split_modulation_parameters)
+from coic_basicsr.archs.conv_selection import modulate_convs, split_modulation_parameters
+from coic_basicsr.archs.modulation import ModulatedConv2d, ModulatedConvTranspose2d, ModulationContext
 
 CTX = 8
 BACKBONES = {
@@ -245,45 +245,69 @@ ECBSR = dict(type='ECBSR', num_in_ch=3, num_out_ch=3, num_block=1, num_channel=8
              scale=2)
 
 
-def test_a_plain_ecbsr_checkpoint_loads_although_its_trunk_is_named_backbone():
+class CoICNetTestTrunk(nn.Module):
+    """A backbone whose own trunk is named ``backbone`` (as ECBSR's is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.PReLU(4), nn.Conv2d(4, 3, 3, 1, 1))
+
+    def forward(self, x):
+        return x + self.backbone(x)
+
+
+if 'CoICNetTestTrunk' not in ARCH_REGISTRY:
+    ARCH_REGISTRY.register(CoICNetTestTrunk)
+
+
+def test_a_plain_checkpoint_loads_although_the_backbones_trunk_is_named_backbone():
     # ECBSR's own keys start with 'backbone.': the prefix was not added (65 missing / 65 unexpected keys when strict,
     # nothing loaded otherwise)
     torch.manual_seed(6)
-    plain = build_network(dict(ECBSR)).train()
-    net = CoICNet(backbone=dict(ECBSR), context_dim=CTX).train()
+    TRUNK = {'type': 'CoICNetTestTrunk'}
+    plain = build_network(dict(TRUNK)).train()
+    net = CoICNet(backbone=dict(TRUNK), context_dim=CTX).train()
     generator_keys = {k for k in net.state_dict() if '.generator.' in k}
     assert set(net.adapt_state_dict(plain.state_dict())) == set(net.state_dict()) - generator_keys
     assert set(net.adapt_state_dict(net.state_dict())) == set(net.state_dict())  # a CoICNet checkpoint: as it is
     for strict in (True, False):
-        fresh = CoICNet(backbone=dict(ECBSR), context_dim=CTX).train()
+        fresh = CoICNet(backbone=dict(TRUNK), context_dim=CTX).train()
         result = fresh.load_state_dict(plain.state_dict(), strict=strict)
         assert not result.unexpected_keys and set(result.missing_keys) <= generator_keys
         x = torch.rand(2, 3, 8, 8)
         assert torch.equal(fresh(x), plain(x))
-    twin = CoICNet(backbone=dict(ECBSR), context_dim=CTX)
+    twin = CoICNet(backbone=dict(TRUNK), context_dim=CTX)
     twin.load_state_dict(fresh.state_dict(), strict=True)
     assert all(torch.equal(twin.state_dict()[k], v) for k, v in fresh.state_dict().items())
 
 
-def test_a_forward_with_z_in_which_no_modulated_conv_ran_is_refused():
-    # ECBSR in eval mode convolves with its re-parameterised weights: z was silently ignored in validation
-    torch.manual_seed(7)
-    net = CoICNet(backbone=dict(ECBSR), context_dim=CTX).eval()
-    _randomise_generators(net)
+def test_a_backbone_that_calls_no_modulated_conv_in_eval_mode_is_refused():
+    # ECBSR in eval mode convolves with its re-parameterised weights: z was silently ignored in validation; then it
+    # trained until its first validation and failed there
+    message = ("network_g.backbone: ECBSR computes its eval-mode output without calling its 3 modulated convs (it "
+               "convolves with their weights directly, as ECBSR does), so validation and testing could not use z")
+    with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
+        CoICNet(backbone=dict(ECBSR), context_dim=CTX)
+    with pytest.raises(ValueError, match='network_g.backbone: CoICNetTestProbe computes its eval-mode output'):
+        CoICNet(backbone={'type': 'CoICNetTestProbe', 'eval_path': 'weights'}, context_dim=CTX)
+    net = CoICNet(backbone={'type': 'CoICNetTestProbe'}, context_dim=CTX)
+    assert net.training  # the check at construction keeps the mode
+    net.backbone.eval_path = 'weights'  # a forward that calls none, e.g. a backbone's branch the check missed
     x, z = torch.rand(2, 3, 8, 8), torch.randn(2, CTX)
-    message = ('CoICNet: backbone ECBSR computed its output (eval mode) without calling any of its 3 modulated convs, '
-               "so z cannot modulate it (it uses their weights directly, as ECBSR's eval path does)")
     with torch.no_grad():
-        with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
-            net(x, z)
-        assert net(x).shape == (2, 3, 16, 16)  # without a code it is the plain network
-        net.train()
-        assert not torch.equal(net(x, z), net(x))
-    probe = CoICNet(backbone={'type': 'CoICNetTestProbe', 'eval_path': 'weights'}, context_dim=CTX).eval()
-    with pytest.raises(ValueError, match='CoICNet: backbone CoICNetTestProbe computed its output'):
-        probe(x, z)
+        with pytest.raises(ValueError, match=r'^CoICNet: backbone CoICNetTestProbe computed its output \(eval mode\) '
+                           'without calling any of its 3 modulated convs'):
+            net.eval()(x, z)
+        assert net(x).shape == x.shape  # without a code it is the plain network
     probe = CoICNet(backbone={'type': 'CoICNetTestProbe', 'eval_path': 'skip_layer'}, context_dim=CTX).eval()
     assert probe(x, z).shape == x.shape  # some modulated convs ran: a branch may skip the others
+
+
+def test_a_backbone_without_a_conv_to_modulate_is_named():
+    with pytest.raises(ValueError, match=r'^network_g.backbone: DUF has no nn.Conv2d / nn.ConvTranspose2d with a '
+                       'kernel larger than 1x1 for CoICNet to modulate$'):
+        CoICNet(backbone={'type': 'DUF', 'scale': 4, 'num_layer': 16, 'adapt_official_weights': False},
+                context_dim=CTX)
 
 
 EDVR = dict(type='EDVR', num_in_ch=3, num_out_ch=3, num_feat=8, num_frame=3, deformable_groups=1, num_extract_block=1,
@@ -314,7 +338,10 @@ def test_a_code_batch_that_is_neither_the_clips_nor_their_frames_is_refused():
         x = torch.rand(6, 3, 4, 4)
         expected = torch.cat([conv(x[i:i + 1], z[i // 3:i // 3 + 1]) for i in range(6)])
         torch.testing.assert_close(conv(x), expected, rtol=0, atol=1e-6)  # clip i // 3's code for frame i
-        with pytest.raises(ValueError, match=r'z has batch 2 but the input has 5 \(neither the clips nor their 3 '):
+        pairs = torch.rand(4, 3, 4, 4)  # e.g. BasicVSR's SpyNet: T - 1 frame pairs of each clip
+        expected = torch.cat([conv(pairs[i:i + 1], z[i // 2:i // 2 + 1]) for i in range(4)])
+        torch.testing.assert_close(conv(pairs), expected, rtol=0, atol=1e-6)
+        with pytest.raises(ValueError, match=r'z has batch 2 but the input has 5 \(not a whole number of items per '):
             conv(torch.rand(5, 3, 4, 4))
     with context.use(z), pytest.raises(ValueError, match=r'z has batch 2 but the input has 6$'):
         conv(torch.rand(6, 3, 4, 4))

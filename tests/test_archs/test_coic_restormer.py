@@ -14,8 +14,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from coic_basicsr.archs.coic_drsformer_arch import CoICDRSformer
 from coic_basicsr.archs.coic_restormer_arch import CoICRestormer
 from coic_basicsr.archs.restormer_blocks import MDTAttention
-from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
-                                           split_modulation_parameters)
+from coic_basicsr.archs.conv_selection import split_modulation_parameters
+from coic_basicsr.archs.modulation import ContextEmbedding, KernelScaleGenerator, ModulatedConv2d
 from helpers.modulated_arch import (RefNorm, activate_context_embeddings, activate_modulation,
                                     assert_pads_like_reference, modulation_keys, perturbed)
 

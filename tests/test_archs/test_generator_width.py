@@ -5,8 +5,8 @@ from torch import nn
 
 from basicsr.archs import build_network
 
-from coic_basicsr.archs.modulation import (KernelScaleGenerator, ModulatedConv2d, ModulatedConvTranspose2d,
-                                           split_modulation_parameters)
+from coic_basicsr.archs.conv_selection import split_modulation_parameters
+from coic_basicsr.archs.modulation import KernelScaleGenerator, ModulatedConv2d, ModulatedConvTranspose2d
 from coic_basicsr.utils.checkpoint import describe_shape_mismatches
 
 TINY = {

@@ -12,9 +12,9 @@ from torch.nn import functional as F
 from basicsr.utils import get_root_logger
 
 from coic_basicsr.archs import modulation
+from coic_basicsr.archs.conv_selection import modulate_convs, split_modulation_parameters
 from coic_basicsr.archs.modulation import (ContextEmbedding, KernelScaleGenerator, ModulatedConv2d,
-                                           ModulatedConvTranspose2d, ModulationContext, modulate_convs,
-                                           split_modulation_parameters)
+                                           ModulatedConvTranspose2d, ModulationContext)
 
 CTX = 8
 

@@ -14,7 +14,7 @@ from basicsr.data import build_dataset
 from basicsr.utils import set_random_seed
 from torch.utils.data import DataLoader
 
-from coic_basicsr.archs.modulation import split_modulation_parameters
+from coic_basicsr.archs.conv_selection import split_modulation_parameters
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.lr_schedulers import CosineAnnealingRestartCyclicLR
 from coic_basicsr.models.portable import build_model
