@@ -11,7 +11,7 @@ from coic_basicsr.archs.conv_selection import modulate_convs
 from coic_basicsr.archs.modulation import ModulationContext
 
 _MODULATE_KEYS = ('include', 'exclude', 'generator_width')
-_PROBE_SIZE = 64  # the side of the image of the eval-mode check at construction
+_PROBE_SIZE = 32  # the side of the image of the eval-mode check at construction
 
 
 class UnmodulatedForwardError(ValueError):
