@@ -71,7 +71,7 @@ def modulate_convs(module: nn.Module, context: ModulationContext, context_dim: i
             continue
         why = _why_not_modulatable(conv)
         if why is not None and option_key is None and type(conv) not in _REPLACEMENTS:
-            continue  # today's behaviour for the CoIC archs' own networks (they build plain convs only)
+            continue  # the CoIC archs' own networks (no option_key) build plain convs: anything else stays plain
         eligible.append(name)
         if include is not None and not any(fnmatch.fnmatchcase(name, p) for p in include):
             continue

@@ -17,8 +17,8 @@ from coic_basicsr.archs.modulation_core import NO_ENCODER_WARNING, has_trained_m
 from coic_basicsr.data.transforms import global_view
 from coic_basicsr.models.loss_sections import build_contrastive_loss, build_loss_sections
 from coic_basicsr.models.portable import PortableModelMixin
-from coic_basicsr.models.source_validation import (log_results, require_global_views, validate_per_source,
-                                                   write_result_tables)
+from coic_basicsr.models.global_views import require_global_views
+from coic_basicsr.models.source_validation import log_results, validate_per_source, write_result_tables
 from coic_basicsr.models.tiling import tile_settings, tiled_forward
 from coic_basicsr.utils.checkpoint import load_checkpoint, test_encoder_path
 from coic_basicsr.utils.option_values import COIC_DEFAULTS, check_coic_section

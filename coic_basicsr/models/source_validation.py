@@ -1,5 +1,4 @@
-"""Validation that reports metrics per val set AND per source (Rain200L, Rain200H, ... inside one mixed set), and the
-check that CoIC training batches carry the global views."""
+"""Validation that reports metrics per val set AND per source (Rain200L, Rain200H, ... inside one mixed set)."""
 import csv
 import inspect
 import json
@@ -94,38 +93,6 @@ def validate_per_source(model, dataloader, current_iter, save_img: bool) -> Dict
     if 'all' in results:
         results['all']['seconds_per_image'] = seconds / results['all']['count']
     return results
-
-
-def _no_global_views(dataset_type) -> str:
-    return (f'train.coic: needs lq_global/gt_global in the training batches, which datasets.train.type {dataset_type} '
-            'does not give (use MixedRainDataset or MixedSyntheticRainDataset, scale 1)')
-
-
-def check_global_views_given(opt: dict) -> None:
-    """Before any work: CoIC training on a dataset class of BasicSR (or of this package) that is not a
-    MixedRainDataset/MixedSyntheticRainDataset gives no global views. A class registered by a project may give them
-    and is left to :func:`require_global_views` at the first iteration."""
-    from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
-
-    from coic_basicsr.data.mixed_rain_dataset import MixedRainDataset
-    from coic_basicsr.data.synthetic_rain_dataset import MixedSyntheticRainDataset
-    from coic_basicsr.models.coic_model import CoICModel
-    train_set = (opt.get('datasets') or {}).get('train')
-    model_cls = MODEL_REGISTRY.get(opt.get('model_type', 'SRModel'))
-    if (opt.get('train') or {}).get('coic') is None or not isinstance(train_set, dict) or \
-            not (isinstance(model_cls, type) and issubclass(model_cls, CoICModel)):
-        return
-    dataset_cls = DATASET_REGISTRY.get(train_set['type'])
-    ours = getattr(dataset_cls, '__module__', '').split('.')[0] in ('basicsr', 'coic_basicsr')
-    if ours and not issubclass(dataset_cls, (MixedRainDataset, MixedSyntheticRainDataset)):
-        raise ValueError(_no_global_views(train_set['type']))
-
-
-def require_global_views(opt: dict, present: bool) -> None:
-    """CoIC training (``train.coic``) reads ``lq_global``/``gt_global`` from every training batch: refuse a batch
-    without them at once, naming the dataset type (stage 2, which first reads them, may be 40k iterations away)."""
-    if not present:
-        raise ValueError(_no_global_views(((opt.get('datasets') or {}).get('train') or {}).get('type')))
 
 
 def _score(name: str, metric_opt: dict, img: np.ndarray, clean: Optional[np.ndarray], where: str) -> float:

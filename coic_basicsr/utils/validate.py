@@ -12,7 +12,7 @@ from coic_basicsr.data.lmdb_sharing import check_shared_lmdbs
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.models.loss_sections import check_loss_sections
 from coic_basicsr.models.portable import optimizer_class, scheduler_class
-from coic_basicsr.models.source_validation import check_global_views_given
+from coic_basicsr.models.global_views import check_global_views_given
 from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
 from coic_basicsr.utils.option_layout import check_required_keys
@@ -202,7 +202,7 @@ def check_logger(opt: dict) -> None:
     (BasicSR would fail after setting up)."""
     logger_opt = opt.get('logger') or {}
     for key in ('print_freq', 'save_checkpoint_freq'):
-        value = logger_opt.get(key)  # a fraction printed/saved at its multiples only (1.5: every third iteration)
+        value = logger_opt.get(key)
         if not (is_iteration_count(value) or value == math.inf):  # .inf: never (the loop tests iter % freq == 0)
             raise ValueError(f'logger.{key}: expected a positive number of iterations, got {value!r}')
     if not (logger_opt.get('wandb') or {}).get('project') or 'debug' in str(opt.get('name', '')):

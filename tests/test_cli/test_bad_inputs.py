@@ -426,7 +426,7 @@ def test_a_schedule_must_reach_the_last_iteration_and_no_further_is_needed():
 def test_coic_with_a_project_dataset_is_left_to_the_first_batch(monkeypatch):
     # a project's own dataset class may give lq_global/gt_global: only BasicSR's and ours are refused up front
     from basicsr.utils.registry import DATASET_REGISTRY
-    from coic_basicsr.models.source_validation import check_global_views_given
+    from coic_basicsr.models.global_views import check_global_views_given
     project_set = type('ProjectRainSet', (torch.utils.data.Dataset,), {'__module__': 'my_project.data'})
     monkeypatch.setitem(DATASET_REGISTRY._obj_map, 'ProjectRainSet', project_set)
     opt = tiny_coic_options()
