@@ -90,13 +90,13 @@ class CoICModel(PortableModelMixin, SRModel):
         load_path = paths.get('pretrain_network_enc') if self.is_train else test_encoder_path(paths)
         if load_path != paths.get('pretrain_network_enc'):  # a test that found the encoder saved with network_g
             get_root_logger().info(f'Set pretrain_network_enc to {load_path}')
-        if load_path is not None:
-            self.load_network(encoder, load_path, True, 'params')
+        if load_path is not None:  # a test uses the key encoder alone: 'params_key' (else 'params') is what it loads
+            self.load_network(encoder, load_path, True, 'params' if self.is_train else 'params_key')
         key_encoder = deepcopy(encoder)
         if self.is_train:
             self.net_enc = self.model_to_device(encoder)
             self.net_enc.train()
-        if load_path is not None:
+        if self.is_train and load_path is not None:
             checkpoint = load_checkpoint(load_path)
             key_encoder.load_state_dict(checkpoint.get('params_key', checkpoint['params']))
         elif self.is_train:  # DDP has made every rank's encoder rank 0's: the key encoder must start from it too

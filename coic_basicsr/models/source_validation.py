@@ -113,7 +113,7 @@ def log_results(dataset_name: str, results: Dict, metrics: dict, current_iter, t
     for group, values in results.items():
         scores = '  '.join(f'{k}: {v:.4f}' for k, v in values.items() if k not in ('count', 'seconds_per_image'))
         lines.append(f'\t # [{group}] ({int(values["count"])} images) {scores}')
-        if group == 'all' and best:
+        if group == 'all' and best and isinstance(current_iter, int):  # a test is one pass, named, not an iteration
             lines.append('\t # Best: ' + '  '.join(f"{metric}: {best[metric]['val']:.4f} @ {best[metric]['iter']} iter"
                                                    for metric in metrics if metric in values and metric in best))
     get_root_logger().info('\n'.join(lines))

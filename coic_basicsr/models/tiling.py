@@ -6,6 +6,9 @@ from torch import Tensor
 
 
 DEFAULT_OVERLAP = 32
+#: Smallest tile of ``val.tile.size`` and ``--tile`` (1-pixel tiles ran for minutes and gave garbage).
+MIN_TILE = 16
+SMALL_TILE_REASON = 'smaller tiles leave the network too little context'
 
 
 def tile_settings(val_opt: Optional[dict]) -> Optional[Tuple[int, int]]:
@@ -18,9 +21,10 @@ def tile_settings(val_opt: Optional[dict]) -> Optional[Tuple[int, int]]:
         shown = dict(tile) if isinstance(tile, dict) else tile
         raise ValueError(f'val.tile: expected {{size: int, overlap: int}} (overlap optional), got {shown!r}')
     size, overlap = tile['size'], tile.get('overlap', DEFAULT_OVERLAP)
-    for key, value, low in (('size', size, 1), ('overlap', overlap, 0)):
+    for key, value, low in (('size', size, MIN_TILE), ('overlap', overlap, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f'val.tile.{key}: expected an integer >= {low}, got {value!r}')
+            why = f' ({SMALL_TILE_REASON})' if key == 'size' else ''
+            raise ValueError(f'val.tile.{key}: expected an integer >= {low}{why}, got {value!r}')
     if overlap >= size:
         default = '' if 'overlap' in tile else ', the default'
         raise ValueError(f'val.tile.overlap ({overlap}{default}) must be smaller than val.tile.size ({size})')

@@ -13,6 +13,7 @@ result cannot be written is reported and skipped like an unreadable one.
 """
 import argparse
 import os
+import re
 import sys
 import time
 from os import path as osp
@@ -78,6 +79,13 @@ def _never_over_inputs(jobs: List[Tuple[str, str]]) -> None:
                              '(choose another output)')
 
 
+def _images_in_output(input_path: str, output: str) -> int:
+    """Images in an OUTPUT folder inside the INPUT folder, which the scan leaves out (they may be earlier results)."""
+    source, target = osp.abspath(input_path), osp.abspath(output)
+    inside = target != source and osp.commonpath([source, target]) == source
+    return len(list_images(output)[0]) if inside and osp.isdir(input_path) and osp.isdir(output) else 0
+
+
 def _check_writable(folder: str) -> None:
     """Refuse a results folder that cannot be made: under a file or a dangling link, or in a read-only folder."""
     path = osp.normpath(folder)
@@ -99,6 +107,21 @@ def _reason(err: Exception, path: str) -> str:
     return f"{err.strerror}: '{err.filename}'" if elsewhere else err.strerror
 
 
+#: What the CPU allocator's RuntimeError says (Linux, Windows): torch has no exception class for it.
+CPU_OUT_OF_MEMORY = re.compile(r"DefaultCPUAllocator|can't allocate memory|not enough memory")
+
+
+def _restore_failure(err: Exception, tile: Optional[int]) -> str:
+    """One line on why an image could not be restored; running out of GPU or CPU memory gets a ``--tile`` hint."""
+    gpu = isinstance(err, torch.cuda.OutOfMemoryError)
+    if not gpu and not (isinstance(err, RuntimeError) and CPU_OUT_OF_MEMORY.search(str(err))):
+        return (str(err).splitlines() or [''])[0] or type(err).__name__
+    memory = 'GPU memory' if gpu else 'memory'
+    if tile:
+        return f'out of {memory} with tiles of {tile}: use a smaller --tile'
+    return f'out of {memory}, use --tile (e.g. --tile 512)'
+
+
 def derain(argv: Optional[List[str]] = None) -> int:
     """Run ``basicsr derain``; returns 0, or 1 when some images could not be read or written (the others are)."""
     args = build_parser().parse_args(argv)
@@ -109,6 +132,10 @@ def derain(argv: Optional[List[str]] = None) -> int:
     if ignored:
         shown = ', '.join(ignored[:5]) + (' ...' if len(ignored) > 5 else '')
         print(f'basicsr derain: ignoring {len(ignored)} non-image file(s): {shown}', file=sys.stderr, flush=True)
+    left_out = _images_in_output(args.input, args.output)
+    if left_out:
+        print(f"basicsr derain: not deraining {left_out} image(s) inside OUTPUT '{args.output}'", file=sys.stderr,
+              flush=True)
     if args.skip_existing:
         jobs = [(src, dst) for src, dst in jobs if not osp.isfile(dst)]
     model = model_from_args(args)
@@ -129,16 +156,12 @@ def derain(argv: Optional[List[str]] = None) -> int:
         start = time.perf_counter()
         try:
             out = model.restore(lq)
-        except torch.cuda.OutOfMemoryError:
+        except (ValueError, RuntimeError, AssertionError) as err:  # out of memory, a size the network cannot take
             failed.append(src)
-            tqdm.write(f"basicsr derain: skipping '{src}' ({lq.shape[-2]}x{lq.shape[-1]}): out of GPU memory, "
-                       'use --tile', file=sys.stderr)
-            torch.cuda.empty_cache()
-            continue
-        except (ValueError, RuntimeError, AssertionError) as err:  # e.g. a size the network cannot take
-            failed.append(src)
-            reason = (str(err).splitlines() or [''])[0] or type(err).__name__
+            reason = _restore_failure(err, model.tile)
             tqdm.write(f"basicsr derain: skipping '{src}' ({lq.shape[-2]}x{lq.shape[-1]}): {reason}", file=sys.stderr)
+            if isinstance(err, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
             continue
         seconds += time.perf_counter() - start
         try:

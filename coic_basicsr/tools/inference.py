@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from coic_basicsr.archs.modulation_core import NO_ENCODER_WARNING, has_trained_modulation
 from coic_basicsr.data.transforms import global_view
-from coic_basicsr.models.tiling import DEFAULT_OVERLAP, tile_settings, tiled_forward
+from coic_basicsr.models.tiling import DEFAULT_OVERLAP, MIN_TILE, SMALL_TILE_REASON, tile_settings, tiled_forward
 from coic_basicsr.utils.checkpoint import (check_gate_layout, describe_shape_mismatches, encoder_beside,
                                           load_checkpoint)
 from coic_basicsr.utils.options import load_option_file
@@ -30,7 +30,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--encoder-checkpoint', help='network_enc file (default: the net_enc_* file next to the '
                         'network_g file, else path.pretrain_network_enc)')
     parser.add_argument('--device', default='auto', help="'auto' (GPU when available), 'cpu', 'cuda', 'cuda:1', ...")
-    parser.add_argument('--tile', type=int, help='tile size for large images; 0 = no tiling (default: val.tile)')
+    parser.add_argument('--tile', type=int,
+                        help=f'tile size (>= {MIN_TILE}) for large images; 0 = no tiling (default: val.tile)')
     parser.add_argument('--overlap', type=int,
                         help='overlap of neighbouring tiles, with --tile or val.tile (default: val.tile.overlap or '
                         '32, at most --tile / 4)')
@@ -196,9 +197,11 @@ def load_model(source: str, checkpoint: Optional[str] = None, encoder_checkpoint
 
 def model_from_args(args: argparse.Namespace) -> InferenceModel:
     """:func:`load_model` from :func:`add_model_arguments` flags; ``--tile``/``--overlap`` override ``val.tile``."""
-    for flag, value in (('--tile', args.tile), ('--overlap', args.overlap)):
-        if value is not None and value < 0:
-            raise ValueError(f'{flag}: expected an integer >= 0 (--tile 0: no tiling), got {value}')
+    if args.tile is not None and (args.tile < 0 or 0 < args.tile < MIN_TILE):
+        raise ValueError(f'--tile: expected 0 (no tiling) or an integer >= {MIN_TILE} ({SMALL_TILE_REASON}), '
+                         f'got {args.tile}')
+    if args.overlap is not None and args.overlap < 0:
+        raise ValueError(f'--overlap: expected an integer >= 0, got {args.overlap}')
     model = load_model(args.opt, args.checkpoint, args.encoder_checkpoint, args.device)
     if args.overlap is not None and args.tile is None and not model.tile:
         raise ValueError(f'--overlap: {args.overlap} needs tiling: add --tile N (or set val.tile in the option file)')

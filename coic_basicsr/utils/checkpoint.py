@@ -58,9 +58,36 @@ def load_checkpoint(path: str, device: Optional[torch.device] = None) -> Any:
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     try:
         return torch.load(path, map_location=device or 'cpu', weights_only=True)
-    except Exception as err:  # truncated or foreign file: say which one (an empty file's EOFError has no message)
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
+    except Exception as err:
+        damage = _not_a_checkpoint(path, err)
+        if damage:
+            raise ValueError(f"checkpoint '{path}' cannot be loaded: not a PyTorch checkpoint ({damage})") from None
+        refusal = re.search(r'WeightsUnpickler error: (.+?)(?:\. Please|$)', str(err), re.MULTILINE)
+        reason = refusal.group(1) if refusal else (str(err).splitlines() or [type(err).__name__])[0]
         raise ValueError(f"checkpoint '{path}' cannot be loaded safely: {reason}") from None
+
+
+def _not_a_checkpoint(path: str, err: Exception) -> Optional[str]:
+    """Why ``path`` holds no PyTorch checkpoint (empty, cut short, another format: torch's errors then are bare
+    KeyErrors, opcodes, miniz internals, or EINVAL for a short zip); None when ``err`` is about something else (a
+    class that weights_only refuses, a device, a file that cannot be read)."""
+    if 'Unsupported global' in str(err):
+        return None
+    if isinstance(err, RuntimeError) and not re.search(r'PytorchStreamReader|inline_container|unexpected EOF',
+                                                       str(err)):
+        return None
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    if not head:
+        return 'an empty file'
+    if head == b'PK\x03\x04':  # torch.save's format
+        return 'a truncated, damaged or foreign zip archive'
+    if head.startswith(b'\x80'):  # a pickle, as torch.save wrote before PyTorch 1.6
+        return 'a truncated, damaged or foreign pickle'
+    return 'neither a zip archive nor a pickle'
 
 
 def load_training_state(path: str, device: Optional[torch.device] = None) -> dict:

@@ -417,6 +417,37 @@ def test_testing_a_trained_coic_network_without_an_encoder_warns(tmp_path):
         logger.removeHandler(handler)
 
 
+def test_a_test_logs_the_key_encoder_weights_it_loads(tmp_path):
+    # the log named the query encoder's 'params', loaded and unused: a test's z comes from the key encoder
+    import logging
+    from basicsr.utils import get_root_logger
+    opt = untrained_test_options(in_memory(tiny_coic_options(), tmp_path), tmp_path)
+    opt['is_train'] = False
+    enc = opt['path']['pretrain_network_enc']
+    query, key = (build_network(dict(opt['network_enc'])).state_dict() for _ in range(2))
+    torch.save({'params': query, 'params_key': key}, enc)
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = get_root_logger()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        model = build_model(opt)
+        torch.save({'params': query}, enc)  # an encoder file without the key encoder's copy
+        build_model(opt)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert [m for m in logged if m.startswith('Loading CoICEncoder')] == [
+        f'Loading CoICEncoder model from {enc}, with param key: [params_key].',
+        f'Loading CoICEncoder model from {enc}, with param key: [params].']
+    assert f"Loading: 'params_key' is not in {enc}, using 'params'." in logged
+    for name, value in model.net_enc_key.state_dict().items():
+        assert torch.equal(value, key[name]), name
+
+
 def test_a_plain_backbone_checkpoint_loads_into_coicnet_like_into_the_backbone(tmp_path):
     import logging
     from basicsr.utils import get_root_logger

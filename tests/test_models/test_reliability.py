@@ -205,16 +205,46 @@ def test_damaged_or_foreign_state_files_are_one_line_errors(tmp_path):
     torch.save({'iter': 2, 'epoch': 0}, states / '2.state')
     (states / '4.state').write_bytes(b'')  # a full disk: empty, torch's EOFError has no message
     torch.save({'weights': 1}, states / '6.state')  # loads, but is no training state
-    for name, reason in (('4.state', 'cannot be loaded safely: EOFError'), ('6.state', "is not a training state")):
+    for name, reason in (('4.state', r'cannot be loaded: not a PyTorch checkpoint \(an empty file\)'),
+                         ('6.state', "is not a training state")):
         with pytest.raises(ValueError, match=f"checkpoint '.*{name}' {reason}"):
             load_training_state(str(states / name))
-    with pytest.raises(ValueError, match='cannot be loaded safely: EOFError'):
+    with pytest.raises(ValueError, match=r'cannot be loaded: not a PyTorch checkpoint \(an empty file\)'):
         load_checkpoint(str(states / '4.state'))
     path, state = latest_training_state(str(states))  # the newest that is a training state
     assert path == str(states / '2.state') and state['iter'] == 2
 
 
 def test_a_loader_worker_ends_on_a_stop_signal_two_seconds_after_the_first(monkeypatch):
+class NotAllowedByWeightsOnly:
+    """A class ``torch.load(weights_only=True)`` refuses to build."""
+
+
+def test_a_file_that_is_no_checkpoint_is_named_so_and_a_refused_class_is_unsafe(tmp_path):
+    from coic_basicsr.utils.checkpoint import load_checkpoint
+    torch.save({'params': {'weight': torch.zeros(64, 64)}}, tmp_path / 'real.pth')
+    data = (tmp_path / 'real.pth').read_bytes()
+    (tmp_path / 'truncated.pth').write_bytes(data[:len(data) // 2])  # an interrupted copy
+    (tmp_path / 'junk.pth').write_text('junk\n')  # was "cannot be loaded safely: 174812789", torch's bare KeyError
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    torch.save({'params': {'weight': torch.zeros(64, 64)}}, tmp_path / 'legacy.pth',
+               _use_new_zipfile_serialization=False)  # the format before PyTorch 1.6
+    (tmp_path / 'legacy_truncated.pth').write_bytes((tmp_path / 'legacy.pth').read_bytes()[:-100])
+    for name, reason in (('truncated.pth', 'a truncated, damaged or foreign zip archive'),
+                         ('junk.pth', 'neither a zip archive nor a pickle'), ('empty.pth', 'an empty file'),
+                         ('legacy_truncated.pth', 'a truncated, damaged or foreign pickle')):
+        with pytest.raises(ValueError) as err:
+            load_checkpoint(str(tmp_path / name))
+        assert str(err.value) == (f"checkpoint '{tmp_path / name}' cannot be loaded: not a PyTorch checkpoint "
+                                  f'({reason})')
+    assert load_checkpoint(str(tmp_path / 'legacy.pth'))['params']['weight'].shape == (64, 64)
+    torch.save({'params': NotAllowedByWeightsOnly()}, tmp_path / 'unsafe.pth')
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(str(tmp_path / 'unsafe.pth'))
+    assert str(err.value) == (f"checkpoint '{tmp_path / 'unsafe.pth'}' cannot be loaded safely: Unsupported global: "
+                              f"GLOBAL {__name__}.NotAllowedByWeightsOnly was not an allowed global by default")
+
+
     # a close second signal in between does not restart the clock
     from coic_basicsr.utils.signals import StopSignalsIgnored
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}

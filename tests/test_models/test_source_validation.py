@@ -1,7 +1,6 @@
 """Per-source validation tables and the test path around them (``basicsr test`` and a project's own pipeline)."""
 import json
 import os
-import re
 from os import path as osp
 
 import cv2
@@ -106,8 +105,19 @@ def test_basicsr_test_tables_for_odd_set_names_without_a_val_section_and_beside_
     log = caplog.text
     assert 'datasets.train: a training set, not tested' in log and 'Number of test images in train' not in log
     assert 'Test 2' in err  # val.pbar's progress bar
-    assert re.search(r'# Best: psnr: [\d.]+ @ odd_names_2 iter', log)
+    assert 'Validation all' in log and '# Best' not in log  # 'Best: psnr: ... @ odd_names_2 iter' of one pass
 
     opt['datasets'] = {'train': train_set}
     assert test_main(['-opt', write_options(opt, str(tmp_path / 'test.yml'))]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith('basicsr test: error: datasets: no test set')
+
+
+def test_the_best_scores_are_logged_in_training_only(monkeypatch):
+    from coic_basicsr.models import source_validation
+    logged = []
+    monkeypatch.setattr(source_validation, 'get_root_logger', lambda: type('Log', (), {'info': logged.append})())
+    results, metrics = {'all': {'count': 2, 'psnr': 30.0}}, {'psnr': {'type': 'calculate_psnr'}}
+    source_validation.log_results('val', results, metrics, 5000, None, {'psnr': {'val': 31.0, 'iter': 4000}})
+    assert logged.pop().splitlines()[-1] == '\t # Best: psnr: 31.0000 @ 4000 iter'
+    source_validation.log_results('test', results, metrics, 'my_test', None, {'psnr': {'val': 30.0, 'iter': 'my_test'}})
+    assert 'Best' not in logged.pop()  # basicsr test: one pass, its iteration is the run's name

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from coic_basicsr.models.tiling import tiled_forward
+from coic_basicsr.models.tiling import tile_settings, tiled_forward
 
 
 def test_restoration_and_super_resolution_tiles_equal_the_whole_image_result():
@@ -35,7 +35,7 @@ def test_val_tile_runs_a_super_resolution_network_in_windows(tmp_path):
     from coic_basicsr.models.portable import build_model
     from helpers.coic import in_memory, tiny_coic_options
     opt = in_memory(tiny_coic_options(coic=False), tmp_path)
-    opt.update(is_train=False, scale=2, val={'tile': {'size': 8, 'overlap': 2}})
+    opt.update(is_train=False, scale=2, val={'tile': {'size': 16, 'overlap': 4}})
     del opt['train']
     opt.pop('network_enc', None)
     opt['network_g'] = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
@@ -46,7 +46,16 @@ def test_val_tile_runs_a_super_resolution_network_in_windows(tmp_path):
     model.test()
     net = model.get_bare_model(model.net_g).eval()
     with torch.no_grad():
-        whole, tiled = net(lq), tiled_forward(net, lq, tile=8, overlap=2)
+        whole, tiled = net(lq), tiled_forward(net, lq, tile=16, overlap=4)
     assert model.output.shape == (1, 3, 40, 54)  # the windows were placed at the output scale
     torch.testing.assert_close(model.output, tiled)
     assert not torch.allclose(model.output, whole)  # it did run in windows
+
+
+def test_val_tile_size_below_16_is_refused_naming_the_key():
+    # tiles of a few pixels ran for minutes and gave garbage; tiled_forward itself still takes any size
+    assert tile_settings({'tile': {'size': 16, 'overlap': 4}}) == (16, 4)
+    with pytest.raises(ValueError) as err:
+        tile_settings({'tile': {'size': 8, 'overlap': 2}})
+    assert str(err.value) == ('val.tile.size: expected an integer >= 16 (smaller tiles leave the network too little '
+                              'context), got 8')

@@ -242,7 +242,7 @@ def test_restormer_tiles_odd_sizes_and_single_files(tmp_path):
 
 
 @pytest.mark.parametrize('case, message', [
-    ('garbage_checkpoint', 'cannot be loaded safely'),
+    ('garbage_checkpoint', "bad.pth' cannot be loaded: not a PyTorch checkpoint (neither a zip archive nor a pickle)"),
     ('wrong_keys', "none of the keys ['params_ema', 'params']"),
     ('other_architecture', 'does not fit network_g (CoICRestormer)'),
     ('no_encoder', '--encoder-checkpoint'),
@@ -250,7 +250,11 @@ def test_restormer_tiles_odd_sizes_and_single_files(tmp_path):
     ('only_text', 'no images'),
     ('missing_input', 'does not exist'),
     ('bad_device', "--device: 'foo' is not a device"),
-    ('negative_tile', '--tile: expected an integer >= 0 (--tile 0: no tiling), got -5'),
+    ('negative_tile', '--tile: expected 0 (no tiling) or an integer >= 16 (smaller tiles leave the network too '
+                      'little context), got -5'),
+    ('tiny_tile', '--tile: expected 0 (no tiling) or an integer >= 16 (smaller tiles leave the network too '
+                  'little context), got 4'),  # ran for minutes and gave garbage
+    ('negative_overlap', '--overlap: expected an integer >= 0, got -1'),  # hinted at --tile 0
     ('ext_contradicts_output', "--ext: 'jpg' contradicts OUTPUT"),
     ('output_is_a_file', "is an existing file, not a folder for the results"),
 ])
@@ -279,6 +283,10 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, case, message):
         args += ['--device', 'foo']
     elif case == 'negative_tile':
         args += ['--tile', '-5']
+    elif case == 'tiny_tile':
+        args += ['--tile', '4']
+    elif case == 'negative_overlap':
+        args += ['--tile', '64', '--overlap', '-1']
     elif case == 'ext_contradicts_output':
         args[2:4] = [str(inp / 'a.png'), str(tmp_path / 'out' / 'x.png')]
         args += ['--ext', 'jpg']
@@ -376,6 +384,33 @@ def test_an_image_the_network_cannot_take_is_skipped_and_the_others_written(tmp_
     err = capsys.readouterr().err
     assert files(tmp_path / 'out') == ['a.png', 'c.png']
     assert f"skipping '{inp / 'b_bad.png'}' ({bad_size[0]}x{bad_size[1]}): {reason}" in err and 'Traceback' not in err
+
+
+CPU_OOM = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                       'you tried to allocate 4503599627370496 bytes. Error code 12 (Cannot allocate memory)')
+
+
+@pytest.mark.parametrize('error, tiling, message', ids=['cpu', 'cpu_tiled', 'gpu'], argvalues=[
+    (CPU_OOM, [], 'out of memory, use --tile (e.g. --tile 512)'),  # was the allocator's message, without a hint
+    (CPU_OOM, ['--tile', '16'], 'out of memory with tiles of 16: use a smaller --tile'),
+    (torch.cuda.OutOfMemoryError('CUDA out of memory'), [], 'out of GPU memory, use --tile (e.g. --tile 512)'),
+])
+def test_running_out_of_memory_is_reported_with_a_tile_hint(tmp_path, capsys, monkeypatch, error, tiling, message):
+    from coic_basicsr.tools.inference import InferenceModel
+    exp, *_ = make_experiment(tmp_path, {'type': 'CoICToolsPointwiseTestNet', 'context_dim': 16})
+    for name, side in (('a.png', 16), ('big.png', 24)):
+        write_img(tmp_path / 'in' / name, side, side, 0)
+    restore = InferenceModel.restore
+
+    def short_of_memory(self, lq, *args, **kwargs):
+        if lq.shape[-1] == 24:
+            raise error
+        return restore(self, lq, *args, **kwargs)
+
+    monkeypatch.setattr(InferenceModel, 'restore', short_of_memory)
+    assert main(['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'out'), '--quiet', *tiling]) == 1
+    assert f"skipping '{tmp_path / 'in' / 'big.png'}' (24x24): {message}\n" in capsys.readouterr().err
+    assert files(tmp_path / 'out') == ['a.png']
 
 
 def test_a_result_that_cannot_be_written_is_reported_and_the_others_written(tmp_path, capsys):
@@ -500,3 +535,16 @@ def test_earlier_results_in_an_output_folder_inside_the_input_are_not_inputs(tmp
     cv2.imwrite(str(tmp_path / 'out' / 'a.png'), rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
     jobs, _ = plan(str(tmp_path), str(tmp_path / 'out'), None)
     assert jobs == [(str(tmp_path / 'a.png'), str(tmp_path / 'out' / 'a.png'))]
+
+
+def test_images_left_out_because_they_are_inside_an_output_folder_in_the_input_are_counted(tmp_path, capsys):
+    exp, *_ = make_experiment(tmp_path, {'type': 'CoICToolsPointwiseTestNet', 'context_dim': 16})
+    inp, out = tmp_path / 'mix', tmp_path / 'mix' / 'sub'
+    write_img(inp / 'a.png', 16, 16, 0)
+    args = ['-opt', str(exp), str(inp), str(out), '--quiet']
+    assert main(args) == 0
+    assert 'not deraining' not in capsys.readouterr().err  # nothing was inside OUTPUT yet
+    write_img(out / 'deeper' / 'old.png', 16, 16, 1)
+    assert main(args) == 0  # they were left out silently
+    assert f"basicsr derain: not deraining 2 image(s) inside OUTPUT '{out}'" in capsys.readouterr().err.splitlines()
+    assert files(out) == ['a.png', 'deeper/old.png']
