@@ -1,5 +1,6 @@
-"""CoIC training reads the global views ``lq_global``/``gt_global`` of every training batch: which datasets give them
-is checked before any work where the dataset class is known, else at the first batch."""
+"""CoIC training (``train.coic``) needs a model class that reads it (checked before any work) and the global views
+``lq_global``/``gt_global`` of every training batch: which datasets give them is checked before any work where the
+dataset class is known, else at the first batch."""
 from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 
 from coic_basicsr.data.mixed_rain_dataset import MixedRainDataset
@@ -9,6 +10,25 @@ from coic_basicsr.data.synthetic_rain_dataset import MixedSyntheticRainDataset
 def _no_global_views(dataset_type) -> str:
     return (f'train.coic: needs lq_global/gt_global in the training batches, which datasets.train.type {dataset_type} '
             'does not give (use MixedRainDataset or MixedSyntheticRainDataset, scale 1)')
+
+
+def _ours(cls) -> bool:
+    """Whether ``cls`` is a class of BasicSR or of this package (a project's own class may do more than ours)."""
+    return getattr(cls, '__module__', '').split('.')[0] in ('basicsr', 'coic_basicsr')
+
+
+def check_coic_model_type(opt: dict) -> None:
+    """Before any work: ``train.coic`` with a model class of BasicSR (or of this package) that is not CoICModel
+    trained network_g alone without a word (nothing read train.coic). A class registered by a project may read it
+    and is left alone."""
+    from coic_basicsr.models.coic_model import CoICModel  # which imports this module
+    model_type = opt.get('model_type', 'SRModel')
+    model_cls = MODEL_REGISTRY.get(model_type)
+    if (opt.get('train') or {}).get('coic') is None or not _ours(model_cls) or \
+            (isinstance(model_cls, type) and issubclass(model_cls, CoICModel)):
+        return
+    raise ValueError(f'train.coic: only CoICModel (or a subclass) trains with CoIC; model_type {model_type} would '
+                     'train network_g alone (set model_type: CoICModel or remove train.coic)')
 
 
 def check_global_views_given(opt: dict) -> None:
@@ -22,8 +42,7 @@ def check_global_views_given(opt: dict) -> None:
             not (isinstance(model_cls, type) and issubclass(model_cls, CoICModel)):
         return
     dataset_cls = DATASET_REGISTRY.get(train_set['type'])
-    ours = getattr(dataset_cls, '__module__', '').split('.')[0] in ('basicsr', 'coic_basicsr')
-    if ours and not issubclass(dataset_cls, (MixedRainDataset, MixedSyntheticRainDataset)):
+    if _ours(dataset_cls) and not issubclass(dataset_cls, (MixedRainDataset, MixedSyntheticRainDataset)):
         raise ValueError(_no_global_views(train_set['type']))
 
 

@@ -18,6 +18,17 @@ _TOP_SECTIONS = {
 _TRAIN_SECTIONS = {'coic': (_NULL_OK, 'CoIC options'), 'mixing_augs': (_NULL_OK, 'augmentation options'),
                    'scheduler': (_NULL_OK, 'scheduler options with a type'),
                    'scheduler_mod': (_NULL_OK, 'scheduler options with a type')}
+#: keys BasicSR's training datasets read as ``opt[key]`` from each training item (a bare ``error: use_hflip`` at
+#: iteration 1, after the experiment folder was made): key: (null accepted, what it is); a null flip reads as false
+_ITEM_KEYS = {'gt_size': (False, 'the size of the gt training crops'),
+              'use_hflip': (_NULL_OK, 'true or false: random horizontal flips'),
+              'use_rot': (_NULL_OK, 'true or false: random vertical flips and 90-degree rotations')}
+_FLIPS = ('use_hflip', 'use_rot')
+#: BasicSR 1.4.2's datasets by type: the keys of :data:`_ITEM_KEYS` they read in the training phase
+_TRAIN_ITEM_KEYS = {'PairedImageDataset': ('gt_size', *_FLIPS), 'RealESRGANPairedDataset': ('gt_size', *_FLIPS),
+                    'RealESRGANDataset': _FLIPS, 'FFHQDataset': ('use_hflip',),
+                    'REDSDataset': ('gt_size', *_FLIPS), 'REDSRecurrentDataset': ('gt_size', *_FLIPS),
+                    'Vimeo90KDataset': ('gt_size', *_FLIPS), 'Vimeo90KRecurrentDataset': ('gt_size', *_FLIPS)}
 
 
 def _refuse_non_mapping(where: str, value, holds: str, null_ok: bool) -> None:
@@ -95,10 +106,21 @@ def _missing(section: dict, key: str) -> bool:
     return section.get(key) is None
 
 
+def _basicsr_dataset_name(dataset_type) -> str:
+    """The class name of a BasicSR dataset type ('' for others): ``RealESRGANDataset`` resolves to BasicSR's
+    ``RealESRGANDataset_basicsr`` unless Real-ESRGAN registered its own."""
+    from basicsr.utils.registry import DATASET_REGISTRY
+    names = [name for name in (dataset_type, f'{dataset_type}_basicsr') if isinstance(dataset_type, str)
+             and name in DATASET_REGISTRY]
+    cls = DATASET_REGISTRY.get(names[0]) if names else None
+    return cls.__name__ if getattr(cls, '__module__', '').startswith('basicsr.') else ''
+
+
 def check_required_keys(opt: dict, is_train: bool) -> None:
     """The keys a run reads without a default (BasicSR's ``opt[key]``) are there: ``network_g`` and each test set's
     ``name`` always; for training also ``train``, ``train.optim_g`` (BasicSR's SRModel family),
-    ``train.total_iter`` and ``datasets.train``'s batch size and worker count. A null counts as missing."""
+    ``train.total_iter``, ``datasets.train``'s batch size and worker count, and the crop size and flips that
+    BasicSR's training datasets read from each item. A null counts as missing (but a null flip: no flips)."""
     if _missing(opt, 'network_g'):
         raise ValueError('network_g: required (the network to train or test, e.g. {type: CoICRestormer})')
     datasets = opt.get('datasets') or {}
@@ -123,6 +145,11 @@ def check_required_keys(opt: dict, is_train: bool) -> None:
                       ('num_worker_per_gpu', 'data loader worker processes of each process; 0: none')):
         if _missing(datasets['train'], key):
             raise ValueError(f'datasets.train.{key}: required ({what})')
+    train_set = datasets['train']
+    for key in _TRAIN_ITEM_KEYS.get(_basicsr_dataset_name(train_set.get('type')), ()):
+        null_ok, what = _ITEM_KEYS[key]
+        if key not in train_set or (train_set[key] is None and not null_ok):
+            raise ValueError(f"datasets.train.{key}: required by {train_set['type']} in training ({what})")
 
 
 def check_dataset_keys_name_phases(datasets: dict) -> None:

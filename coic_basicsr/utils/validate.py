@@ -12,7 +12,7 @@ from coic_basicsr.data.lmdb_sharing import check_shared_lmdbs
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.models.loss_sections import check_loss_sections
 from coic_basicsr.models.portable import optimizer_class, scheduler_class
-from coic_basicsr.models.global_views import check_global_views_given
+from coic_basicsr.models.global_views import check_coic_model_type, check_global_views_given
 from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
 from coic_basicsr.utils.option_layout import check_required_keys
@@ -241,6 +241,7 @@ def check_options(opt: dict) -> None:
     check_model_reads(opt)
     if opt.get('is_train', True):
         check_coic_section(opt)
+        check_coic_model_type(opt)
         check_global_views_given(opt)
         check_loss_sections(opt.get('train') or {})
         check_scheduler_options(opt)

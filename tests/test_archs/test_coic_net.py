@@ -161,6 +161,19 @@ class _OwnForwardConv(nn.Conv2d):
         return 2 * super().forward(x)
 
 
+def _hooked(conv: nn.Conv2d, when: str) -> nn.Conv2d:
+    hook = conv.register_forward_pre_hook if when == 'pre' else conv.register_forward_hook
+    hook(lambda *args: None)
+    return conv
+
+
+def _weight_as_buffer(conv: nn.Conv2d) -> nn.Conv2d:
+    weight = conv.weight.detach().clone()
+    del conv.weight
+    conv.register_buffer('weight', weight)
+    return conv
+
+
 def _probe_layer(kind: str) -> nn.Module:
     with warnings.catch_warnings():  # torch.nn.utils.weight_norm is deprecated
         warnings.simplefilter('ignore')
@@ -172,6 +185,9 @@ def _probe_layer(kind: str) -> nn.Module:
             'sn_param': lambda: parametrizations.spectral_norm(nn.Conv2d(4, 4, 3, 1, 1)),
             'wn_param': lambda: parametrizations.weight_norm(nn.Conv2d(4, 4, 3, 1, 1)),
             'subclass': lambda: _OwnForwardConv(4, 4, 3, 1, 1),
+            'pre_hook': lambda: _hooked(nn.Conv2d(4, 4, 3, 1, 1), 'pre'),
+            'post_hook': lambda: _hooked(nn.Conv2d(4, 4, 3, 1, 1), 'post'),
+            'buffer_weight': lambda: _weight_as_buffer(nn.Conv2d(4, 4, 3, 1, 1)),
         }[kind]()
 
 
@@ -201,7 +217,10 @@ if 'CoICNetTestProbe' not in ARCH_REGISTRY:
 @pytest.mark.parametrize('layer, why', [
     ('sn_hook', 'spectral-norm hook on its weight'), ('wn_hook', 'weight-norm hook on its weight'),
     ('sn_hook_transposed', 'spectral-norm hook on its weight'), ('sn_param', 'parametrized weight'),
-    ('wn_param', 'parametrized weight'), ('subclass', 'subclass _OwnForwardConv of nn.Conv2d with its own forward')])
+    ('wn_param', 'parametrized weight'), ('subclass', 'subclass _OwnForwardConv of nn.Conv2d with its own forward'),
+    ('pre_hook', 'forward hooks, which its modulated twin would not run'),
+    ('post_hook', 'forward hooks, which its modulated twin would not run'),
+    ('buffer_weight', 'its weight is not an nn.Parameter')])
 def test_a_conv_that_cannot_be_modulated_is_refused_unless_excluded(layer, why):
     # a hooked conv crashed ("cannot assign 'torch.FloatTensor' as parameter 'weight'"); parametrized convs and
     # subclasses were silently left plain, and naming one in include said it "matches no conv with kernel > 1"
@@ -303,6 +322,16 @@ def test_a_backbone_that_calls_no_modulated_conv_in_eval_mode_is_refused():
     assert probe(x, z).shape == x.shape  # some modulated convs ran: a branch may skip the others
 
 
+def test_one_code_applies_to_every_image_of_the_batch():
+    torch.manual_seed(9)
+    net = CoICNet(backbone={'type': 'CoICNetTestProbe'}, context_dim=CTX)
+    _randomise_generators(net)
+    x, z = torch.rand(3, 3, 8, 8), torch.randn(1, CTX)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, z), net(x, z.expand(3, -1)), rtol=0, atol=0)
+        assert (net(x, z) - net(x)).abs().max() > 1e-3
+
+
 def test_a_backbone_without_a_conv_to_modulate_is_named():
     with pytest.raises(ValueError, match=r'^network_g.backbone: DUF has no nn.Conv2d / nn.ConvTranspose2d with a '
                        'kernel larger than 1x1 for CoICNet to modulate$'):
@@ -327,6 +356,24 @@ def test_a_video_backbone_gets_one_code_per_clip_over_its_folded_frames():
         torch.testing.assert_close(out, separately, rtol=0, atol=1e-5)
         assert (out - net(x)).abs().max() > 1e-3
         assert (out[1] - net(x[1:], z[:1])[0]).abs().max() > 1e-4  # each clip has its own code
+
+
+def test_each_clips_code_reaches_its_own_folded_frames():
+    # x.view(B * T, ...) folds clip-major: clip 0's frames first. A fresh generator ignores z (its last layer is
+    # zero-initialised), so the weights are random here
+    torch.manual_seed(10)
+    context = ModulationContext()
+    conv = ModulatedConv2d(3, 4, 3, padding=1, context=context, context_dim=CTX)
+    _randomise_generators(conv)
+    clips, z = torch.rand(2, 3, 3, 8, 8), torch.randn(2, CTX)  # 2 clips of 3 frames, a code each
+    with torch.no_grad():
+        with context.use(z, frames=3):
+            folded = conv(clips.view(6, 3, 8, 8))
+        for i in range(2):
+            with context.use(z[i:i + 1], frames=3):
+                alone = conv(clips[i])
+            torch.testing.assert_close(folded[3 * i:3 * i + 3], alone, rtol=0, atol=1e-6)
+        assert (folded[3:] - conv(clips[1], z[:1])).abs().max() > 1e-3  # the codes differ in effect
 
 
 def test_a_code_batch_that_is_neither_the_clips_nor_their_frames_is_refused():

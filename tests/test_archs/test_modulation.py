@@ -247,6 +247,7 @@ def test_modulate_convs_include_exclude_and_sharing():
     assert isinstance(net.up, ModulatedConvTranspose2d) and net.body[0] is net.body[2]
     assert net.head.weight is head_weight and net.head.context is context
     assert modulate_convs(net, context, CTX) == ['tail']  # idempotent: already modulated layers are skipped
+    assert modulate_convs(net, context, CTX, option_key='network_g.modulate') == []  # not refused as a subclass
     with pytest.raises(TypeError, match='ModulationContext'):
         modulate_convs(net, object(), CTX)
 

@@ -92,7 +92,18 @@ def _stock_folders_of_different_lengths(opt, tmp):
     os.replace(tmp / 'extra' / 'gt' / 'c.png', tmp / 'data' / 'gt' / 'c.png')
     opt['scale'] = 1
     opt['datasets']['train'] = dict(source, type='PairedImageDataset', io_backend={'type': 'disk'}, gt_size=16,
-                                    batch_size_per_gpu=1, num_worker_per_gpu=0)
+                                    use_hflip=False, use_rot=False, batch_size_per_gpu=1, num_worker_per_gpu=0)
+    return _without_coic(opt)
+
+
+def _stock_set(opt, tmp, drop=(), **changes):
+    """datasets.train as BasicSR's PairedImageDataset (scale 1, train network_g alone), with ``changes`` and
+    without the keys in ``drop``."""
+    train = dict(_pairs(str(tmp / 'data')), type='PairedImageDataset', io_backend={'type': 'disk'}, gt_size=16,
+                 use_hflip=False, use_rot=False, batch_size_per_gpu=1, num_worker_per_gpu=0)
+    train.update(changes)
+    opt['scale'] = 1
+    opt['datasets']['train'] = {key: value for key, value in train.items() if key not in drop}
     return _without_coic(opt)
 
 
@@ -212,7 +223,7 @@ CASES = {
                                      'network_enc: network_g (RRDBNet) takes no representation z'),
     'stock-dataset-without-scale': (lambda opt, tmp: _set(['datasets', 'train'], dict(
         _pairs(str(tmp / 'data')), type='PairedImageDataset', io_backend={'type': 'disk'}, gt_size=16,
-        batch_size_per_gpu=1, num_worker_per_gpu=0))(opt, tmp),
+        use_hflip=False, use_rot=False, batch_size_per_gpu=1, num_worker_per_gpu=0))(opt, tmp),
         'scale: datasets.train (PairedImageDataset) needs the top-level scale option'),
     'tile-with-another-model': (lambda opt, tmp: _set(['val', 'tile'], {'size': 16, 'overlap': 4})(
         _set(['model_type'], 'SRModel')(opt, tmp), tmp), 'val.tile: SRModel would ignore it'),
@@ -277,6 +288,16 @@ CASES = {
     'ssim-window-size-a-string': (_set(['train', 'ssim_opt'], {'type': 'CoICSSIMLoss', 'window_size': '11'}),
                                   "train.ssim_opt.window_size: expected a positive odd integer for CoICSSIMLoss, "
                                   "got '11'"),  # a TypeError traceback when the model was built
+    'ssim-window-size-null': (_set(['train', 'ssim_opt'], {'type': 'CoICSSIMLoss', 'window_size': None}),
+                              'train.ssim_opt.window_size: expected a positive odd integer for CoICSSIMLoss, got None'),
+    'multistage-base-loss-bad-value': (_set(['train', 'pixel_opt'], {'type': 'CoICMultiStageLoss', 'base_opt': {
+        'type': 'CoICEdgeLoss', 'eps': 0}}),  # a key nested twice (not "train.pixel_opt: base_opt.eps: ...")
+        'train.pixel_opt.base_opt.eps: expected a positive number for CoICEdgeLoss, got 0'),
+    'prior-layer-weight-not-a-number': (_set(['train', 'prior_opt'], {
+        'type': 'RDMCContrastivePriorLoss', 'vgg_weights': '/no/vgg.pth', 'layers': ['relu1_1'],
+        'layer_weights': ['x']}),
+                                        "train.prior_opt.layer_weights[0]: expected a number >= 0 for "
+                                        "RDMCContrastivePriorLoss, got 'x'"),
     'ssim-padding-unknown': (_set(['train', 'ssim_opt'], {'type': 'CoICSSIMLoss', 'padding': 'foo'}),
                              "train.ssim_opt.padding: expected one of ('same', 'valid') for CoICSSIMLoss, got 'foo'"),
     'multistage-weights-per-stage': (_set(['train', 'pixel_opt'], {'type': 'CoICMultiStageLoss', 'base_opt': {
@@ -297,6 +318,14 @@ CASES = {
     'network-not-a-mapping': (_set(['network_g'], 'CoICRestormer'),
                               "network_g: expected a mapping of network options with a type"),
     'name-not-a-string': (_set(['name'], 5), 'name: expected a non-empty string (the experiment name), got 5'),
+    'name-empty': (_set(['name'], ''), "name: expected a non-empty string (the experiment name), got ''"),
+    'dataset-io-backend-null': (lambda opt, tmp: _stock_set(opt, tmp, io_backend=None),  # BasicSR reads it
+                                'datasets.train.io_backend: expected a mapping of io_backend options (e.g. {type: '
+                                'disk}), got None'),
+    'source-io-backend-not-a-mapping': (
+        lambda opt, tmp: _set(['datasets', 'train', 'sources', 0, 'io_backend'], 'lmdb')(_mixed(opt, tmp), tmp),
+        "datasets.train.sources[0].io_backend: expected a mapping of io_backend options (e.g. {type: lmdb}), got "
+        "'lmdb'"),
     'dist-params-not-a-mapping': (_set(['dist_params'], 'gloo'),  # was accepted silently
                                   "dist_params: expected a mapping of distributed options"),
     'loss-section-not-a-mapping': (_set(['train', 'pixel_opt'], 'L1Loss'),
@@ -323,6 +352,14 @@ CASES = {
     'no-worker-count': (lambda opt, tmp: (opt['datasets']['train'].pop('num_worker_per_gpu'), opt)[1],
                         'datasets.train.num_worker_per_gpu: required'),
     'optimizer-without-type': (_set(['train', 'optim_g'], {'lr': 1e-3}), 'train.optim_g.type: required'),
+    'no-training-set': (lambda opt, tmp: (opt['datasets'].pop('train'), opt)[1],
+                        'datasets.train: a training dataset is required'),
+    'stock-dataset-without-flips': (lambda opt, tmp: _stock_set(opt, tmp, drop=('use_hflip',)),  # found at iteration 1
+                                    'datasets.train.use_hflip: required by PairedImageDataset in training (true or '
+                                    'false: random horizontal flips)'),
+    'stock-dataset-without-crop-size': (lambda opt, tmp: _stock_set(opt, tmp, drop=('gt_size',)),  # at iteration 1
+                                        'datasets.train.gt_size: required by PairedImageDataset in training (the size '
+                                        'of the gt training crops)'),
     # values torch or numpy refused without naming the key, or that were accepted silently
     'batch-size-a-string': (_set(['datasets', 'train', 'batch_size_per_gpu'], '2'),
                             "datasets.train.batch_size_per_gpu: expected an integer >= 1, got '2'"),
@@ -355,6 +392,23 @@ CASES = {
                                           '(got 2, 1)'),  # BasicSR's AssertionError traceback
     'loss-weight-not-a-number': (_set(['train', 'pixel_opt', 'loss_weight'], 'abc'),
                                  "train.pixel_opt.loss_weight: expected a number, got 'abc'"),
+    'multistep-without-milestones': (_set(['train', 'scheduler'], {'type': 'MultiStepLR'}),
+                                     'train.scheduler.milestones: required by MultiStepLR'),
+    'milestones-a-fraction': (_set(['train', 'scheduler'], {'type': 'MultiStepLR', 'milestones': [2.5]}),
+                              'train.scheduler.milestones: expected a list of positive iteration numbers, got [2.5]'),
+    'restarts-negative': (_set(['train', 'scheduler'], {'type': 'MultiStepLR', 'milestones': [2], 'restarts': [-1]}),
+                          'train.scheduler.restarts: expected a list of iteration numbers >= 0, got [-1]'),
+    'periods-empty': (_set(['train', 'scheduler', 'periods'], []),
+                      'train.scheduler.periods: expected a non-empty list of positive iteration numbers, got []'),
+    'eta-min-not-a-number': (_set(['train', 'scheduler'], {'type': 'CosineAnnealingRestartLR', 'periods': [4],
+                                                           'eta_min': 'x'}),
+                             "train.scheduler.eta_min: expected a number, got 'x'"),
+    'eta-mins-not-numbers': (_set(['train', 'scheduler', 'eta_mins'], [5e-4, 'x']),
+                             "train.scheduler.eta_mins: expected a list of numbers, got [0.0005, 'x']"),
+    'restart-periods-without-weights': (_set(['train', 'scheduler'], {'type': 'CosineAnnealingRestartLR',
+                                                                      'periods': [2, 2]}),  # the default is [1]
+                                        'train.scheduler: periods and restart_weights must have the same length '
+                                        '(got 2, 1)'),
     # messages that named the wrong key or showed another value
     'scheduler-mod-lengths-differ': (_set(['train', 'scheduler_mod'], {
         'type': 'CosineAnnealingRestartCyclicLR', 'periods': [2, 2], 'restart_weights': [1, 1], 'eta_mins': [1e-4]}),
@@ -386,9 +440,12 @@ CASES = {
         'workers seed manual_seed + 0 to 1), got 4294967295'),
     'coic-with-a-stock-dataset': (lambda opt, tmp: _set(['scale'], 1)(_set(['datasets', 'train'], dict(
         _pairs(str(tmp / 'data')), type='PairedImageDataset', io_backend={'type': 'disk'}, gt_size=16,
-        batch_size_per_gpu=1, num_worker_per_gpu=0))(opt, tmp), tmp),  # found at iteration 1
+        use_hflip=False, use_rot=False, batch_size_per_gpu=1, num_worker_per_gpu=0))(opt, tmp), tmp),
         'train.coic: needs lq_global/gt_global in the training batches, which datasets.train.type PairedImageDataset '
-        'does not give'),
+        'does not give'),  # found at iteration 1
+    'coic-with-another-model': (_set(['model_type'], 'SRModel'),  # trained network_g alone, without a word
+                                'train.coic: only CoICModel (or a subclass) trains with CoIC; model_type SRModel would '
+                                'train network_g alone (set model_type: CoICModel or remove train.coic)'),
     'prior-weights-missing': (_set(['train', 'prior_opt'], {'type': 'RDMCContrastivePriorLoss',
                                                             'vgg_weights': '/no/vgg.pth'}),
                               "train.prior_opt.vgg_weights: '/no/vgg.pth' does not exist (RDMCContrastivePriorLoss "
@@ -436,6 +493,24 @@ def test_coic_with_a_project_dataset_is_left_to_the_first_batch(monkeypatch):
     opt['datasets']['train']['type'] = 'SingleImageDataset'
     with pytest.raises(ValueError, match='^train.coic: needs lq_global/gt_global'):
         check_global_views_given(opt)
+
+
+def test_coic_with_a_project_model_is_left_to_it(monkeypatch):
+    # a project's own model class may read train.coic: only BasicSR's and ours that are no CoICModel are refused
+    from basicsr.models.sr_model import SRModel
+    from basicsr.utils.registry import MODEL_REGISTRY
+    from coic_basicsr.models.global_views import check_coic_model_type
+    project_model = type('ProjectCoICModel', (SRModel,), {'__module__': 'my_project.models'})
+    monkeypatch.setitem(MODEL_REGISTRY._obj_map, 'ProjectCoICModel', project_model)
+    opt = tiny_coic_options()
+    check_coic_model_type(opt)  # CoICModel
+    opt['model_type'] = 'ProjectCoICModel'
+    check_coic_model_type(opt)
+    opt['model_type'] = 'SwinIRModel'
+    with pytest.raises(ValueError, match='^train.coic: only CoICModel .* model_type SwinIRModel would train'):
+        check_coic_model_type(opt)
+    opt['train']['coic'] = None  # read as absent: no CoIC training
+    check_coic_model_type(opt)
 
 
 @pytest.mark.parametrize('key', ['print_freq', 'save_checkpoint_freq'])
@@ -540,7 +615,7 @@ def _corrupt_stock_lmdb(opt, tmp):
     opt['scale'] = 1
     opt['datasets']['train'] = {'name': 'stock', 'type': 'PairedImageDataset', 'dataroot_gt': str(tmp / 'gt.lmdb'),
                                 'dataroot_lq': str(tmp / 'lq.lmdb'), 'io_backend': {'type': 'lmdb'}, 'gt_size': 16,
-                                'batch_size_per_gpu': 1, 'num_worker_per_gpu': 0}
+                                'use_hflip': False, 'use_rot': False, 'batch_size_per_gpu': 1, 'num_worker_per_gpu': 0}
     return _without_coic(opt)
 
 

@@ -55,6 +55,10 @@ def test_null_optional_sections_read_as_absent_and_stock_files_pass(tmp_path):
     opt['train'].update(optim_mod=None, scheduler_mod=None, coic=None)
     check_option_layout(opt, is_train=True)
     check_option_layout(stock_sr_options(str(tmp_path)), is_train=True)  # BasicSR's own kind of file, unchanged
+    opt = tiny_coic_options()
+    opt['val']['metrics'] = None  # validation without metrics
+    opt['train'].update(mixing_augs=None, pixel_opt=None)
+    check_option_layout(opt, is_train=True)
 
 
 def test_training_keys_are_required_in_full_only_for_training():
@@ -72,6 +76,41 @@ def test_training_dataset_keys_name_a_phase(key):
     with pytest.raises(ValueError, match=rf"^datasets\.{key}: a dataset key must be train, or have val or test "
                                          "before its first '_'"):
         check_option_layout(opt, is_train=True)
+
+
+def test_training_validates_on_every_val_and_test_set():
+    opt = tiny_coic_options()
+    opt['datasets'].update(val_2=dict(opt['datasets']['val'], name='val_2'),
+                           test_rain=dict(opt['datasets']['val'], name='test_rain'))
+    check_option_layout(opt, is_train=True)
+
+
+def test_basicsr_training_sets_need_the_crop_size_and_flips_their_items_read(tmp_path):
+    # BasicSR's training datasets read them as opt[key] from each item: "error: use_hflip" at iteration 1
+    opt = stock_sr_options(str(tmp_path))
+    opt['datasets']['train']['use_hflip'] = None  # BasicSR reads a null flip as false
+    check_option_layout(copy.deepcopy(opt), is_train=True)  # its val set reads none of them
+    for key, change in (('use_rot', lambda train: train.pop('use_rot')),
+                        ('gt_size', lambda train: train.pop('gt_size')),
+                        ('gt_size', lambda train: train.update(gt_size=None))):  # a null crop size: a TypeError
+        broken = copy.deepcopy(opt)
+        change(broken['datasets']['train'])
+        with pytest.raises(ValueError, match=rf'^datasets\.train\.{key}: required by PairedImageDataset in training '):
+            check_option_layout(broken, is_train=True)
+    for name in ('RealESRGANPairedDataset', 'RealESRGANPairedDataset_basicsr'):  # BasicSR registers the second
+        aliased = copy.deepcopy(opt)
+        aliased['datasets']['train'].update(type=name, use_hflip=True)
+        del aliased['datasets']['train']['gt_size']
+        with pytest.raises(ValueError, match=rf'^datasets\.train\.gt_size: required by {name} in training'):
+            check_option_layout(aliased, is_train=True)
+    ffhq = opt['datasets']['train']
+    ffhq['type'] = 'FFHQDataset'  # it flips, never rotates
+    del ffhq['use_hflip'], ffhq['use_rot']
+    with pytest.raises(ValueError, match=r'^datasets\.train\.use_hflip: required by FFHQDataset in training \(true '
+                                         r'or false: random horizontal flips\)$'):
+        check_option_layout(opt, is_train=True)
+    ffhq['use_hflip'] = True
+    check_option_layout(opt, is_train=True)
 
 
 def test_manual_seed_plus_rank_stays_in_numpy_range():

@@ -142,6 +142,19 @@ def test_bad_options_fail_with_clear_messages(tmp_path):
         build_loss(dict(base, encoder_weights=str(tmp_path / 'net_enc_3.pth')))
 
 
+def test_an_error_while_training_names_the_loss_section_before_the_loss(tmp_path):
+    # a message that starts with the loss's class name goes after the section key, not under it as an option key
+    from coic_basicsr.models.loss_sections import build_loss_sections
+    _write_vgg(tmp_path / 'vgg19.pth', last_conv=2)
+    sections = build_loss_sections({'prior_opt': {'type': 'RDMCContrastivePriorLoss', 'layers': ['relu1_1'],
+                                                  'vgg_weights': str(tmp_path / 'vgg19.pth')}}, torch.device('cpu'))
+    gray = torch.rand(1, 1, 16, 16)
+    with pytest.raises(ValueError) as err:
+        sections['prior']([gray], gray, gray)
+    assert str(err.value) == ('train.prior_opt: RDMCContrastivePriorLoss: expected 3-channel images for VGG19 '
+                              'features, got 1 channels')
+
+
 def test_vgg_layer_weights_follow_their_layers_in_any_order(tmp_path):
     _write_vgg(tmp_path / 'vgg19.pth', last_conv=7)
     base = {'type': 'RDMCContrastivePriorLoss', 'vgg_weights': str(tmp_path / 'vgg19.pth'), 'loss_weight': 1.0}

@@ -182,7 +182,8 @@ def test_kill_9_then_auto_resume_matches_an_uninterrupted_run(tmp_path):
     exp = tmp_path / 'experiments' / 'killed'
     saved = sorted(int(name.split('.')[0]) for name in os.listdir(exp / 'training_states'))
     assert saved and saved[-1] < 6  # killed mid-run (normally right after the iteration-2 save)
-    unfinished = [exp / 'models' / 'net_g_4.pth.tmp', exp / 'training_states' / '4.state.tmp']
+    unfinished = [exp / 'models' / 'net_g_4.pth.tmp', exp / 'training_states' / '4.state.tmp',
+                  exp / 'models' / 'net_g_3.pth.tmp', exp / 'training_states' / '3.state.tmp']  # 3: never saved again
     for path in unfinished + [exp / 'models' / 'notes.tmp']:  # what a kill during atomic_save leaves (+ not ours)
         path.write_bytes(b'partial')
     result = basicsr(['train', '-opt', opt_path, '--auto_resume'], cwd=str(tmp_path))
@@ -215,7 +216,6 @@ def test_damaged_or_foreign_state_files_are_one_line_errors(tmp_path):
     assert path == str(states / '2.state') and state['iter'] == 2
 
 
-def test_a_loader_worker_ends_on_a_stop_signal_two_seconds_after_the_first(monkeypatch):
 class NotAllowedByWeightsOnly:
     """A class ``torch.load(weights_only=True)`` refuses to build."""
 
@@ -245,6 +245,7 @@ def test_a_file_that_is_no_checkpoint_is_named_so_and_a_refused_class_is_unsafe(
                               f"GLOBAL {__name__}.NotAllowedByWeightsOnly was not an allowed global by default")
 
 
+def test_a_loader_worker_ends_on_a_stop_signal_two_seconds_after_the_first(monkeypatch):
     # a close second signal in between does not restart the clock
     from coic_basicsr.utils.signals import StopSignalsIgnored
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
