@@ -54,7 +54,7 @@ class CoICModel(PortableModelMixin, SRModel):
         train.scheduler_mod (dict): Scheduler of optim_mod. Default: a copy of train.scheduler.
         train.grad_clip (float): Max global gradient norm; null disables clipping. Default: null.
         train.max_nonfinite_steps (int): Consecutive non-finite steps (skipped) before aborting. Default: 10.
-        val.tile (dict): ``{size: int, overlap: int}`` tiled inference for large images (overlap defaults to 32).
+        val.tile (dict): ``{size: int >= 16, overlap: int}`` tiled inference for large images (overlap defaults to 32).
             Default: null.
         val.global_size (int): Size of the encoder's view when a batch has no ``lq_global``. Default: 128.
         val.report_input (bool): Also score the rainy input per source. Default: true (false when ``scale`` > 1).
