@@ -17,29 +17,33 @@ def _ours(cls) -> bool:
     return getattr(cls, '__module__', '').split('.')[0] in ('basicsr', 'coic_basicsr')
 
 
+def _coic_model_class(opt: dict):
+    """``(model class, whether it is CoICModel or a subclass)`` of an option file with ``train.coic``, else None."""
+    from coic_basicsr.models.coic_model import CoICModel  # which imports this module
+    if (opt.get('train') or {}).get('coic') is None:
+        return None
+    model_cls = MODEL_REGISTRY.get(opt.get('model_type', 'SRModel'))
+    return model_cls, isinstance(model_cls, type) and issubclass(model_cls, CoICModel)
+
+
 def check_coic_model_type(opt: dict) -> None:
     """Before any work: ``train.coic`` with a model class of BasicSR (or of this package) that is not CoICModel
     trained network_g alone without a word (nothing read train.coic). A class registered by a project may read it
     and is left alone."""
-    from coic_basicsr.models.coic_model import CoICModel  # which imports this module
-    model_type = opt.get('model_type', 'SRModel')
-    model_cls = MODEL_REGISTRY.get(model_type)
-    if (opt.get('train') or {}).get('coic') is None or not _ours(model_cls) or \
-            (isinstance(model_cls, type) and issubclass(model_cls, CoICModel)):
-        return
-    raise ValueError(f'train.coic: only CoICModel (or a subclass) trains with CoIC; model_type {model_type} would '
-                     'train network_g alone (set model_type: CoICModel or remove train.coic)')
+    found = _coic_model_class(opt)
+    if found and _ours(found[0]) and not found[1]:
+        raise ValueError(f"train.coic: only CoICModel (or a subclass) trains with CoIC; model_type "
+                         f"{opt.get('model_type', 'SRModel')} would train network_g alone (set model_type: CoICModel "
+                         'or remove train.coic)')
 
 
 def check_global_views_given(opt: dict) -> None:
     """Before any work: CoIC training on a dataset class of BasicSR (or of this package) that is not a
     MixedRainDataset/MixedSyntheticRainDataset gives no global views. A class registered by a project may give them
     and is left to :func:`require_global_views` at the first iteration."""
-    from coic_basicsr.models.coic_model import CoICModel  # which imports this module
     train_set = (opt.get('datasets') or {}).get('train')
-    model_cls = MODEL_REGISTRY.get(opt.get('model_type', 'SRModel'))
-    if (opt.get('train') or {}).get('coic') is None or not isinstance(train_set, dict) or \
-            not (isinstance(model_cls, type) and issubclass(model_cls, CoICModel)):
+    found = _coic_model_class(opt)
+    if not (found and found[1]) or not isinstance(train_set, dict):
         return
     dataset_cls = DATASET_REGISTRY.get(train_set['type'])
     if _ours(dataset_cls) and not issubclass(dataset_cls, (MixedRainDataset, MixedSyntheticRainDataset)):

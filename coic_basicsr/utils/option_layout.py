@@ -110,10 +110,11 @@ def _basicsr_dataset_name(dataset_type) -> str:
     """The class name of a BasicSR dataset type ('' for others): ``RealESRGANDataset`` resolves to BasicSR's
     ``RealESRGANDataset_basicsr`` unless Real-ESRGAN registered its own."""
     from basicsr.utils.registry import DATASET_REGISTRY
-    names = [name for name in (dataset_type, f'{dataset_type}_basicsr') if isinstance(dataset_type, str)
-             and name in DATASET_REGISTRY]
-    cls = DATASET_REGISTRY.get(names[0]) if names else None
-    return cls.__name__ if getattr(cls, '__module__', '').startswith('basicsr.') else ''
+    for name in (dataset_type, f'{dataset_type}_basicsr') if isinstance(dataset_type, str) else ():
+        if name in DATASET_REGISTRY:
+            cls = DATASET_REGISTRY.get(name)
+            return cls.__name__ if cls.__module__.startswith('basicsr.') else ''
+    return ''
 
 
 def check_required_keys(opt: dict, is_train: bool) -> None:
