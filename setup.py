@@ -17,7 +17,6 @@ setup(
         'basicsr>=1.4.2',
         'torch>=2.1',
         'torchvision',
-        'mmengine',
         'opencv-python',
         'lmdb',
         'numpy',
@@ -26,7 +25,7 @@ setup(
         'scipy',
         'tensorboard',
         'tqdm',
-        'matplotlib',  # basicsr analyze
+        'matplotlib>=3.5',  # basicsr analyze (matplotlib.colormaps)
     ],
     extras_require={'test': ['pytest', 'pytest-timeout']},
     entry_points={'console_scripts': ['basicsr = coic_basicsr.cli:main']},

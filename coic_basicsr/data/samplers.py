@@ -106,7 +106,8 @@ class ResumableSampler(Sampler):
         for position, index in enumerate(iter(self.sampler)):
             if position >= skip:
                 draw = np.random.SeedSequence([self.seed % 2**63, self.rank, self._epoch, position])
-                yield DrawIndex(index, int(draw.generate_state(2, np.uint64)[0] >> 1))
+                # int() first: numpy 1 has no uint64 >> int
+                yield DrawIndex(index, int(draw.generate_state(2, np.uint64)[0]) >> 1)
 
     def __len__(self) -> int:
         return len(self.sampler)

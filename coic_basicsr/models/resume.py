@@ -35,6 +35,10 @@ def optimizer_settings(optimizers: List[torch.optim.Optimizer]) -> List[List[dic
     return [[{k: v for k, v in group.items() if k != 'params'} for group in opt.param_groups] for opt in optimizers]
 
 
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
 def restore_optimizer_settings(optimizers: List[torch.optim.Optimizer], settings: List[List[dict]]) -> None:
     """After ``load_state_dict``: put back the option file's hyper-parameters (``settings``) but the learning rate,
     logging each one that the state had otherwise, and the learning rates that differ and stay the state's."""
@@ -44,13 +48,14 @@ def restore_optimizer_settings(optimizers: List[torch.optim.Optimizer], settings
         for number, (group, wanted) in enumerate(zip(optimizer.param_groups, groups)):
             where = f'group {number} ' if len(groups) > 1 else ''
             for key, value in wanted.items():
-                if key not in group or group[key] == value:
+                value = _as_tuple(value)  # older torch keeps betas as given: a YAML list
+                if key not in group or _as_tuple(group[key]) == value:
                     continue
                 if key in _LEARNING_RATE_KEYS:
                     if key == 'initial_lr':
                         kept.append(f'{where}lr {value} in the option file, {group[key]} in the state')
                     continue
-                changed.append(f'{where}{key}: {group[key]} -> {value}')
+                changed.append(f'{where}{key}: {_as_tuple(group[key])} -> {value}')
                 group[key] = value
         if changed:
             logger.info(f"Optimizer {index} ({type(optimizer).__name__}) resumes with the option file's settings, not "

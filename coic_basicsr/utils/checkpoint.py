@@ -71,7 +71,7 @@ def _not_a_checkpoint(path: str, err: Exception) -> Optional[str]:
     """Why ``path`` holds no PyTorch checkpoint (empty, cut short, another format: torch's errors then are bare
     KeyErrors, opcodes, miniz internals, or EINVAL for a short zip); None when ``err`` is about something else (a
     class that weights_only refuses, a device, a file that cannot be read)."""
-    if 'Unsupported global' in str(err):
+    if re.search(r'Unsupported (global|class)', str(err)):  # torch >= 2.4 | torch < 2.4
         return None
     if isinstance(err, RuntimeError) and not re.search(r'PytorchStreamReader|inline_container|unexpected EOF',
                                                        str(err)):

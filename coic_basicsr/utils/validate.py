@@ -184,7 +184,9 @@ def check_model_reads(opt: dict) -> None:
 
 
 def check_optimizers(opt: dict) -> None:
-    """Every ``train.optim_*`` must be a torch.optim class that accepts its options (tried on a dummy parameter)."""
+    """Every ``train.optim_*`` must be a torch.optim class that accepts its options (tried on a dummy parameter on the
+    training device: ``fused``/``capturable`` depend on it)."""
+    device = torch.device(opt.get('device') or 'cpu')
     for key, section in (opt.get('train') or {}).items():
         if not (key.startswith('optim_') and isinstance(section, dict)):
             continue
@@ -192,20 +194,25 @@ def check_optimizers(opt: dict) -> None:
         name = options.pop('type', None)
         optim_cls = optimizer_class(name, f'train.{key}')
         try:
-            optim_cls([torch.zeros(1, requires_grad=True)], **options)
-        except (TypeError, ValueError) as err:
+            optim_cls([torch.zeros(1, device=device, requires_grad=True)], **options)
+        except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: e.g. fused and foreach together
             raise ValueError(f'train.{key}: {name} does not accept these options: {err}') from None
 
 
 def check_logger(opt: dict) -> None:
-    """Print/save frequencies are positive; wandb syncing needs the tensorboard logger and the wandb package
-    (BasicSR would fail after setting up)."""
+    """Print/save frequencies are positive; the tensorboard logger needs tensorboard, wandb syncing needs that logger
+    and wandb (BasicSR would fail after setting up)."""
     logger_opt = opt.get('logger') or {}
     for key in ('print_freq', 'save_checkpoint_freq'):
         value = logger_opt.get(key)
         if not (is_iteration_count(value) or value == math.inf):  # .inf: never (the loop tests iter % freq == 0)
             raise ValueError(f'logger.{key}: expected a positive number of iterations, got {value!r}')
-    if not (logger_opt.get('wandb') or {}).get('project') or 'debug' in str(opt.get('name', '')):
+    if 'debug' in str(opt.get('name', '')):
+        return
+    if logger_opt.get('use_tb_logger') and importlib.util.find_spec('tensorboard') is None:
+        raise ValueError('logger.use_tb_logger: true, but the tensorboard package is not installed '
+                         '(pip install tensorboard, or set logger.use_tb_logger: false)')
+    if not (logger_opt.get('wandb') or {}).get('project'):
         return
     if not logger_opt.get('use_tb_logger'):
         raise ValueError('logger.use_tb_logger: expected true when logger.wandb.project is set, got '

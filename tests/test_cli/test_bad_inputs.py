@@ -178,6 +178,10 @@ CASES = {
                               'train.scheduler.milestones: expected a list of positive iteration numbers'),
     'no-scheduler': (lambda opt, tmp: (opt['train'].pop('scheduler'), opt)[1], 'train.scheduler: required'),
     'optimizer-bad-option': (_set(['train', 'optim_g', 'lr'], 'fast'), 'train.optim_g: AdamW does not accept these'),
+    # torch < 2.4 refuses `fused=True` on the CPU before it sees foreach
+    'optimizer-conflicting-options': (lambda opt, tmp: (opt['train']['optim_g'].update(fused=True, foreach=True),
+                                                        opt)[1],
+                                      'train.optim_g: AdamW does not accept these options: `fused'),
     'unknown-metric-type': (_set(['val', 'metrics', 'psnr', 'type'], 'calc_psnr'),
                             "val.metrics.psnr: type 'calc_psnr' is not registered in the metric registry"),
     'print-freq-zero': (_set(['logger', 'print_freq'], 0),
@@ -523,6 +527,20 @@ def test_logger_frequency_inf_means_never(key):
     opt['logger'][key] = -float('inf')
     with pytest.raises(ValueError, match=rf'^logger\.{key}: expected a positive number of iterations, got -inf$'):
         check_logger(opt)
+
+
+def test_tensorboard_logger_without_the_package_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    opt = tiny_coic_options(name='no_tensorboard')
+    opt['logger']['use_tb_logger'] = True
+    monkeypatch.chdir(tmp_path)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *args: None if name == 'tensorboard' else find_spec(name, *args))
+    code = train_main(['-opt', write_options(opt, str(tmp_path / 'opt.yml'))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == ('basicsr train: error: logger.use_tb_logger: true, but the tensorboard package is '
+                                     'not installed (pip install tensorboard, or set logger.use_tb_logger: false)')
+    assert not (tmp_path / 'experiments').exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec('wandb') is not None, reason='wandb is installed here')

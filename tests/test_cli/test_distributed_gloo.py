@@ -104,7 +104,7 @@ def _seed_worker(rank: int, port: int, opt_path: str, out_dir: str) -> None:
     seeds = [None, None]
     dist.all_gather_object(seeds, opt['manual_seed'])
     torch.save(seeds, os.path.join(out_dir, f'seeds{rank}.pt'))
-    dist.destroy_process_group()
+    dist.barrier()  # then exit, as basicsr train does: destroy_process_group() here hung a rank on torch 2.1.2
 
 
 @pytest.mark.timeout(300)

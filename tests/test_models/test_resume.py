@@ -58,3 +58,19 @@ def test_an_optimizer_the_state_does_not_fit_is_refused_in_one_line(tmp_path, op
     state = _state_after(model, 1)
     with pytest.raises(ValueError, match=f'path.resume_state: {message}'):  # a bare KeyError at the first step
         _model(tmp_path, {'type': 'MultiStepLR', 'milestones': [2]}, optim_g).resume_training(state)
+
+
+def test_betas_given_as_a_list_compare_and_log_as_tuples(caplog, monkeypatch):
+    # older torch keeps a YAML list in param_groups; the state's tuple is the same setting, not a change
+    import logging
+    from coic_basicsr.models import resume
+    monkeypatch.setattr(resume, 'get_root_logger', lambda: logging.getLogger('test_resume'))
+    restore_optimizer_settings = resume.restore_optimizer_settings
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], betas=(0.9, 0.999))
+    optimizer.param_groups[0]['betas'] = [0.9, 0.999]
+    with caplog.at_level('INFO', logger='test_resume'):
+        restore_optimizer_settings([optimizer], [[{'betas': (0.9, 0.999)}]])
+        assert 'resumes with' not in caplog.text
+        restore_optimizer_settings([optimizer], [[{'betas': [0.5, 0.9]}]])
+    assert 'betas: (0.9, 0.999) -> (0.5, 0.9)' in caplog.text
+    assert optimizer.param_groups[0]['betas'] == (0.5, 0.9)
