@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'rain dataset except train, else train; none when only --folders are given)')
     parser.add_argument('--folders', nargs='+', default=[], metavar='NAME=PATH', help='folders of rainy images')
     parser.add_argument('--max-per-source', type=int, default=32,
-                        help='images per source, evenly spread (default: 32)')
+                        help='images per source, evenly spread (default: %(default)s)')
     parser.add_argument('--blur-sigma', type=float, default=1.5,
-                        help='Gaussian sigma of the "details blurred" edit (default: 1.5)')
+                        help='Gaussian sigma of the "details blurred" edit (default: %(default)s)')
     parser.add_argument('--output', help='output folder (default: results/<name>/analysis)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     return parser

@@ -63,8 +63,10 @@ def load_checkpoint(path: str, device: Optional[torch.device] = None) -> Any:
         if damage:
             raise ValueError(f"checkpoint '{path}' cannot be loaded: not a PyTorch checkpoint ({damage})") from None
         refusal = re.search(r'WeightsUnpickler error: (.+?)(?:\. Please|$)', str(err), re.MULTILINE)
-        reason = refusal.group(1) if refusal else (str(err).splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"checkpoint '{path}' cannot be loaded safely: {reason}") from None
+        if refusal:  # weights_only refused a class: loading it would run code from the file
+            raise ValueError(f"checkpoint '{path}' cannot be loaded safely: {refusal.group(1)}") from None
+        reason = (str(err).splitlines() or [type(err).__name__])[0]  # e.g. a device or out of memory
+        raise ValueError(f"checkpoint '{path}' cannot be loaded: {reason}") from None
 
 
 def _not_a_checkpoint(path: str, err: Exception) -> Optional[str]:

@@ -113,6 +113,31 @@ def test_basicsr_training_sets_need_the_crop_size_and_flips_their_items_read(tmp
     check_option_layout(opt, is_train=True)
 
 
+#: what each BasicSR 1.4.2 training dataset reads as opt[key] from each item (read off its source, not the table)
+_READ_BY = {'PairedImageDataset': ('gt_size', 'use_hflip', 'use_rot'),
+            'RealESRGANPairedDataset': ('gt_size', 'use_hflip', 'use_rot'),
+            'RealESRGANDataset': ('use_hflip', 'use_rot'), 'FFHQDataset': ('use_hflip',),
+            'REDSDataset': ('gt_size', 'use_hflip', 'use_rot'),
+            'REDSRecurrentDataset': ('gt_size', 'use_hflip', 'use_rot'),
+            'Vimeo90KDataset': ('gt_size', 'use_hflip', 'use_rot'),
+            'Vimeo90KRecurrentDataset': ('gt_size', 'use_hflip', 'use_rot')}
+_WHAT = {'gt_size': 'the size of the gt training crops', 'use_hflip': 'true or false: random horizontal flips',
+         'use_rot': 'true or false: random vertical flips and 90-degree rotations'}
+
+
+@pytest.mark.parametrize('dataset_type, key', [(t, k) for t in _READ_BY for k in _WHAT])
+def test_each_basicsr_training_set_needs_exactly_the_item_keys_it_reads(tmp_path, dataset_type, key):
+    opt = stock_sr_options(str(tmp_path))
+    opt['datasets']['train'].update(type=dataset_type, gt_size=16, use_hflip=True, use_rot=True)
+    del opt['datasets']['train'][key]
+    if key not in _READ_BY[dataset_type]:
+        check_option_layout(opt, is_train=True)  # a key it never reads is not asked for
+        return
+    with pytest.raises(ValueError) as err:
+        check_option_layout(opt, is_train=True)
+    assert str(err.value) == f'datasets.train.{key}: required by {dataset_type} in training ({_WHAT[key]})'
+
+
 def test_manual_seed_plus_rank_stays_in_numpy_range():
     check_manual_seed_range(0, 1)
     check_manual_seed_range(2**32 - 1, 1)

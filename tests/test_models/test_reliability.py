@@ -286,3 +286,17 @@ def test_a_loader_worker_ends_on_a_stop_signal_two_seconds_after_the_first(monke
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def test_a_complete_checkpoint_that_fails_to_load_for_another_reason_is_not_called_damaged(tmp_path, monkeypatch):
+    # a RuntimeError about something else (a device, memory) says nothing about the file: its own message is shown
+    from coic_basicsr.utils.checkpoint import load_checkpoint
+    torch.save({'params': {'weight': torch.zeros(2)}}, tmp_path / 'net.pth')  # a complete zip
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError('CUDA out of memory')
+
+    monkeypatch.setattr(torch, 'load', out_of_memory)
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(str(tmp_path / 'net.pth'))
+    assert str(err.value) == f"checkpoint '{tmp_path / 'net.pth'}' cannot be loaded: CUDA out of memory"

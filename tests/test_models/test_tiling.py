@@ -59,3 +59,14 @@ def test_val_tile_size_below_16_is_refused_naming_the_key():
         tile_settings({'tile': {'size': 8, 'overlap': 2}})
     assert str(err.value) == ('val.tile.size: expected an integer >= 16 (smaller tiles leave the network too little '
                               'context), got 8')
+
+
+def test_val_tile_bounds_are_inclusive():
+    # the smallest size and overlap are accepted, one less is not
+    assert tile_settings({'tile': {'size': 16, 'overlap': 0}}) == (16, 0)  # tiles side by side, no blending
+    for tile, message in (({'size': 15, 'overlap': 0}, 'val.tile.size: expected an integer >= 16 (smaller tiles '
+                                                       'leave the network too little context), got 15'),
+                          ({'size': 16, 'overlap': -1}, 'val.tile.overlap: expected an integer >= 0, got -1')):
+        with pytest.raises(ValueError) as err:
+            tile_settings({'tile': tile})
+        assert str(err.value) == message

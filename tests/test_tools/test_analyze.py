@@ -197,6 +197,15 @@ def test_errors_are_one_clear_line(tmp_path, capsys, case, message):
     assert err[-1].startswith('basicsr analyze: error: ') and message in err[-1]
 
 
+def test_defaults_of_images_per_source_and_blur_sigma_are_the_ones_the_help_shows():
+    from coic_basicsr.tools.analyze import build_parser
+    parser = build_parser()
+    args = parser.parse_args(['-opt', 'experiments/x'])
+    assert (args.max_per_source, args.blur_sigma) == (32, 1.5)
+    shown = ' '.join(parser.format_help().split())  # argparse wraps to the terminal's width
+    assert 'evenly spread (default: 32)' in shown and 'edit (default: 1.5)' in shown
+
+
 def test_a_training_set_with_skip_bad_is_analysed(tmp_path):
     from coic_basicsr.tools.analyze import collect_sources
     for side in ('gt', 'lq'):

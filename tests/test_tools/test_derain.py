@@ -205,6 +205,9 @@ def test_a_small_tile_without_overlap_gets_a_fitting_overlap(tmp_path):
     args = ['-opt', str(exp), str(tmp_path / 'in'), str(tmp_path / 'out'), '--tile', '16', '--quiet']
     assert main(args) == 0  # the default overlap, 32, does not fit a 16-pixel tile: 4 is used
     assert cv2.imread(str(tmp_path / 'out' / 'big.png')).shape == (40, 56, 3)
+    args[3] = str(tmp_path / 'side_by_side')
+    assert main(args + ['--overlap', '0']) == 0  # the smallest overlap: tiles side by side
+    assert cv2.imread(str(tmp_path / 'side_by_side' / 'big.png')).shape == (40, 56, 3)
 
 
 def test_overlap_needs_tile_or_val_tile(tmp_path, capsys):
@@ -254,6 +257,8 @@ def test_restormer_tiles_odd_sizes_and_single_files(tmp_path):
                       'little context), got -5'),
     ('tiny_tile', '--tile: expected 0 (no tiling) or an integer >= 16 (smaller tiles leave the network too '
                   'little context), got 4'),  # ran for minutes and gave garbage
+    ('tile_15', '--tile: expected 0 (no tiling) or an integer >= 16 (smaller tiles leave the network too '
+                'little context), got 15'),  # the bound itself
     ('negative_overlap', '--overlap: expected an integer >= 0, got -1'),  # hinted at --tile 0
     ('ext_contradicts_output', "--ext: 'jpg' contradicts OUTPUT"),
     ('output_is_a_file', "is an existing file, not a folder for the results"),
@@ -285,6 +290,8 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, case, message):
         args += ['--tile', '-5']
     elif case == 'tiny_tile':
         args += ['--tile', '4']
+    elif case == 'tile_15':
+        args += ['--tile', '15']
     elif case == 'negative_overlap':
         args += ['--tile', '64', '--overlap', '-1']
     elif case == 'ext_contradicts_output':
@@ -390,10 +397,12 @@ CPU_OOM = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPU
                        'you tried to allocate 4503599627370496 bytes. Error code 12 (Cannot allocate memory)')
 
 
-@pytest.mark.parametrize('error, tiling, message', ids=['cpu', 'cpu_tiled', 'gpu'], argvalues=[
+@pytest.mark.parametrize('error, tiling, message', ids=['cpu', 'cpu_tiled', 'gpu', 'other_without_message'],
+                         argvalues=[
     (CPU_OOM, [], 'out of memory, use --tile (e.g. --tile 512)'),  # was the allocator's message, without a hint
     (CPU_OOM, ['--tile', '16'], 'out of memory with tiles of 16: use a smaller --tile'),
     (torch.cuda.OutOfMemoryError('CUDA out of memory'), [], 'out of GPU memory, use --tile (e.g. --tile 512)'),
+    (AssertionError(), [], 'AssertionError'),  # no message and no hint: the error's type is named, never ''
 ])
 def test_running_out_of_memory_is_reported_with_a_tile_hint(tmp_path, capsys, monkeypatch, error, tiling, message):
     from coic_basicsr.tools.inference import InferenceModel
