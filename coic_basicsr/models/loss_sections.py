@@ -16,7 +16,7 @@ _LOG_NAMES = {'pixel': 'pix', 'perceptual': 'percep'}  # BasicSR's log names for
 def check_loss_sections(train_opt: dict) -> None:
     """No ``train.<name>_opt`` section may name CoICContrastiveLoss: it compares encoder features of views that
     only CoIC training makes (a section of it failed at the first iteration). A ``loss_weight`` given is a number
-    (a string was a TypeError at iteration 1)."""
+    (a string was a TypeError at iteration 1) >= 0 (a negative one trained to maximise the loss, without a word)."""
     for key, loss_opt in train_opt.items():
         if not (key.endswith('_opt') and isinstance(loss_opt, dict)):
             continue
@@ -25,7 +25,7 @@ def check_loss_sections(train_opt: dict) -> None:
                              'train.coic (contrastive_weight, temperature, ...), which CoICModel builds it from')
         for where, section in ((f'train.{key}', loss_opt), (f'train.{key}.base_opt', loss_opt.get('base_opt'))):
             if isinstance(section, dict) and 'loss_weight' in section:
-                check_number(f'{where}.loss_weight', section['loss_weight'], 'a number', lambda v: True)
+                check_number(f'{where}.loss_weight', section['loss_weight'], 'a number >= 0', lambda v: v >= 0)
 
 
 def build_contrastive_loss(coic_opt: dict, device: torch.device) -> nn.Module:

@@ -62,6 +62,9 @@ def check_value(where: str, value, rule, allow_null: bool = True) -> None:
 FLAG_RULE = (lambda v: isinstance(v, bool), 'true or false')
 POSITIVE_RULE = (lambda v: is_number(v) and v > 0, 'a number > 0')
 ODD_SIZE_RULE = (lambda v: is_integer(v) and v >= 1 and v % 2 == 1, 'a positive odd integer')
+#: the most training data loader workers per process: a fixed bound (an option file valid on one machine stays valid
+#: on another), far above what feeds a GPU (BasicSR's configs use 6 to 8); 1e9 was a fork storm
+MAX_LOADER_WORKERS = 64
 _BACKENDS = [name for name in dist.Backend.backend_list if name not in ('undefined', 'fake')]
 # key path: (predicate, what is expected); a missing key or null takes the code's default
 SCALAR_RULES = {
@@ -81,8 +84,9 @@ SCALAR_RULES = {
     ('val', 'save_img'): FLAG_RULE,  # 'no' saved the images
     ('logger', 'use_tb_logger'): FLAG_RULE,  # 'no' wrote tb_logger
     ('datasets', 'train', 'batch_size_per_gpu'): (lambda v: is_integer(v) and v >= 1, 'an integer >= 1'),
-    ('datasets', 'train', 'num_worker_per_gpu'): (lambda v: is_integer(v) and v >= 0, 'an integer >= 0 (0: no '
-                                                  'worker processes)'),
+    ('datasets', 'train', 'num_worker_per_gpu'): (lambda v: is_integer(v) and 0 <= v <= MAX_LOADER_WORKERS,
+                                                  f'an integer from 0 (no worker processes) to {MAX_LOADER_WORKERS} '
+                                                  '(each worker is a process holding a copy of the dataset)'),
     ('datasets', 'train', 'dataset_enlarge_ratio'): POSITIVE_RULE,  # any sampler's ratio (BasicSR's takes floats)
     ('datasets', 'train', 'persistent_workers'): FLAG_RULE,  # decides whether an LMDB may be shared (lmdb_sharing)
     ('datasets', 'train', 'prefetch_mode'): (lambda v: v in ('cpu', 'cuda'), "cpu, cuda, or null"),

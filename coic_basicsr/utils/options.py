@@ -18,6 +18,7 @@ from coic_basicsr.data.rain_sources import expand_user_paths
 from coic_basicsr.utils.dist import init_dist, rank0_value
 from coic_basicsr.utils.option_layout import check_sections_are_mappings
 from coic_basicsr.utils.option_values import check_manual_seed_range, check_scalar_options
+from coic_basicsr.utils.path_options import check_experiment_name, check_path_section
 
 
 def build_arg_parser(prog: str) -> argparse.ArgumentParser:
@@ -36,13 +37,22 @@ def build_arg_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def load_option_file(path: str) -> OrderedDict:
-    """Read an option YAML file into an OrderedDict; clear errors for a missing file or bad YAML."""
+class _PlainDictLoader(ordered_yaml()[0]):
+    """BasicSR's option loader, with mappings read as plain (ordered) dicts: an error message then shows a bad value
+    as ``{'a': 1}``, not ``OrderedDict([('a', 1)])``."""
+
+
+_PlainDictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 lambda loader, node: dict(loader.construct_pairs(node)))
+
+
+def load_option_file(path: str) -> dict:
+    """Read an option YAML file into a dict; clear errors for a missing file or bad YAML."""
     if not osp.isfile(path):
         raise FileNotFoundError(f"-opt: option file '{path}' does not exist")
     with open(path, encoding='utf-8') as f:
         try:
-            opt = yaml.load(f, Loader=ordered_yaml()[0])
+            opt = yaml.load(f, Loader=_PlainDictLoader)
         except yaml.YAMLError as err:
             raise ValueError(f"-opt: '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(opt, dict):
@@ -173,6 +183,8 @@ def parse_options(argv: Optional[List[str]], root_path: str, is_train: bool,
         apply_force_yml(opt, args.force_yml)
     check_sections_are_mappings(opt, is_train)  # before anything reads a section
     check_scalar_options(opt)  # dist_params are used right below
+    check_experiment_name(opt)  # BasicSR makes folders of name and of the path values
+    check_path_section(opt)
     if isinstance(opt.get('val'), dict):
         opt['val'].setdefault('suffix', None)  # BasicSR's SRModel reads it when it saves test images
     opt['dist'] = args.launcher != 'none'

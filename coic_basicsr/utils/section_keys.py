@@ -7,12 +7,13 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 from coic_basicsr.data.option_keys import check_dataset_keys
 from coic_basicsr.data.samplers import PIPELINE_ARGUMENTS, check_pipeline_arguments
 from coic_basicsr.registry import SAMPLER_REGISTRY
+from coic_basicsr.utils.option_values import FLAG_RULE, check_value, is_integer
 
 
 def typed_sections(opt: dict) -> Iterator[Tuple[str, dict, object]]:
     """Yield (key path, section, registry) for every option section whose ``type`` names a registered class. The
     sections are mappings (check_sections_are_mappings); a null sampler or loss section is skipped."""
-    yield 'model_type', {'type': opt.get('model_type', 'SRModel')}, MODEL_REGISTRY
+    yield 'model_type', {'type': opt.get('model_type')}, MODEL_REGISTRY  # required: check_registered_types
     for key, section in opt.items():
         if str(key).startswith('network_'):
             yield key, section, ARCH_REGISTRY
@@ -48,7 +49,7 @@ def _check_arguments(key: str, section: dict, registry, excluded: Tuple[str, ...
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         _refuse_unknown(key, section, [name for name in params if name not in excluded])
     for name, value in section.items():  # a wrapped arch (CoICNet's backbone)
-        if isinstance(value, dict) and value.get('type') in registry:
+        if isinstance(value, dict) and isinstance(value.get('type'), str) and value['type'] in registry:
             _check_arguments(f'{key}.{name}', value, registry)
 
 
@@ -72,3 +73,16 @@ def _check_metric_keys(key: str, section: dict) -> None:
         raise ValueError(f"{key}: {section['type']} needs '{missing[0]}'")
     if section.get('better', 'higher') not in ('higher', 'lower'):
         raise ValueError(f"{key}.better: expected 'higher' or 'lower', got {section['better']!r}")
+    for name, value in section.items():
+        if name in params and name in METRIC_VALUE_RULES:  # null too: it replaces the function's default
+            check_value(f'{key}.{name}', value, METRIC_VALUE_RULES[name], allow_null=False)
+
+
+#: arguments of BasicSR's metric functions: (predicate, what is expected). A wrong one failed after val_freq
+#: iterations, in a traceback or "failed on <image>"; a string test_y_channel 'false' scored the Y channel.
+METRIC_VALUE_RULES = {
+    'crop_border': (lambda v: is_integer(v) and v >= 0, 'an integer >= 0 (pixels cropped from each border)'),
+    'input_order': (lambda v: v in ('HWC', 'CHW'), "'HWC' or 'CHW'"),
+    'test_y_channel': FLAG_RULE,
+    'convert_to': (lambda v: v in ('y', 'gray'), "'y' or 'gray'"),
+}

@@ -3,36 +3,46 @@ import importlib.util
 import inspect
 import math
 from os import path as osp
-from typing import Iterator, Tuple
 
-import torch
 from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
 from coic_basicsr.data.lmdb_sharing import check_shared_lmdbs
 from coic_basicsr.data.progressive import ProgressivePatches
 from coic_basicsr.models.loss_sections import check_loss_sections
-from coic_basicsr.models.portable import optimizer_class, scheduler_class
+from coic_basicsr.models.portable import scheduler_class
 from coic_basicsr.models.global_views import check_coic_model_type, check_global_views_given
 from coic_basicsr.models.tiling import tile_settings
 from coic_basicsr.utils.cpu_memory import check_cpu_malloc_option
 from coic_basicsr.utils.option_layout import check_required_keys
-from coic_basicsr.utils.option_values import (check_coic_section, is_integer, is_iteration_count, is_number,
-                                             yaml_text_hint)
+from coic_basicsr.utils.optim_options import (check_eta_min_below_lr, check_optimizers, check_scheduler_options,
+                                              check_scheduler_periods, schedulers)
+from coic_basicsr.utils.option_values import check_coic_section, is_integer, is_iteration_count, yaml_text_hint
 from coic_basicsr.utils.section_keys import check_section_keys, typed_sections
 
 
 def check_registered_types(opt: dict) -> None:
-    """Every ``type`` must name a registered class (BasicSR would fail late with a bare KeyError)."""
+    """``model_type`` is given (BasicSR failed with a bare KeyError once the datasets were built) and every ``type``
+    is a string naming a registered class (BasicSR would fail late with a bare KeyError; a list or a mapping was an
+    "unhashable type" traceback)."""
+    if opt.get('model_type') is None:
+        raise ValueError('model_type: required (e.g. CoICModel or SRModel)')
     for key, section, registry in typed_sections(opt):
         name = section.get('type')
+        where = key if key == 'model_type' else f'{key}.type'
         if name is None:
             raise ValueError(f'{key}: missing required key "type"')
+        if not isinstance(name, str):
+            raise ValueError(f'{where}: expected a string (a class name of the {registry._name} registry), got '
+                             f'{name!r}')
         if name not in registry:
             known = ', '.join(sorted(registry.keys()))
             raise ValueError(f"{key}: type '{name}' is not registered in the {registry._name} registry "
                              f'(known: {known})')
-    for key, scheduler in _schedulers(opt):
-        scheduler_class(scheduler.get('type'), f'train.{key}')
+    for key, scheduler in schedulers(opt):
+        name = scheduler.get('type')
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f'train.{key}.type: expected a string (a scheduler class name), got {name!r}')
+        scheduler_class(name, f'train.{key}')
 
 
 def _argument(section: dict, name: str):
@@ -57,98 +67,15 @@ def check_context_dims(opt: dict) -> None:
                          "encoder's code z modulates network_g")
 
 
-def _schedulers(opt: dict) -> Iterator[Tuple[str, dict]]:
-    """(key, section) of ``train.scheduler`` and CoICModel's ``train.scheduler_mod`` where given."""
-    for key in ('scheduler', 'scheduler_mod'):
-        section = (opt.get('train') or {}).get(key)
-        if isinstance(section, dict):
-            yield key, section
-
-
-def _positive_ints(values) -> bool:
-    return isinstance(values, (list, tuple)) and all(is_integer(v) and v > 0 for v in values)
-
-
-def _numbers(values) -> bool:
-    return isinstance(values, (list, tuple)) and all(is_number(v) for v in values)
-
-
-#: scheduler arguments (of BasicSR's schedulers, ours and torch's): (predicate, what is expected); a wrong type was a
-#: TypeError at the first milestone or the second cycle, mid-training
-SCHEDULER_VALUE_RULES = {
-    'milestones': (_positive_ints, 'a list of positive iteration numbers'),
-    'periods': (lambda v: _positive_ints(v) and len(v) > 0, 'a non-empty list of positive iteration numbers'),
-    'restarts': (lambda v: isinstance(v, (list, tuple)) and all(is_integer(r) and r >= 0 for r in v),
-                 'a list of iteration numbers >= 0'),
-    'restart_weights': (_numbers, 'a list of numbers'),
-    'eta_mins': (_numbers, 'a list of numbers'),
-    'gamma': (is_number, 'a number'),
-    'eta_min': (is_number, 'a number'),
-}
-#: lists whose entries pair up (one per period or restart), for the schedulers whose arguments they all are
-_PAIRED_LISTS = (('periods', 'restart_weights', 'eta_mins'), ('periods', 'restart_weights'),
-                 ('restarts', 'restart_weights'))
-
-
-def _check_scheduler_values(key: str, scheduler: dict, params: dict) -> None:
-    """Required arguments given, values of :data:`SCHEDULER_VALUE_RULES` possible, paired lists of one length."""
-    for name, param in params.items():
-        if name != 'optimizer' and param.default is inspect.Parameter.empty and name not in scheduler:
-            raise ValueError(f"train.{key}.{name}: required by {scheduler['type']}")
-    for name, value in scheduler.items():
-        if name in SCHEDULER_VALUE_RULES:
-            valid, expected = SCHEDULER_VALUE_RULES[name]
-            if not valid(value):
-                raise ValueError(f'train.{key}.{name}: expected {expected}, got {value!r}{yaml_text_hint(value)}')
-    for names in _PAIRED_LISTS:
-        if all(name in params for name in names):
-            lengths = [len(scheduler[n]) if n in scheduler else len(params[n].default) for n in names]
-            if len(set(lengths)) > 1:
-                listed = f"{', '.join(names[:-1])} and {names[-1]}"
-                raise ValueError(f"train.{key}: {listed} must have the same length (got "
-                                 f"{', '.join(map(str, lengths))})")
-            break
-
-
-def check_scheduler_options(opt: dict) -> None:
-    """``train.scheduler`` is required (BasicSR ended in a bare KeyError); its keys must be the scheduler's
-    arguments, ``milestones`` a list of iterations (a string silently never decayed), the other numeric arguments of
-    the right type and paired lists of one length (both failed mid-training), for ``scheduler_mod`` too."""
-    if not isinstance((opt.get('train') or {}).get('scheduler'), dict):
-        raise ValueError('train.scheduler: required, e.g. {type: MultiStepLR, milestones: [200000], gamma: 0.5}')
-    for key, scheduler in _schedulers(opt):
-        name = scheduler.get('type')
-        if 'last_epoch' in scheduler:  # the schedulers then failed: "param 'initial_lr' is not specified"
-            raise ValueError(f'train.{key}.last_epoch: not an option (a resumed run restores the scheduler state '
-                             'from its training state); remove it')
-        signature = inspect.signature(scheduler_class(name)).parameters
-        params = [p for p in signature if p not in ('optimizer', 'last_epoch')]
-        unknown = sorted(set(scheduler) - {'type'} - set(params))
-        if unknown:
-            raise ValueError(f"train.{key}: {name} has no option '{unknown[0]}' (its options: {', '.join(params)})")
-        _check_scheduler_values(key, scheduler, signature)
-
-
-def check_scheduler_periods(opt: dict) -> None:
-    """Cyclic cosine schedules must cover ``train.total_iter``: past their last period they fail mid-training (run
-    after check_scheduler_options, which checks that ``periods`` are positive integers)."""
-    total = (opt.get('train') or {}).get('total_iter')
-    for key, scheduler in _schedulers(opt):
-        periods = scheduler.get('periods')
-        if not isinstance(total, (int, float)) or not isinstance(periods, (list, tuple)) or not periods:
-            continue
-        if sum(periods) < total - 1:  # the scheduler steps from the second iteration on
-            raise ValueError(f'train.{key}.periods: {list(periods)} add up to {sum(periods)}, but train.total_iter '
-                             f'({int(total)}) needs at least {int(total) - 1}; the schedule would end before training')
-
-
 def check_dataset_names(opt: dict) -> None:
     """Val/test sets need distinct names: their tables, images and best metrics are kept by name (a set without one
     is named by check_required_keys)."""
     seen = {}
     for key, section in opt['datasets'].items():
-        name = section.get('name') if key != 'train' and isinstance(section, dict) else None
-        if name is None:
+        name = section.get('name') if isinstance(section, dict) else None
+        if name is not None and not isinstance(name, str):  # a mapping was an "unhashable type" traceback
+            raise ValueError(f'datasets.{key}.name: expected a string, got {name!r}')
+        if name is None or key == 'train':
             continue
         if name in seen:
             raise ValueError(f"datasets.{key}.name: '{name}' is also the name of datasets.{seen[name]} (their result "
@@ -181,22 +108,6 @@ def check_model_reads(opt: dict) -> None:
     if tile_settings(opt.get('val')) and not getattr(MODEL_REGISTRY.get(model_type), 'reads_val_tile', False):
         raise ValueError(f'val.tile: {model_type} would ignore it; CoICModel tiles (it runs any network_g, with or '
                          'without CoIC)')
-
-
-def check_optimizers(opt: dict) -> None:
-    """Every ``train.optim_*`` must be a torch.optim class that accepts its options (tried on a dummy parameter on the
-    training device: ``fused``/``capturable`` depend on it)."""
-    device = torch.device(opt.get('device') or 'cpu')
-    for key, section in (opt.get('train') or {}).items():
-        if not (key.startswith('optim_') and isinstance(section, dict)):
-            continue
-        options = dict(section)
-        name = options.pop('type', None)
-        optim_cls = optimizer_class(name, f'train.{key}')
-        try:
-            optim_cls([torch.zeros(1, device=device, requires_grad=True)], **options)
-        except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: e.g. fused and foreach together
-            raise ValueError(f'train.{key}: {name} does not accept these options: {err}') from None
 
 
 def check_logger(opt: dict) -> None:
@@ -255,4 +166,5 @@ def check_options(opt: dict) -> None:
         check_scheduler_periods(opt)
         check_logger(opt)
         check_optimizers(opt)
+        check_eta_min_below_lr(opt)
         check_training_recipe(opt)

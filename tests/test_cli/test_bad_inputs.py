@@ -1,6 +1,7 @@
 """Every bad input gets one clear line naming the option key or the file (table in docs/reliability.md)."""
 import importlib.util
 import os
+import re
 import signal
 from os import path as osp
 
@@ -177,7 +178,8 @@ CASES = {
     'milestones-not-a-list': (_set(['train', 'scheduler'], {'type': 'MultiStepLR', 'milestones': 'x'}),
                               'train.scheduler.milestones: expected a list of positive iteration numbers'),
     'no-scheduler': (lambda opt, tmp: (opt['train'].pop('scheduler'), opt)[1], 'train.scheduler: required'),
-    'optimizer-bad-option': (_set(['train', 'optim_g', 'lr'], 'fast'), 'train.optim_g: AdamW does not accept these'),
+    'optimizer-bad-option': (_set(['train', 'optim_g', 'lr'], -1),
+                             'train.optim_g: AdamW does not accept these options: Invalid learning rate: -1'),
     # torch < 2.4 refuses `fused=True` on the CPU before it sees foreach
     'optimizer-conflicting-options': (lambda opt, tmp: (opt['train']['optim_g'].update(fused=True, foreach=True),
                                                         opt)[1],
@@ -370,7 +372,7 @@ CASES = {
     'batch-size-a-fraction': (_set(['datasets', 'train', 'batch_size_per_gpu'], 2.5),
                               'datasets.train.batch_size_per_gpu: expected an integer >= 1, got 2.5'),
     'workers-negative': (_set(['datasets', 'train', 'num_worker_per_gpu'], -1),
-                         'datasets.train.num_worker_per_gpu: expected an integer >= 0'),
+                         'datasets.train.num_worker_per_gpu: expected an integer from 0 (no worker processes) to 64'),
     'manual-seed-negative': (_set(['manual_seed'], -1),
                              "manual_seed: expected an integer from 0 to 4294967295 (numpy's seed range), got -1"),
     'save-img-not-a-boolean': (_set(['val', 'save_img'], 'no'), "val.save_img: expected true or false, got 'no'"),
@@ -387,15 +389,15 @@ CASES = {
     # values that failed mid-training
     'scheduler-gamma-not-a-number': (_set(['train', 'scheduler'], {'type': 'MultiStepLR', 'milestones': [2],
                                                                    'gamma': 'x'}),
-                                     "train.scheduler.gamma: expected a number, got 'x'"),
+                                     "train.scheduler.gamma: expected a number >= 0, got 'x'"),
     'restart-weights-not-numbers': (_set(['train', 'scheduler', 'restart_weights'], [1, 'x']),
-                                    "train.scheduler.restart_weights: expected a list of numbers, got [1, 'x']"),
+                                    "train.scheduler.restart_weights: expected a list of numbers >= 0, got [1, 'x']"),
     'basicsr-restart-weights-too-short': (_set(['train', 'scheduler'], {'type': 'CosineAnnealingRestartLR',
                                                                         'periods': [2, 2], 'restart_weights': [1]}),
                                           'train.scheduler: periods and restart_weights must have the same length '
                                           '(got 2, 1)'),  # BasicSR's AssertionError traceback
     'loss-weight-not-a-number': (_set(['train', 'pixel_opt', 'loss_weight'], 'abc'),
-                                 "train.pixel_opt.loss_weight: expected a number, got 'abc'"),
+                                 "train.pixel_opt.loss_weight: expected a number >= 0, got 'abc'"),
     'multistep-without-milestones': (_set(['train', 'scheduler'], {'type': 'MultiStepLR'}),
                                      'train.scheduler.milestones: required by MultiStepLR'),
     'milestones-a-fraction': (_set(['train', 'scheduler'], {'type': 'MultiStepLR', 'milestones': [2.5]}),
@@ -406,9 +408,9 @@ CASES = {
                       'train.scheduler.periods: expected a non-empty list of positive iteration numbers, got []'),
     'eta-min-not-a-number': (_set(['train', 'scheduler'], {'type': 'CosineAnnealingRestartLR', 'periods': [4],
                                                            'eta_min': 'x'}),
-                             "train.scheduler.eta_min: expected a number, got 'x'"),
+                             "train.scheduler.eta_min: expected a number >= 0, got 'x'"),
     'eta-mins-not-numbers': (_set(['train', 'scheduler', 'eta_mins'], [5e-4, 'x']),
-                             "train.scheduler.eta_mins: expected a list of numbers, got [0.0005, 'x']"),
+                             "train.scheduler.eta_mins: expected a list of numbers >= 0, got [0.0005, 'x']"),
     'restart-periods-without-weights': (_set(['train', 'scheduler'], {'type': 'CosineAnnealingRestartLR',
                                                                       'periods': [2, 2]}),  # the default is [1]
                                         'train.scheduler: periods and restart_weights must have the same length '
@@ -454,6 +456,74 @@ CASES = {
                                                             'vgg_weights': '/no/vgg.pth'}),
                               "train.prior_opt.vgg_weights: '/no/vgg.pth' does not exist (RDMCContrastivePriorLoss "
                               'never downloads weights'),
+    # a list or a mapping as a class name: "unhashable type" tracebacks
+    'network-type-a-list': (_set(['network_g', 'type'], [1, 2]),
+                            'network_g.type: expected a string (a class name of the arch registry), got [1, 2]'),
+    'model-type-a-mapping': (_set(['model_type'], {'a': 1}),  # and shown as a plain dict, not OrderedDict([...])
+                             "model_type: expected a string (a class name of the model registry), got {'a': 1}"),
+    'loss-type-a-list': (_set(['train', 'pixel_opt', 'type'], [1, 2]),
+                         'train.pixel_opt.type: expected a string (a class name of the loss registry), got [1, 2]'),
+    'sampler-type-a-list': (_set(['datasets', 'train', 'sampler', 'type'], [1, 2]),
+                            'datasets.train.sampler.type: expected a string (a class name of the sampler registry)'),
+    'metric-type-a-list': (_set(['val', 'metrics', 'psnr', 'type'], [1, 2]),
+                           'val.metrics.psnr.type: expected a string (a class name of the metric registry)'),
+    'scheduler-type-a-list': (_set(['train', 'scheduler', 'type'], [1, 2]),
+                              'train.scheduler.type: expected a string (a scheduler class name), got [1, 2]'),
+    'val-set-name-a-mapping': (_set(['datasets', 'val', 'name'], {'a': 1}),
+                               "datasets.val.name: expected a string, got {'a': 1}"),
+    'no-model-type': (lambda opt, tmp: (opt.pop('model_type'), opt)[1],  # a bare "error: model_type", data built
+                      'model_type: required (e.g. CoICModel or SRModel)'),
+    # path values BasicSR expands or makes folders of
+    'path-value-not-a-string': (_set(['path', 'resume_state'], 5),
+                                'path.resume_state: expected a file path, or null, got 5'),
+    'path-strict-load-not-a-boolean': (_set(['path', 'strict_load_g'], 'no'),
+                                       "path.strict_load_g: expected true or false, got 'no'"),
+    'path-key-misspelt': (_set(['path', 'pretrained_network_g'], 'x.pth'),  # trained from scratch, made ./x.pth/
+                          "path.pretrained_network_g: unknown key (did you mean 'pretrain_network_g'?"),
+    'path-checkpoint-as-a-folder': (_set(['path', 'my_weights'], 'x.pth'),
+                                    "path.my_weights: 'x.pth' looks like a checkpoint, but BasicSR reads no such key "
+                                    'and would make a folder of it'),
+    'name-with-a-separator': (_set(['name'], 'a/b'), "name: expected a folder name without a path separator and not "
+                                                     ". or .. (the experiment goes to experiments/<name>), got 'a/b'"),
+    'name-dot-dot': (_set(['name'], '..'), "name: expected a folder name without a path separator"),
+    # values that trained wrongly without a word
+    'scheduler-gamma-negative': (_set(['train', 'scheduler'], {'type': 'MultiStepLR', 'milestones': [2],
+                                                               'gamma': -1}),
+                                 'train.scheduler.gamma: expected a number >= 0, got -1'),
+    'eta-min-negative': (_set(['train', 'scheduler'], {'type': 'CosineAnnealingRestartLR', 'periods': [4],
+                                                       'eta_min': -1}),
+                         'train.scheduler.eta_min: expected a number >= 0, got -1'),
+    'eta-mins-negative': (_set(['train', 'scheduler', 'eta_mins'], [-1, -1]),
+                          'train.scheduler.eta_mins: expected a list of numbers >= 0, got [-1, -1]'),
+    'restart-weights-negative': (_set(['train', 'scheduler', 'restart_weights'], [1, -1]),
+                                 'train.scheduler.restart_weights: expected a list of numbers >= 0, got [1, -1]'),
+    'loss-weight-negative': (_set(['train', 'pixel_opt', 'loss_weight'], -1),
+                             'train.pixel_opt.loss_weight: expected a number >= 0, got -1'),
+    'eta-min-above-lr': (_set(['train', 'optim_g', 'lr'], 0),  # annealed from 0 up to 5e-4
+                         'train.scheduler.eta_mins: 0.0005 is above train.optim_g.lr (0), so the cosine schedule '
+                         'would raise the learning rate towards it'),
+    # metric arguments: a traceback, "failed on <image>" or NaN after val_freq iterations
+    'metric-crop-border-negative': (_set(['val', 'metrics', 'psnr', 'crop_border'], -1),
+                                    'val.metrics.psnr.crop_border: expected an integer >= 0 (pixels cropped from each '
+                                    'border), got -1'),
+    'metric-crop-border-a-string': (_set(['val', 'metrics', 'psnr', 'crop_border'], 'abc'),
+                                    "val.metrics.psnr.crop_border: expected an integer >= 0"),
+    'metric-input-order-unknown': (_set(['val', 'metrics', 'psnr', 'input_order'], 'abc'),
+                                   "val.metrics.psnr.input_order: expected 'HWC' or 'CHW', got 'abc'"),
+    'metric-y-channel-not-a-boolean': (_set(['val', 'metrics', 'psnr', 'test_y_channel'], 'false'),
+                                       "val.metrics.psnr.test_y_channel: expected true or false, got 'false'"),
+    # optimizer values torch compared without naming the key
+    'optimizer-lr-a-string': (_set(['train', 'optim_g', 'lr'], '1e-3'),
+                              "train.optim_g.lr: expected a number, got '1e-3' (a string: YAML reads 1e-3 without a "
+                              'dot as text; write 1.0e-3 or !!float 1e-3)'),
+    'optimizer-weight-decay-null': (_set(['train', 'optim_g', 'weight_decay'], None),
+                                    'train.optim_g.weight_decay: expected a number, got None'),
+    'optimizer-betas-not-a-pair': (_set(['train', 'optim_g', 'betas'], 0.9),
+                                   'train.optim_g.betas: expected a list of 2 numbers (e.g. [0.9, 0.999]), got 0.9'),
+    'workers-absurd': (_set(['datasets', 'train', 'num_worker_per_gpu'], 10**9),  # a fork storm
+                       'datasets.train.num_worker_per_gpu: expected an integer from 0 (no worker processes) to 64'),
+    'mapping-value-shown-plainly': (_set(['manual_seed'], {'a': 1}),  # was OrderedDict([('a', 1)])
+                                    "manual_seed: expected an integer, or null (a random seed), got {'a': 1}"),
 }
 
 FAIL_WHILE_TRAINING = {'corrupt-image', 'lq-gt-size-mismatch',  # found when the item is read
@@ -651,3 +721,56 @@ def test_file_system_errors_are_one_line(case, expected, tmp_path, monkeypatch, 
     code = train_main(['-opt', write_options(opt, str(tmp_path / 'opt.yml'))])
     last = capsys.readouterr().err.strip().splitlines()[-1].replace(str(tmp_path), '<tmp>')
     assert code == 2 and last.startswith('basicsr train: error: ') and expected in last, last  # were tracebacks
+
+
+def test_basicsr_test_requires_model_type_before_any_work(tmp_path, monkeypatch, capsys):
+    from coic_basicsr.test import main as test_main
+    opt = tiny_coic_options(name='no_model_type')
+    opt['datasets'] = {'test_1': opt['datasets']['val']}
+    untrained_test_options(opt, tmp_path)
+    del opt['model_type']
+    monkeypatch.chdir(tmp_path)
+    assert test_main(['-opt', write_options(opt, str(tmp_path / 'a.yml'))]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == ('basicsr test: error: model_type: required (e.g. '
+                                                                'CoICModel or SRModel)')
+    assert not (tmp_path / 'results').exists()
+
+
+def test_project_path_keys_are_left_to_the_project():
+    # keys of BasicSR's convention, and folders of the project's own, are not taken for misspellings
+    from coic_basicsr.utils.path_options import check_path_section
+    opt = tiny_coic_options()
+    opt['path'].update(pretrain_network_d='d.pth', strict_load_d=False, param_key_d='params', pretrain_network_x=None,
+                       my_outputs='out', ignore_resume_networks=['network_enc'], strict_load_enc=None)
+    check_path_section(opt)
+    assert 'strict_load_enc' not in opt['path']  # null: removed, so that the code's default (strict) applies
+    for key, value, expected in [('strict_loads_g', True, "did you mean 'strict_load_g'"),
+                                 ('resume_states', 'a.state', "did you mean 'resume_state'"),
+                                 ('pretrain_network_enc', 5, 'expected a file path, or null, got 5'),
+                                 ('my_outputs', None, 'expected a folder path'),
+                                 ('ignore_resume_networks', 'network_g', 'expected a list of network names')]:
+        with pytest.raises(ValueError, match=f'^path.{key}: .*{re.escape(expected)}'):
+            check_path_section(dict(opt, path={key: value}))
+
+
+def test_a_cosine_floor_is_compared_with_the_optimizer_it_schedules():
+    # train.scheduler schedules optim_g, and optim_mod unless scheduler_mod is given
+    from coic_basicsr.utils.optim_options import check_eta_min_below_lr
+    opt = tiny_coic_options()  # eta_mins [5e-4, 1e-5]
+    opt['train']['optim_mod']['lr'] = 1e-4
+    with pytest.raises(ValueError, match=r'^train.scheduler.eta_mins: 0.0005 is above train.optim_mod.lr \(0.0001\)'):
+        check_eta_min_below_lr(opt)
+    opt['train']['scheduler_mod'] = {'type': 'CosineAnnealingRestartLR', 'periods': [4], 'eta_min': 1e-6}
+    check_eta_min_below_lr(opt)
+    del opt['train']['optim_mod']  # then a copy of optim_g, scheduled by scheduler_mod
+    opt['train']['scheduler_mod']['eta_min'] = 2e-3
+    with pytest.raises(ValueError, match=r'^train.scheduler_mod.eta_min: 0.002 is above train.optim_g.lr \(0.001\)'):
+        check_eta_min_below_lr(opt)
+
+
+def test_option_files_read_as_plain_dicts_keeping_yaml_aliases(tmp_path):
+    from coic_basicsr.utils.options import load_option_file
+    (tmp_path / 'a.yml').write_text('a: &x {p: 1}\nb: *x\nc: [{d: 2}]\n')
+    opt = load_option_file(str(tmp_path / 'a.yml'))
+    assert type(opt) is dict and type(opt['c'][0]) is dict and repr(opt['a']) == "{'p': 1}"
+    assert opt['a'] is opt['b']  # --force_yml reports the other uses of an aliased section
