@@ -1,6 +1,8 @@
 """The ``basicsr`` console command: ``basicsr <subcommand> [args]`` (BasicSR itself ships no command)."""
+import ast
 import importlib
 import os
+import signal
 import sys
 from typing import Callable, List, Optional
 
@@ -8,6 +10,7 @@ import lmdb
 import yaml
 
 from coic_basicsr.utils.errors import NonFiniteTrainingError
+from coic_basicsr.utils.signals import StopBeforeTraining
 
 #: subcommand -> (module with ``main(argv) -> int``, one-line help)
 SUBCOMMANDS = {
@@ -34,10 +37,14 @@ def run_reporting_errors(prog: str, func: Callable, argv: Optional[List[str]]) -
     except USER_ERRORS as err:
         if os.environ.get('COIC_TRACEBACK'):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f'{prog}: error: {message}', file=sys.stderr, flush=True)
+        print(f'{prog}: error: {one_line(err)}', file=sys.stderr, flush=True)
         _abort_process_group()
         return 2
+    except StopBeforeTraining as stop:
+        print(f'{prog}: stopped by {signal.Signals(stop.signum).name} before training started: nothing to save',
+              file=sys.stderr, flush=True)
+        _abort_process_group()
+        return stop.code
     except RuntimeError as err:
         if os.environ.get('COIC_TRACEBACK') or not _another_rank_left(err):
             raise
@@ -47,6 +54,35 @@ def run_reporting_errors(prog: str, func: Callable, argv: Optional[List[str]]) -
         _abort_process_group()
         return 1
     return 0
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` in one line.
+
+    An error raised with several strings (BasicSR's ``ValueError('Scale mismatches. ...', 'multiplication of ...')``)
+    has them joined, not shown as a tuple; one re-raised from a data loader worker (``Caught ValueError in DataLoader
+    worker process 0. Original Traceback ...``) is reduced to the worker's error line.
+    """
+    if len(err.args) > 1 and all(isinstance(arg, str) for arg in err.args) and not isinstance(err, OSError):
+        text = _joined(err.args)
+    else:
+        text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith('Caught ') and lines[1].startswith('Original '):
+        text = lines[-1].split(': ', 1)[-1]  # "ValueError: <message>" as the worker printed it
+        try:
+            args = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        return _joined(args) if isinstance(args, tuple) and all(isinstance(a, str) for a in args) else text
+    return text
+
+
+def _joined(parts) -> str:
+    text = ''
+    for part in parts:
+        text += part if not text or text[-1].isspace() else f' {part}'
+    return text
 
 
 def _another_rank_left(err: RuntimeError) -> bool:

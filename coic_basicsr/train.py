@@ -1,7 +1,6 @@
 """``basicsr train``: BasicSR's training loop on CPU or GPU, single process or torchrun/SLURM (gloo or nccl)."""
 import datetime
 import logging
-import math
 import os
 import sys
 import time
@@ -10,15 +9,14 @@ from typing import List, Optional
 
 import coic_basicsr  # noqa: F401  (shim + registration before basicsr's builders are used)
 import torch
-from basicsr.data import build_dataloader
 from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_root_logger, get_time_str,
                            init_tb_logger, init_wandb_logger, make_exp_dirs, mkdir_and_rename, set_random_seed)
 from basicsr.utils.options import dict2str
 
-from coic_basicsr.data.build import build_dataset_of
+from coic_basicsr.data.loaders import create_dataloaders, first_batch
 from coic_basicsr.data.prefetch import create_prefetcher
 from coic_basicsr.data.progressive import ProgressivePatches
-from coic_basicsr.data.samplers import ResumableSampler, SeededDraws, build_sampler
+from coic_basicsr.data.samplers import ResumableSampler
 from coic_basicsr.models.portable import build_model
 from coic_basicsr.utils.checkpoint import latest_training_state, load_training_state, remove_unfinished_saves
 from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
@@ -26,7 +24,7 @@ from coic_basicsr.utils.dist import barrier, wait_for_rank0
 from coic_basicsr.utils.early_log import EarlyLog
 from coic_basicsr.utils.errors import NonFiniteTrainingError
 from coic_basicsr.utils.options import parse_options, save_options_as_run
-from coic_basicsr.utils.signals import GracefulStop, StopSignalsIgnored
+from coic_basicsr.utils.signals import GracefulStop
 from coic_basicsr.utils.validate import check_options
 
 
@@ -38,45 +36,6 @@ def init_tb_loggers(opt: dict):
     if logger_opt.get('use_tb_logger') and 'debug' not in opt['name']:
         return init_tb_logger(log_dir=osp.join(opt['root_path'], 'tb_logger', opt['name']))
     return None
-
-
-def create_dataloaders(opt: dict, logger: logging.Logger):
-    """Train loader + sampler and one loader per ``val*`` dataset."""
-    train_loader = train_sampler = None
-    val_loaders = []
-    for phase, dataset_opt in opt['datasets'].items():
-        if opt['num_gpu'] == 0 and dataset_opt.get('pin_memory'):  # a GPU option file on the CPU: nothing to pin for
-            dataset_opt = dict(dataset_opt, pin_memory=False)
-        if phase == 'train':
-            train_set = build_dataset_of(phase, dataset_opt)
-            train_sampler = ResumableSampler(
-                build_sampler(train_set, dataset_opt, opt['world_size'], opt['rank'], opt['manual_seed']),
-                seed=opt['manual_seed'], rank=opt['rank'])
-            train_loader = build_dataloader(SeededDraws(train_set), dataset_opt, num_gpu=opt['num_gpu'],
-                                            dist=opt['dist'], sampler=train_sampler, seed=opt['manual_seed'])
-            train_loader.worker_init_fn = StopSignalsIgnored(train_loader.worker_init_fn)
-            if dataset_opt.get('prefetch_mode') == 'cpu' and not dataset_opt.get('num_worker_per_gpu'):
-                logger.warning('datasets.train.prefetch_mode: cpu with num_worker_per_gpu: 0 makes the training data '
-                               'in a thread that shares the random state with training: the run is not reproducible '
-                               'and a resumed run will not match; use num_worker_per_gpu >= 1 with it.')
-            if len(train_loader) == 0:  # the loader drops the last incomplete batch: no iteration would ever run
-                raise ValueError(f'datasets.train.batch_size_per_gpu ({train_loader.batch_size}) is larger than the '
-                                 f'{len(train_sampler)} training items each process draws per epoch: no batch '
-                                 'could be made; lower it or add data')
-            iters_per_epoch = len(train_loader)
-            total_iters = int(opt['train']['total_iter'])
-            total_epochs = math.ceil(total_iters / iters_per_epoch)
-            logger.info(f'Training statistics:\n\tNumber of train images: {len(train_set)}'
-                        f'\n\tSampler: {type(train_sampler.sampler).__name__}, samples per rank per epoch: {len(train_sampler)}'
-                        f'\n\tBatch size per process: {dataset_opt["batch_size_per_gpu"]}'
-                        f'\n\tWorld size: {opt["world_size"]}\n\tIters per epoch: {iters_per_epoch}'
-                        f'\n\tTotal epochs: {total_epochs}; iters: {total_iters}.')
-        else:  # a val* or test* set: check_required_keys refused any other key
-            val_set = build_dataset_of(phase, dataset_opt)
-            val_loaders.append(build_dataloader(val_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
-                                                sampler=None, seed=opt['manual_seed']))
-            logger.info(f'Number of val images/folders in {dataset_opt["name"]}: {len(val_set)}')
-    return train_loader, train_sampler, val_loaders, total_epochs, total_iters
 
 
 def load_resume_state(opt: dict) -> Optional[dict]:
@@ -134,31 +93,33 @@ def make_run_folders(opt: dict, args, resumed: bool) -> None:
 
 
 def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = None) -> None:
-    root_path = root_path or os.getcwd()
-    opt, args = parse_options(argv, root_path, is_train=True)
-    opt['root_path'] = root_path
-    check_options(opt)
-    torch.backends.cudnn.benchmark = True
-    log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
-    with EarlyLog() as early:  # the folders are made once data and model are built: a failure there archives nothing
-        logger = early.logger
-        logger.info(get_env_info())
-        resume_state = load_resume_state(opt)  # what it skips or sets goes into the log too
-        logger.info(dict2str(opt))
-        apply_cpu_malloc_option(opt, logger)
-        train_loader, train_sampler, val_loaders, _, total_iters = create_dataloaders(opt, logger)
-        model = build_model(opt)
-        if resume_state:
-            model.resume_training(resume_state)
-        make_run_folders(opt, args, resumed=resume_state is not None)
-        early.open_file(log_file, opt['rank'])
-        tb_logger = init_tb_loggers(opt)
-        try:
-            with GracefulStop() as stop:  # handlers restored afterwards: a project calling us in-process keeps Ctrl-C
+    # until the first iteration a stop signal ends the run at once (nothing to save); handlers restored afterwards: a
+    # project calling us in-process keeps Ctrl-C
+    with GracefulStop(at_once=True) as stop:
+        root_path = root_path or os.getcwd()
+        opt, args = parse_options(argv, root_path, is_train=True)
+        opt['root_path'] = root_path
+        check_options(opt)
+        torch.backends.cudnn.benchmark = True
+        log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
+        with EarlyLog() as early:  # the folders are made once data and model are built: a failure there archives none
+            logger = early.logger
+            logger.info(get_env_info())
+            resume_state = load_resume_state(opt)  # what it skips or sets goes into the log too
+            logger.info(dict2str(opt))
+            apply_cpu_malloc_option(opt, logger)
+            train_loader, train_sampler, val_loaders, _, total_iters = create_dataloaders(opt, logger)
+            model = build_model(opt)
+            if resume_state:
+                model.resume_training(resume_state)
+            make_run_folders(opt, args, resumed=resume_state is not None)
+            early.open_file(log_file, opt['rank'])
+            tb_logger = init_tb_loggers(opt)
+            try:
                 run_training(opt, model, train_loader, train_sampler, val_loaders, total_iters, resume_state,
                              tb_logger, logger, stop)
-        finally:
-            train_loader.worker_init_fn.release()  # leftover loader workers may end with the process now
+            finally:
+                train_loader.worker_init_fn.release()  # leftover loader workers may end with the process now
 
 
 def run_training(opt: dict, model, train_loader, train_sampler: ResumableSampler, val_loaders: list, total_iters: int,
@@ -183,9 +144,13 @@ def run_training(opt: dict, model, train_loader, train_sampler: ResumableSampler
     while current_iter < total_iters:
         train_sampler.set_epoch(epoch)
         seed_for(opt, current_iter + 1, stream=0)
-        prefetcher.reset()
-        train_data = prefetcher.next()
+        if current_iter == start_iter:  # BasicSR's datasets check sizes and scale only when reading an item
+            train_data = first_batch(prefetcher, opt['datasets']['train'])
+        else:
+            prefetcher.reset()
+            train_data = prefetcher.next()
         while train_data is not None and current_iter < total_iters:
+            stop.training_started()  # from here a stop signal waits for the iteration's end and saves a state
             data_timer.record()
             current_iter += 1
             model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))

@@ -17,6 +17,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from coic_basicsr.models.resume import (check_optimizer_states, continue_multistep, optimizer_settings,
                                        restore_optimizer_settings, scheduler_progress)
 from coic_basicsr.registry import SCHEDULER_REGISTRY
+from coic_basicsr.utils.build_errors import network_sections_named
 from coic_basicsr.utils.checkpoint import (GATE_LAYOUT_KEY, atomic_save, check_gate_layout,
                                           describe_shape_mismatches, gate_layouts, load_checkpoint, to_plain)
 from coic_basicsr.utils.errors import NonFiniteTrainingError
@@ -224,10 +225,13 @@ def portable_model_class(model_cls: Type) -> Type:
 
 
 def build_model(opt: dict):
-    """BasicSR's ``build_model`` with :class:`PortableModelMixin` in front of the registered class."""
+    """BasicSR's ``build_model`` with :class:`PortableModelMixin` in front of the registered class; an error building
+    one of its ``network_*`` sections is reported in one line naming it."""
     from basicsr.utils.registry import MODEL_REGISTRY
     opt = deepcopy(opt)  # model constructors pop keys (e.g. optimizer 'type')
-    model = portable_model_class(MODEL_REGISTRY.get(opt['model_type']))(opt)
+    model_cls = portable_model_class(MODEL_REGISTRY.get(opt['model_type']))
+    with network_sections_named(opt):  # network_g: MSRResNet cannot be built from these options: ...
+        model = model_cls(opt)
     get_root_logger().info(f'Model [{model.__class__.__name__}] is created.')
     return model
 

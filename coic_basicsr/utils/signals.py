@@ -1,4 +1,5 @@
-"""SIGTERM/SIGINT during training: finish the current iteration, save a training state, exit."""
+"""SIGTERM/SIGINT during training: finish the current iteration, save a training state, exit; before the first
+iteration (data, loaders, model being built, the first batch being made): exit at once, there is nothing to save."""
 import multiprocessing
 import os
 import signal
@@ -10,8 +11,20 @@ import torch
 import torch.distributed as dist
 
 
+class StopBeforeTraining(SystemExit):
+    """A stop signal before the first training iteration: the run ends with exit code 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
 class GracefulStop:
     """Records SIGTERM/SIGINT instead of dying mid-step; :meth:`requested` is agreed on by all ranks.
+
+    Made with ``at_once=True``, a stop signal raises :class:`StopBeforeTraining` instead of being recorded, until
+    :meth:`training_started`: no iteration has run, so no state would be saved (and the builds or a data loader
+    starting many workers could take minutes to reach an iteration's end).
 
     A second signal at least ``REPEAT_AFTER_S`` after the first ends the process at once. Closer ones belong to the
     same stop: torchrun signals each rank twice when it shuts down, and Ctrl-C under torchrun delivers SIGINT from
@@ -21,7 +34,8 @@ class GracefulStop:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
     REPEAT_AFTER_S = 2.0
 
-    def __init__(self) -> None:
+    def __init__(self, at_once: bool = False) -> None:
+        self.at_once = at_once
         self.signum = 0
         self._first_at = 0.0
         self._previous = {}
@@ -36,6 +50,12 @@ class GracefulStop:
             self.restore()  # a deliberate second signal: give up gracefulness
             signal.raise_signal(signum)
         self.signum, self._first_at = signum, time.monotonic()
+        if self.at_once:
+            raise StopBeforeTraining(signum)
+
+    def training_started(self) -> None:
+        """From now on a stop signal is recorded, to be acted on at the end of an iteration."""
+        self.at_once = False
 
     def requested(self, device: Optional[torch.device] = None) -> int:
         """The signal number any rank received (0 if none); a collective when distributed."""
