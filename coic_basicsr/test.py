@@ -18,6 +18,7 @@ from coic_basicsr.utils.cpu_memory import apply_cpu_malloc_option
 from coic_basicsr.utils.dist import barrier, wait_for_rank0
 from coic_basicsr.utils.early_log import EarlyLog
 from coic_basicsr.utils.options import parse_options
+from coic_basicsr.utils.unread_keys import unread_key_warnings
 from coic_basicsr.utils.validate import check_options
 
 
@@ -49,6 +50,8 @@ def test_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = N
         logger = early.logger
         logger.info(get_env_info())
         logger.info(dict2str(opt))
+        for message in unread_key_warnings(opt):
+            logger.warning(message)
         apply_cpu_malloc_option(opt, logger)
         test_loaders = []
         for key, dataset_opt in sorted(opt['datasets'].items()):

@@ -25,6 +25,7 @@ from coic_basicsr.utils.early_log import EarlyLog
 from coic_basicsr.utils.errors import NonFiniteTrainingError
 from coic_basicsr.utils.options import parse_options, save_options_as_run
 from coic_basicsr.utils.signals import GracefulStop
+from coic_basicsr.utils.unread_keys import unread_key_warnings
 from coic_basicsr.utils.validate import check_options
 
 
@@ -107,6 +108,8 @@ def train_pipeline(argv: Optional[List[str]] = None, root_path: Optional[str] = 
             logger.info(get_env_info())
             resume_state = load_resume_state(opt)  # what it skips or sets goes into the log too
             logger.info(dict2str(opt))
+            for message in unread_key_warnings(opt):
+                logger.warning(message)
             apply_cpu_malloc_option(opt, logger)
             train_loader, train_sampler, val_loaders, _, total_iters = create_dataloaders(opt, logger)
             model = build_model(opt)
