@@ -42,8 +42,12 @@ class _PlainDictLoader(ordered_yaml()[0]):
     as ``{'a': 1}``, not ``OrderedDict([('a', 1)])``."""
 
 
-_PlainDictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                                 lambda loader, node: dict(loader.construct_pairs(node)))
+def _plain_mapping(loader: yaml.Loader, node: yaml.MappingNode) -> dict:
+    loader.flatten_mapping(node)  # YAML merge keys (`<<: *base`), which construct_pairs alone refused
+    return dict(loader.construct_pairs(node))
+
+
+_PlainDictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _plain_mapping)
 
 
 def load_option_file(path: str) -> dict:

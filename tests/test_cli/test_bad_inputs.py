@@ -774,3 +774,12 @@ def test_option_files_read_as_plain_dicts_keeping_yaml_aliases(tmp_path):
     opt = load_option_file(str(tmp_path / 'a.yml'))
     assert type(opt) is dict and type(opt['c'][0]) is dict and repr(opt['a']) == "{'p': 1}"
     assert opt['a'] is opt['b']  # --force_yml reports the other uses of an aliased section
+
+
+def test_option_files_may_use_yaml_merge_keys(tmp_path):
+    from coic_basicsr.utils.options import load_option_file
+    (tmp_path / 'a.yml').write_text('base: &base {lr: 1.0e-3, betas: [0.9, 0.99]}\n'
+                                    'optim_g: {<<: *base, type: AdamW}\noptim_mod: {<<: *base, lr: 2.0e-4}\n')
+    opt = load_option_file(str(tmp_path / 'a.yml'))  # was "is not valid YAML: could not determine a constructor"
+    assert opt['optim_g'] == {'lr': 1e-3, 'betas': [0.9, 0.99], 'type': 'AdamW'}
+    assert opt['optim_mod'] == {'lr': 2e-4, 'betas': [0.9, 0.99]}
