@@ -98,6 +98,10 @@ def validate_per_source(model, dataloader, current_iter, save_img: bool) -> Dict
 def _score(name: str, metric_opt: dict, img: np.ndarray, clean: Optional[np.ndarray], where: str) -> float:
     """One metric value; a metric that fails names its key and the image (BasicSR's NIQE needs >= 192 px, ...)."""
     data = {'img': img} if clean is None else {'img': img, 'img2': clean}
+    crop = metric_opt.get('crop_border', 0)
+    if isinstance(crop, int) and 2 * crop >= min(img.shape[:2]):  # BasicSR then scores an empty array: NaN
+        raise ValueError(f"val.metrics.{name}.crop_border ({crop}) leaves nothing of '{where}' "
+                         f'({img.shape[0]}x{img.shape[1]}) to score')
     try:
         return float(calculate_metric(data, metric_opt))
     except Exception as err:

@@ -121,3 +121,16 @@ def test_the_best_scores_are_logged_in_training_only(monkeypatch):
     assert logged.pop().splitlines()[-1] == '\t # Best: psnr: 31.0000 @ 4000 iter'
     source_validation.log_results('test', results, metrics, 'my_test', None, {'psnr': {'val': 30.0, 'iter': 'my_test'}})
     assert 'Best' not in logged.pop()  # basicsr test: one pass, its iteration is the run's name
+
+
+@pytest.mark.parametrize('crop_border, refused', [(15, False), (16, True), (40, True)])
+def test_a_crop_border_that_leaves_nothing_to_score_is_named(crop_border, refused):
+    from coic_basicsr.models.source_validation import _score
+    img = np.random.default_rng(0).integers(0, 256, (32, 40, 3)).astype(np.uint8)
+    metric = {'type': 'calculate_psnr', 'crop_border': crop_border}
+    if not refused:
+        assert np.isfinite(_score('psnr', metric, img, img // 2, 'val: a'))
+        return
+    with pytest.raises(ValueError) as err:  # BasicSR scored an empty array: psnr nan in the log, no error
+        _score('psnr', metric, img, img // 2, 'val: a')
+    assert str(err.value) == f"val.metrics.psnr.crop_border ({crop_border}) leaves nothing of 'val: a' (32x40) to score"
