@@ -13,7 +13,8 @@ from coic_basicsr.utils.option_values import FLAG_RULE, check_value, is_integer
 def typed_sections(opt: dict) -> Iterator[Tuple[str, dict, object]]:
     """Yield (key path, section, registry) for every option section whose ``type`` names a registered class. The
     sections are mappings (check_sections_are_mappings); a null sampler or loss section is skipped."""
-    yield 'model_type', {'type': opt.get('model_type')}, MODEL_REGISTRY  # required: check_registered_types
+    if opt.get('model_type') is not None:  # required: check_registered_types says so
+        yield 'model_type', {'type': opt['model_type']}, MODEL_REGISTRY
     for key, section in opt.items():
         if str(key).startswith('network_'):
             yield key, section, ARCH_REGISTRY
