@@ -1,7 +1,7 @@
 """Warnings for option keys that nothing reads but that look like a misspelling of one that is read.
 
 BasicSR ignores keys it does not know, so ``ema_decey: 0.999`` in ``train`` trained without EMA, and
-``val_frequency`` never validated, without a word. Projects add keys of their own, so an unknown key is only
+``use_rott: true`` in a ``PairedImageDataset`` section trained without rotations, without a word. Projects add keys of their own, so an unknown key is only
 warned about (never refused), and only when it is close to a key of the same section that the file does not set.
 """
 import difflib
@@ -25,6 +25,17 @@ _VAL = ('val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'num_val_samples', 
         'tile', 'global_size', 'report_input')
 _LOGGER = ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb')
 _DIST_PARAMS = ('backend', 'port', 'timeout')
+#: keys BasicSR 1.4.2's datasets and build_dataloader read (Real-ESRGAN's kernel settings included), and ours on any
+#: training set (sampler, progressive patches, dataset_enlarge_ratio); use_shuffle is in every BasicSR option file
+_STOCK_DATASET = (
+    'name', 'type', 'phase', 'dataroot_gt', 'dataroot_lq', 'dataroot_flow', 'meta_info_file', 'meta_info',
+    'io_backend', 'filename_tmpl', 'gt_size', 'use_hflip', 'use_rot', 'scale', 'mean', 'std', 'color', 'num_frame',
+    'val_partition', 'interval_list', 'random_reverse', 'test_mode', 'cache_data', 'padding', 'flip_sequence',
+    'use_duf_downsampling', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
+    'num_prefetch_queue', 'pin_memory', 'persistent_workers', 'use_shuffle', 'sampler', 'mini_batch_sizes', 'iters',
+    'gt_sizes', 'blur_kernel_size', 'kernel_list', 'kernel_prob', 'blur_sigma', 'betag_range', 'betap_range',
+    'sinc_prob', 'blur_kernel_size2', 'kernel_list2', 'kernel_prob2', 'blur_sigma2', 'betag_range2', 'betap_range2',
+    'sinc_prob2', 'final_sinc_prob')
 READ_KEYS: Dict[Tuple[str, ...], Tuple[str, ...]] = {
     (): _TOP_LEVEL, ('train',): _TRAIN, ('val',): _VAL, ('logger',): _LOGGER, ('dist_params',): _DIST_PARAMS}
 #: key families read by prefix or suffix (network_*, optim_*, scheduler*, *_opt): never warned about
@@ -37,10 +48,23 @@ def _section(opt: dict, path: Tuple[str, ...]):
     return opt
 
 
+def _checked_sections(opt: dict) -> Iterator[Tuple[Tuple[str, ...], dict, Tuple[str, ...]]]:
+    """(key path, section, keys read) of the sections above and of every BasicSR dataset section (ours refuse
+    unknown keys already)."""
+    from basicsr.utils.registry import DATASET_REGISTRY
+    for path, known in READ_KEYS.items():
+        yield path, _section(opt, path), known
+    datasets = opt.get('datasets')
+    for key, section in (datasets.items() if isinstance(datasets, dict) else ()):
+        name = section.get('type') if isinstance(section, dict) else None
+        if isinstance(name, str) and name in DATASET_REGISTRY and \
+                DATASET_REGISTRY.get(name).__module__.startswith('basicsr.'):
+            yield ('datasets', key), section, _STOCK_DATASET
+
+
 def unread_key_warnings(opt: dict) -> Iterator[str]:
     """One message per key of a checked section that nothing reads and that resembles an unset key that is read."""
-    for path, known in READ_KEYS.items():
-        section = _section(opt, path)
+    for path, section, known in _checked_sections(opt):
         if not isinstance(section, dict):
             continue
         unset = [key for key in known if key not in section]

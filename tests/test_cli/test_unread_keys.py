@@ -29,6 +29,15 @@ def test_a_misspelt_key_is_named_with_the_key_it_resembles(where, typo, meant):
         f"'{meant}'? it is not set, so its default applies)"]
 
 
+def test_a_misspelt_key_of_a_basicsr_dataset_is_named_and_ours_are_left_to_their_own_check():
+    opt = tiny_coic_options()
+    opt['datasets']['val_2'] = {'name': 'v', 'type': 'PairedImageDataset', 'use_rott': True, 'phase': 'val'}
+    opt['datasets']['train']['use_rott'] = True  # MixedSyntheticRainDataset: refused by check_section_keys
+    assert list(unread_key_warnings(opt)) == [
+        "datasets.val_2.use_rott: not an option BasicSR or coic-basicsr reads, and ignored (did you mean 'use_rot'? "
+        'it is not set, so its default applies)']
+
+
 def test_project_keys_families_and_keys_next_to_the_right_one_are_left_alone():
     opt = tiny_coic_options()
     opt['train'].update(my_project_weight=2, optim_gg={'type': 'Adam'}, edge_opt={'type': 'L1Loss'})
