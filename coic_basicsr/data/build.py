@@ -3,10 +3,10 @@ from collections.abc import Mapping
 
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils.file_client import FileClient
-from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils.data import DataLoader, Dataset
 
 from coic_basicsr.utils.build_errors import building
+from coic_basicsr.utils.option_layout import basicsr_dataset_name
 
 
 def build_dataset_of(key: str, dataset_opt: dict) -> Dataset:
@@ -31,9 +31,7 @@ def check_stock_io_backend(key: str, dataset_opt: dict) -> None:
     """BasicSR's datasets make their file client when they read the first item: a bad ``io_backend.type`` of a
     ``val`` set would end the run at its first validation, after training."""
     backend = dataset_opt.get('io_backend')
-    if dataset_opt.get('type') not in DATASET_REGISTRY or not isinstance(backend, Mapping):
-        return
-    if not DATASET_REGISTRY.get(dataset_opt['type']).__module__.startswith('basicsr.'):
+    if not basicsr_dataset_name(dataset_opt.get('type')) or not isinstance(backend, Mapping):
         return  # a project's or our dataset: it reads its own io_backend options
     kind = backend.get('type')
     if not isinstance(kind, str) or kind not in FileClient._backends:

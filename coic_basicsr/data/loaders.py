@@ -5,7 +5,7 @@ import math
 from coic_basicsr.cli import USER_ERRORS, one_line
 from coic_basicsr.data.build import build_dataloader_of, build_dataset_of
 from coic_basicsr.data.samplers import ResumableSampler, SeededDraws, build_sampler
-from coic_basicsr.utils.build_errors import SectionBuildError, building, is_out_of_memory
+from coic_basicsr.utils.build_errors import SectionBuildError, building
 from coic_basicsr.utils.signals import StopBeforeTraining, StopSignalsIgnored
 
 
@@ -59,19 +59,16 @@ def first_batch(prefetcher, dataset_opt: dict):
     """
     class_name = dataset_opt.get('type')
     try:
-        prefetcher.reset()  # starts the loader workers
-        return prefetcher.next()
+        with building('datasets.train', class_name, 'making the first training batch', 'cannot make a training batch'):
+            prefetcher.reset()  # starts the loader workers
+            return prefetcher.next()
     except StopBeforeTraining as stop:
         _mark_half_made_iterators_shut_down(stop.__traceback__)
         raise
-    except Exception as err:  # noqa: B902  (re-raised: as a one-line user error, or unchanged)
+    except SectionBuildError:
+        raise
+    except USER_ERRORS as err:  # they name no option here
         message = one_line(err)
-        if is_out_of_memory(err):
-            raise SectionBuildError(f'datasets.train: {class_name} ran out of memory making the first training batch; '
-                                    f'lower its sizes ({message or type(err).__name__})') from err
-        if not isinstance(err, USER_ERRORS):
-            raise SectionBuildError(f'datasets.train: {class_name} cannot make a training batch from these options: '
-                                    f'{type(err).__name__}: {message}') from err
         if not message.startswith('datasets.'):
             raise ValueError(f'datasets.train: {class_name}: {message}') from err
         if message != str(err):  # re-raised from a loader worker, with its traceback in the message

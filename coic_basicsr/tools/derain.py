@@ -13,7 +13,6 @@ result cannot be written is reported and skipped like an unreadable one.
 """
 import argparse
 import os
-import re
 import sys
 import time
 from os import path as osp
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from coic_basicsr.data.image_files import IMG_EXTENSIONS
 from coic_basicsr.tools.image_io import list_images, read_image_and_form, write_image
 from coic_basicsr.tools.inference import add_model_arguments, model_from_args
+from coic_basicsr.utils.errors import is_out_of_memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,14 +107,10 @@ def _reason(err: Exception, path: str) -> str:
     return f"{err.strerror}: '{err.filename}'" if elsewhere else err.strerror
 
 
-#: What the CPU allocator's RuntimeError says (Linux, Windows): torch has no exception class for it.
-CPU_OUT_OF_MEMORY = re.compile(r"DefaultCPUAllocator|can't allocate memory|not enough memory")
-
-
 def _restore_failure(err: Exception, tile: Optional[int]) -> str:
     """One line on why an image could not be restored; running out of GPU or CPU memory gets a ``--tile`` hint."""
     gpu = isinstance(err, torch.cuda.OutOfMemoryError)
-    if not gpu and not (isinstance(err, RuntimeError) and CPU_OUT_OF_MEMORY.search(str(err))):
+    if not is_out_of_memory(err):
         return (str(err).splitlines() or [''])[0] or type(err).__name__
     memory = 'GPU memory' if gpu else 'memory'
     if tile:

@@ -10,22 +10,18 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from coic_basicsr.cli import USER_ERRORS, one_line
-
-_OOM_TEXTS = ("can't allocate memory", 'out of memory')  # torch's CPU allocator and CUDA's RuntimeError
+from coic_basicsr.utils.errors import is_out_of_memory
 
 
 class SectionBuildError(ValueError):
     """A section's options that its class cannot be built from (a user error: one line, exit code 2)."""
 
 
-def is_out_of_memory(err: BaseException) -> bool:
-    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and any(
-        text in str(err) for text in _OOM_TEXTS))
-
-
 @contextmanager
-def building(section: str, class_name: Any) -> Iterator[None]:
-    """Report an error raised while building ``section`` (an instance of ``class_name``) in one line.
+def building(section: str, class_name: Any, doing: Optional[str] = None,
+             cannot: str = 'cannot be built') -> Iterator[None]:
+    """Report an error raised while building ``section`` (an instance of ``class_name``) in one line: ``doing``
+    (default: building ``section``) ran out of memory, or the class ``cannot`` ... from these options.
 
     Errors that are already reported in one line (ValueError, OSError, ...) pass unchanged: they name their key.
     """
@@ -35,11 +31,11 @@ def building(section: str, class_name: Any) -> Iterator[None]:
         raise
     except Exception as err:  # noqa: B902  (re-raised: as a one-line user error, or unchanged)
         if is_out_of_memory(err):
-            raise SectionBuildError(f'{section}: {class_name} ran out of memory building {section}; lower its sizes '
-                                    f'({one_line(err) or type(err).__name__})') from err
+            raise SectionBuildError(f'{section}: {class_name} ran out of memory {doing or "building " + section}; '
+                                    f'lower its sizes ({one_line(err) or type(err).__name__})') from err
         if isinstance(err, USER_ERRORS):
             raise
-        raise SectionBuildError(f'{section}: {class_name} cannot be built from these options: '
+        raise SectionBuildError(f'{section}: {class_name} {cannot} from these options: '
                                 f'{type(err).__name__}: {one_line(err)}') from err
 
 

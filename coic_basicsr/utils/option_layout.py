@@ -106,7 +106,7 @@ def _missing(section: dict, key: str) -> bool:
     return section.get(key) is None
 
 
-def _basicsr_dataset_name(dataset_type) -> str:
+def basicsr_dataset_name(dataset_type) -> str:
     """The class name of a BasicSR dataset type ('' for others): ``RealESRGANDataset`` resolves to BasicSR's
     ``RealESRGANDataset_basicsr`` unless Real-ESRGAN registered its own."""
     from basicsr.utils.registry import DATASET_REGISTRY
@@ -147,7 +147,7 @@ def check_required_keys(opt: dict, is_train: bool) -> None:
         if _missing(datasets['train'], key):
             raise ValueError(f'datasets.train.{key}: required ({what})')
     train_set = datasets['train']
-    for key in _TRAIN_ITEM_KEYS.get(_basicsr_dataset_name(train_set.get('type')), ()):
+    for key in _TRAIN_ITEM_KEYS.get(basicsr_dataset_name(train_set.get('type')), ()):
         null_ok, what = _ITEM_KEYS[key]
         if key not in train_set or (train_set[key] is None and not null_ok):
             raise ValueError(f"datasets.train.{key}: required by {train_set['type']} in training ({what})")

@@ -7,6 +7,8 @@ warned about (never refused), and only when it is close to a key of the same sec
 import difflib
 from typing import Dict, Iterator, Tuple
 
+from coic_basicsr.utils.option_layout import basicsr_dataset_name
+
 #: keys read by BasicSR 1.4.2's pipeline and models (Real-ESRGAN's degradation settings included) and by ours
 _TOP_LEVEL = (
     'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'is_train', 'dist', 'rank', 'world_size', 'auto_resume',
@@ -51,14 +53,11 @@ def _section(opt: dict, path: Tuple[str, ...]):
 def _checked_sections(opt: dict) -> Iterator[Tuple[Tuple[str, ...], dict, Tuple[str, ...]]]:
     """(key path, section, keys read) of the sections above and of every BasicSR dataset section (ours refuse
     unknown keys already)."""
-    from basicsr.utils.registry import DATASET_REGISTRY
     for path, known in READ_KEYS.items():
         yield path, _section(opt, path), known
     datasets = opt.get('datasets')
     for key, section in (datasets.items() if isinstance(datasets, dict) else ()):
-        name = section.get('type') if isinstance(section, dict) else None
-        if isinstance(name, str) and name in DATASET_REGISTRY and \
-                DATASET_REGISTRY.get(name).__module__.startswith('basicsr.'):
+        if isinstance(section, dict) and basicsr_dataset_name(section.get('type')):
             yield ('datasets', key), section, _STOCK_DATASET
 
 
