@@ -33,9 +33,17 @@ def without_the_module(monkeypatch):
     monkeypatch.delattr('torchvision.transforms.functional_tensor', raising=False)
 
 
-def test_without_the_module_the_public_functional_stands_in(without_the_module):
-    if importlib.util.find_spec(NAME) is not None:
-        pytest.skip('this torchvision still has functional_tensor')
+class _RemovedModuleFinder(importlib.abc.MetaPathFinder):
+    """The module as torchvision >= 0.17 has it: gone (also where the installed torchvision still ships it)."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname == NAME:
+            raise ModuleNotFoundError(f'No module named {NAME!r}', name=NAME)
+        return None
+
+
+def test_without_the_module_the_public_functional_stands_in(without_the_module, monkeypatch):
+    monkeypatch.setattr(sys, 'meta_path', [_RemovedModuleFinder(), *sys.meta_path])
     install_torchvision_shim()
     from torchvision.transforms.functional_tensor import rgb_to_grayscale
     assert rgb_to_grayscale is functional.rgb_to_grayscale
